@@ -1,0 +1,1 @@
+"""Finished uploads as searchable records (built in its own issue)."""

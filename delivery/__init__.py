@@ -1,0 +1,1 @@
+"""Short-lived signed download URLs (built in its own issue)."""

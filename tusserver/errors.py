@@ -1,0 +1,204 @@
+"""The error family: every failure the server reports has a stable code and an HTTP status.
+
+Handlers raise these; one renderer (``tusserver.responses``) turns them into responses, so a
+client sees the same ``ERR_...`` code for the same problem on every route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class TusError(Exception):
+    """Base class. ``code`` is stable and documented; ``message`` is for humans."""
+
+    status: int = 500
+    code: str = "ERR_INTERNAL_SERVER_ERROR"
+    message: str = "internal server error"
+
+    def __init__(
+        self, message: str | None = None, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.message = message or type(self).message
+        self.headers: dict[str, str] = dict(headers or {})
+        super().__init__(self.message)
+
+
+# 4xx: the client's request cannot be served as sent.
+
+
+class UnsupportedVersion(TusError):
+    status = 412
+    code = "ERR_UNSUPPORTED_VERSION"
+    message = "unsupported Tus-Resumable version"
+
+
+class NotFound(TusError):
+    status = 404
+    code = "ERR_UPLOAD_NOT_FOUND"
+    message = "upload not found"
+
+
+class MethodNotAllowed(TusError):
+    status = 405
+    code = "ERR_METHOD_NOT_ALLOWED"
+    message = "method not allowed"
+
+
+class InvalidContentType(TusError):
+    status = 415
+    code = "ERR_INVALID_CONTENT_TYPE"
+    message = "Content-Type must be application/offset+octet-stream"
+
+
+class InvalidOffset(TusError):
+    status = 400
+    code = "ERR_INVALID_OFFSET"
+    message = "invalid Upload-Offset header"
+
+
+class MismatchedOffset(TusError):
+    status = 409
+    code = "ERR_MISMATCHED_OFFSET"
+    message = "Upload-Offset does not match the upload"
+
+
+class InvalidLength(TusError):
+    status = 400
+    code = "ERR_INVALID_UPLOAD_LENGTH"
+    message = "invalid Upload-Length header"
+
+
+class InvalidDeferLength(TusError):
+    status = 400
+    code = "ERR_INVALID_UPLOAD_LENGTH_DEFER"
+    message = "Upload-Defer-Length must be 1"
+
+
+class AmbiguousLength(TusError):
+    status = 400
+    code = "ERR_AMBIGUOUS_UPLOAD_LENGTH"
+    message = "send either Upload-Length or Upload-Defer-Length, not both"
+
+
+class LengthRequired(TusError):
+    status = 400
+    code = "ERR_UPLOAD_LENGTH_REQUIRED"
+    message = "Upload-Length or Upload-Defer-Length is required"
+
+
+class LengthChanged(TusError):
+    status = 400
+    code = "ERR_UPLOAD_LENGTH_CHANGED"
+    message = "the upload length is already set and cannot be changed"
+
+
+class DeferNotSupported(TusError):
+    status = 400
+    code = "ERR_DEFER_LENGTH_UNSUPPORTED"
+    message = "this server does not support deferred lengths"
+
+
+class SizeExceeded(TusError):
+    status = 413
+    code = "ERR_UPLOAD_SIZE_EXCEEDED"
+    message = "the upload exceeds its length or the maximum size"
+
+
+class InvalidMetadata(TusError):
+    status = 400
+    code = "ERR_INVALID_METADATA"
+    message = "invalid Upload-Metadata header"
+
+
+class InvalidConcat(TusError):
+    status = 400
+    code = "ERR_INVALID_CONCAT"
+    message = "invalid Upload-Concat header"
+
+
+class ConcatUnsupported(TusError):
+    status = 400
+    code = "ERR_CONCATENATION_UNSUPPORTED"
+    message = "this server does not support concatenation"
+
+
+class ModifyFinal(TusError):
+    status = 403
+    code = "ERR_MODIFY_FINAL"
+    message = "a final concatenated upload cannot be modified"
+
+
+class InvalidChecksum(TusError):
+    status = 400
+    code = "ERR_INVALID_CHECKSUM"
+    message = "invalid Upload-Checksum header"
+
+
+class UnsupportedChecksum(TusError):
+    status = 400
+    code = "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM"
+    message = "unsupported checksum algorithm"
+
+
+class ChecksumMismatch(TusError):
+    status = 460
+    code = "ERR_CHECKSUM_MISMATCH"
+    message = "the body does not match Upload-Checksum"
+
+
+class Locked(TusError):
+    status = 423
+    code = "ERR_UPLOAD_LOCKED"
+    message = "the upload is in use; retry shortly"
+
+
+class Interrupted(TusError):
+    status = 423
+    code = "ERR_UPLOAD_INTERRUPTED"
+    message = "this request was stopped because another request took over the upload; retry"
+
+
+class NotFinished(TusError):
+    status = 409
+    code = "ERR_UPLOAD_NOT_FINISHED"
+    message = "the upload is not finished"
+
+
+class RangeNotSatisfiable(TusError):
+    status = 416
+    code = "ERR_RANGE_NOT_SATISFIABLE"
+    message = "requested range not satisfiable"
+
+
+class OriginNotAllowed(TusError):
+    status = 403
+    code = "ERR_ORIGIN_NOT_ALLOWED"
+    message = "origin not allowed"
+
+
+class BadRequest(TusError):
+    status = 400
+    code = "ERR_BAD_REQUEST"
+    message = "bad request"
+
+
+# 5xx: our side failed; clients retry these.
+
+
+class ReadTimeout(TusError):
+    status = 500
+    code = "ERR_READ_TIMEOUT"
+    message = "timed out waiting for the request body"
+
+
+class StorageUnavailable(TusError):
+    status = 503
+    code = "ERR_STORAGE_UNAVAILABLE"
+    message = "storage is temporarily unavailable"
+
+
+class ShuttingDown(TusError):
+    status = 503
+    code = "ERR_SHUTTING_DOWN"
+    message = "the server is shutting down; retry"

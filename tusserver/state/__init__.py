@@ -1,0 +1,1 @@
+"""Upload state (offsets, lengths, metadata) and per-upload locks, apart from the bytes."""

@@ -1,0 +1,64 @@
+"""Protocols for upload state and per-upload locks.
+
+State is the source of truth for an upload's offset; a store only ever advances it after the
+bytes are durable. A lock serialises requests on one upload and carries a "please release"
+signal so a newcomer (a client resuming after a dead connection) need not wait for a stuck
+request to time out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from tusserver.models import UploadInfo
+
+
+class AlreadyExists(Exception):
+    """Raised by ``StateStore.create`` when the id is taken."""
+
+
+class StateStore(Protocol):
+    async def create(self, info: UploadInfo) -> None:
+        """Store a new upload; raise ``AlreadyExists`` if the id is taken."""
+        ...
+
+    async def get(self, upload_id: str) -> UploadInfo | None: ...
+
+    async def update(self, info: UploadInfo) -> None:
+        """Replace the stored record (the caller holds the upload's lock)."""
+        ...
+
+    async def delete(self, upload_id: str) -> None:
+        """Remove the record; a missing record is not an error."""
+        ...
+
+    def expired(self, now: float) -> AsyncIterator[UploadInfo]:
+        """Yield unfinished uploads whose ``expires_at`` is before ``now``."""
+        ...
+
+
+class LockHandle(Protocol):
+    """What the holder of an upload's lock sees."""
+
+    @property
+    def release_requested(self) -> bool:
+        """True once another request has asked for this upload."""
+        ...
+
+    def on_release_request(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when release is requested; at once if it already was."""
+        ...
+
+
+class Locker(Protocol):
+    def lock(
+        self, upload_id: str, *, wait: float, request_release: bool = True
+    ) -> AbstractAsyncContextManager[LockHandle]:
+        """Hold the upload's lock for the ``async with`` block.
+
+        If it is held, ask the holder to release (unless ``request_release`` is False) and wait
+        up to ``wait`` seconds; then raise ``tusserver.errors.Locked``.
+        """
+        ...

@@ -1,0 +1,1 @@
+"""Byte storage backends and the capability protocols they implement."""

@@ -1,0 +1,122 @@
+"""What a byte store can do, as small typed capabilities gathered in one composer.
+
+The core ``DataStore`` (create / write / finish) is required. Everything else is optional and
+discovered by type, so ``Tus-Extension`` is derived from what the composer holds, never typed
+out by hand (the idea of tusd's ``StoreComposer``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from tusserver.models import UploadInfo
+
+# Called by a store each time more bytes became durable, with the new absolute offset.
+# The caller records it, so a crash mid-request loses at most one checkpoint's worth.
+ProgressCallback = Callable[[int], Awaitable[None]]
+
+
+@runtime_checkable
+class DataStore(Protocol):
+    """The core: every backend creates, appends to and finishes uploads."""
+
+    async def create(self, info: UploadInfo) -> UploadInfo:
+        """Allocate storage for a new upload; may fill ``info.storage``; returns the info."""
+        ...
+
+    async def write(
+        self,
+        info: UploadInfo,
+        chunks: AsyncIterable[bytes],
+        on_progress: ProgressCallback | None = None,
+    ) -> int:
+        """Append ``chunks`` at ``info.offset``; return how many bytes are now durable.
+
+        Bytes past ``info.offset`` left by an earlier, unacknowledged write are overwritten.
+        When ``chunks`` ends early the bytes received so far are still stored and counted.
+        """
+        ...
+
+    async def finish(self, info: UploadInfo) -> UploadInfo:
+        """Called once when ``offset == length``: make the object whole and readable."""
+        ...
+
+
+@runtime_checkable
+class Terminater(Protocol):
+    async def terminate(self, info: UploadInfo) -> None:
+        """Delete every byte stored for the upload; missing data is not an error."""
+        ...
+
+
+@runtime_checkable
+class LengthDeferrer(Protocol):
+    async def declare_length(self, info: UploadInfo) -> UploadInfo:
+        """The client has just declared ``info.length`` for a deferred upload."""
+        ...
+
+
+@runtime_checkable
+class Concater(Protocol):
+    async def concat(self, final: UploadInfo, partials: Sequence[UploadInfo]) -> None:
+        """Fill ``final`` with the partials' bytes, in order; partials stay untouched."""
+        ...
+
+
+@runtime_checkable
+class Reader(Protocol):
+    def read(self, info: UploadInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        """Yield the bytes in ``[start, end)`` of a stored upload."""
+        ...
+
+
+@runtime_checkable
+class Truncater(Protocol):
+    async def truncate(self, info: UploadInfo, offset: int) -> None:
+        """Drop every byte at or after ``offset`` (used to roll back a failed checksum)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoreComposer:
+    """The core store plus whichever optional capabilities the backend offers."""
+
+    core: DataStore
+    terminater: Terminater | None = None
+    length_deferrer: LengthDeferrer | None = None
+    concater: Concater | None = None
+    reader: Reader | None = None
+    truncater: Truncater | None = None
+
+    @classmethod
+    def from_store(cls, store: DataStore) -> StoreComposer:
+        """Use every capability ``store`` itself implements."""
+        return cls(
+            core=store,
+            terminater=store if isinstance(store, Terminater) else None,
+            length_deferrer=store if isinstance(store, LengthDeferrer) else None,
+            concater=store if isinstance(store, Concater) else None,
+            reader=store if isinstance(store, Reader) else None,
+            truncater=store if isinstance(store, Truncater) else None,
+        )
+
+    def extensions(self, *, expiration: bool) -> list[str]:
+        """The ``Tus-Extension`` list this composer supports, in a stable order.
+
+        ``checksum`` needs a way to undo a write whose digest does not match; ``expiration``
+        needs a way to delete what expired.
+        """
+        ext = ["creation", "creation-with-upload"]
+        if self.length_deferrer is not None:
+            ext.append("creation-defer-length")
+        if self.terminater is not None:
+            ext.append("termination")
+        if self.truncater is not None:
+            ext.append("checksum")
+        if self.concater is not None:
+            ext += ["concatenation", "concatenation-unfinished"]
+        if expiration and self.terminater is not None:
+            ext.append("expiration")
+        return ext
