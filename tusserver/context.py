@@ -1,0 +1,22 @@
+"""Everything a request handler needs, built once by ``wiring`` and shared by all requests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tusserver.listener import UploadListener
+from tusserver.settings import Settings
+from tusserver.state.base import Locker, StateStore
+from tusserver.storage.base import StoreComposer
+
+
+@dataclass
+class TusContext:
+    settings: Settings
+    composer: StoreComposer
+    state: StateStore
+    locker: Locker
+    listener: UploadListener
+    clock: Callable[[], float] = field(default=time.time)
