@@ -79,6 +79,16 @@ class Truncater(Protocol):
         ...
 
 
+@runtime_checkable
+class Reconciler(Protocol):
+    async def reconcile(self, info: UploadInfo) -> UploadInfo:
+        """Return ``info`` with its offset lowered to what storage really holds, if less.
+
+        Guards the invariant "a recorded offset never exceeds durable bytes" after a crash.
+        """
+        ...
+
+
 @dataclass(frozen=True)
 class StoreComposer:
     """The core store plus whichever optional capabilities the backend offers."""
@@ -89,6 +99,7 @@ class StoreComposer:
     concater: Concater | None = None
     reader: Reader | None = None
     truncater: Truncater | None = None
+    reconciler: Reconciler | None = None
 
     @classmethod
     def from_store(cls, store: DataStore) -> StoreComposer:
@@ -100,6 +111,7 @@ class StoreComposer:
             concater=store if isinstance(store, Concater) else None,
             reader=store if isinstance(store, Reader) else None,
             truncater=store if isinstance(store, Truncater) else None,
+            reconciler=store if isinstance(store, Reconciler) else None,
         )
 
     def extensions(self, *, expiration: bool) -> list[str]:
