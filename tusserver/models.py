@@ -36,8 +36,6 @@ class UploadInfo:
     # For a final upload: the partial ids in order, and the header as received.
     partials: tuple[str, ...] = ()
     concat_raw: str | None = None
-    # For a partial: the final uploads that wait for it (concatenation-unfinished).
-    waiting_finals: tuple[str, ...] = ()
     owner: str | None = None
     created_at: float = 0.0
     expires_at: float | None = None
@@ -68,7 +66,6 @@ class UploadInfo:
         data = dataclasses.asdict(self)
         data["concat"] = self.concat.value
         data["partials"] = list(self.partials)
-        data["waiting_finals"] = list(self.waiting_finals)
         data["metadata"] = dict(self.metadata)
         data["storage"] = dict(self.storage)
         return data
@@ -79,7 +76,6 @@ class UploadInfo:
         values = {k: v for k, v in data.items() if k in known}
         values["concat"] = ConcatKind(values.get("concat", "none"))
         values["partials"] = tuple(values.get("partials", ()))
-        values["waiting_finals"] = tuple(values.get("waiting_finals", ()))
         values["metadata"] = dict(values.get("metadata") or {})
         values["storage"] = dict(values.get("storage") or {})
         return cls(**values)

@@ -10,7 +10,8 @@ from tusserver.errors import TusError
 
 def error_response(error: TusError, *, method: str = "GET") -> Response:
     """``ERR_CODE: message`` as text/plain (tusd's shape); HEAD responses carry no body."""
-    headers = {"Tus-Resumable": TUS_VERSION, **error.headers}
+    # no-store: a 404 or 423 describes a moment, not the resource; never let a cache keep it.
+    headers = {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store", **error.headers}
     if error.status == 412:
         headers["Tus-Version"] = TUS_VERSION
     body = b"" if method == "HEAD" else f"{error.code}: {error.message}\n".encode()

@@ -38,6 +38,18 @@ class StateStore(Protocol):
         """Yield unfinished uploads whose ``expires_at`` is before ``now``."""
         ...
 
+    async def add_waiter(self, partial_id: str, final_id: str) -> None:
+        """Record that final upload ``final_id`` waits for partial ``partial_id`` to finish.
+
+        Atomic and lock-free, so a final can be created while a partial's PATCH is running
+        (concatenation-unfinished).
+        """
+        ...
+
+    async def waiters(self, partial_id: str) -> list[str]:
+        """The finals registered with ``add_waiter`` for this partial (any order)."""
+        ...
+
 
 class LockHandle(Protocol):
     """What the holder of an upload's lock sees."""

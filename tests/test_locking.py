@@ -1,0 +1,180 @@
+"""Locks, release requests and interrupted bodies, end to end through the ASGI app (T040,
+T057-T061, T128): what happens when a client's connection dies mid-PATCH and it comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.asgi_harness import call
+from tusserver.app import create_app
+from tusserver.settings import Settings
+from tusserver.sweeper import sweep_once
+
+TUS = {"Tus-Resumable": "1.0.0"}
+PATCH_HEADERS = {**TUS, "Content-Type": "application/offset+octet-stream"}
+PART = bytes(range(256)) * 256  # 64 KiB
+
+
+@pytest.fixture
+def app(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return create_app(Settings(data_dir=tmp_path, lock_wait=1.0, read_timeout=5.0))
+
+
+async def create(app, length: int = 10 * len(PART)) -> str:  # type: ignore[no-untyped-def]
+    reply = await call(app, "POST", "/files/", {**TUS, "Upload-Length": str(length)})
+    assert reply.status == 201, reply.body
+    return reply.headers["location"].rsplit("/", 1)[1]
+
+
+async def offset_of(app, upload_id: str) -> int:  # type: ignore[no-untyped-def]
+    reply = await call(app, "HEAD", f"/files/{upload_id}", TUS)
+    assert reply.status == 200, reply.body
+    return int(reply.headers["upload-offset"])
+
+
+def stalled_patch(app, upload_id: str, parts: list[bytes], drained: asyncio.Event):  # type: ignore[no-untyped-def]
+    """A PATCH whose client sends ``parts`` and then goes silent without closing."""
+    return asyncio.create_task(
+        call(
+            app,
+            "PATCH",
+            f"/files/{upload_id}",
+            {**PATCH_HEADERS, "Upload-Offset": "0", "Content-Length": str(10 * len(PART))},
+            parts,
+            ending="hang",
+            drained=drained,
+        )
+    )
+
+
+async def test_head_releases_a_stalled_patch_and_sees_its_bytes(app) -> None:  # type: ignore[no-untyped-def]
+    upload_id = await create(app)
+    drained = asyncio.Event()
+    patch = stalled_patch(app, upload_id, [PART, PART, PART], drained)
+    await drained.wait()
+    started = time.monotonic()
+    head = await call(app, "HEAD", f"/files/{upload_id}", TUS)
+    elapsed = time.monotonic() - started
+    assert head.status == 200
+    assert head.headers["upload-offset"] == str(3 * len(PART))
+    assert elapsed < 1.0, "the holder must let go promptly (T058)"
+    old = await asyncio.wait_for(patch, 2)
+    assert old.status == 423
+    assert old.body.startswith(b"ERR_UPLOAD_INTERRUPTED")
+    # The offset HEAD reported is accepted by the very next PATCH (T060).
+    resumed = await call(
+        app,
+        "PATCH",
+        f"/files/{upload_id}",
+        {**PATCH_HEADERS, "Upload-Offset": str(3 * len(PART))},
+        [PART],
+    )
+    assert resumed.status == 204
+    assert resumed.headers["upload-offset"] == str(4 * len(PART))
+
+
+async def test_disconnect_keeps_what_arrived(app) -> None:  # type: ignore[no-untyped-def]
+    upload_id = await create(app)
+    reply = await call(
+        app,
+        "PATCH",
+        f"/files/{upload_id}",
+        {**PATCH_HEADERS, "Upload-Offset": "0", "Content-Length": str(10 * len(PART))},
+        [PART, PART],
+        ending="disconnect",
+    )
+    assert reply.status >= 400
+    assert await offset_of(app, upload_id) == 2 * len(PART)
+
+
+async def test_disconnect_with_checksum_discards_the_chunk(app) -> None:  # type: ignore[no-untyped-def]
+    upload_id = await create(app)
+    await call(
+        app,
+        "PATCH",
+        f"/files/{upload_id}",
+        {
+            **PATCH_HEADERS,
+            "Upload-Offset": "0",
+            "Content-Length": str(10 * len(PART)),
+            "Upload-Checksum": "sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=",
+        },
+        [PART, PART],
+        ending="disconnect",
+    )
+    assert await offset_of(app, upload_id) == 0  # T128
+
+
+async def test_read_timeout_keeps_bytes_and_answers_5xx(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path, read_timeout=0.3))
+    upload_id = await create(app)
+    reply = await asyncio.wait_for(
+        call(
+            app,
+            "PATCH",
+            f"/files/{upload_id}",
+            {**PATCH_HEADERS, "Upload-Offset": "0", "Content-Length": str(10 * len(PART))},
+            [PART],
+            ending="hang",
+        ),
+        3,
+    )
+    assert reply.status == 500  # 5xx on purpose: clients retry it (T041)
+    assert reply.body.startswith(b"ERR_READ_TIMEOUT")
+    assert await offset_of(app, upload_id) == len(PART)
+
+
+async def test_delete_stops_an_inflight_patch(app) -> None:  # type: ignore[no-untyped-def]
+    upload_id = await create(app)
+    drained = asyncio.Event()
+    patch = stalled_patch(app, upload_id, [PART], drained)
+    await drained.wait()
+    deleted = await call(app, "DELETE", f"/files/{upload_id}", TUS)
+    assert deleted.status == 204  # T061
+    assert (await asyncio.wait_for(patch, 2)).status == 423
+    assert (await call(app, "HEAD", f"/files/{upload_id}", TUS)).status == 404
+    assert not list(Path(app.state.service.settings.data_dir).glob(f"{upload_id}*"))
+
+
+async def test_second_patch_at_same_offset_never_interleaves(app) -> None:  # type: ignore[no-untyped-def]
+    upload_id = await create(app)
+    drained = asyncio.Event()
+    first = stalled_patch(app, upload_id, [PART], drained)
+    await drained.wait()
+    second = await call(
+        app, "PATCH", f"/files/{upload_id}", {**PATCH_HEADERS, "Upload-Offset": "0"}, [b"x" * 10]
+    )
+    assert second.status == 409  # the first PATCH's bytes were persisted first (T057)
+    assert (await asyncio.wait_for(first, 2)).status == 423
+    data = (Path(app.state.service.settings.data_dir) / f"{upload_id}.bin").read_bytes()
+    assert data == PART
+
+
+async def test_busy_holder_that_never_lets_go_gets_423_not_5xx(app) -> None:  # type: ignore[no-untyped-def]
+    upload_id = await create(app)
+    service = app.state.service
+    async with service.locked(upload_id):  # a holder deaf to release requests
+        started = time.monotonic()
+        head = await call(app, "HEAD", f"/files/{upload_id}", TUS)
+        assert head.status == 423  # T025, T059
+        assert 0.9 <= time.monotonic() - started < 2.0
+
+
+async def test_sweeper_skips_busy_and_removes_expired(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    app = create_app(Settings(data_dir=tmp_path, expiration=60), clock=lambda: now[0])
+    busy = await create(app)
+    idle = await create(app)
+    done = await create(app, length=0)
+    now[0] += 61
+    service = app.state.service
+    async with service.locked(busy, request_release=False):
+        report = await sweep_once(service)
+    assert (report.expired, report.skipped_busy) == (1, 1)
+    assert (await call(app, "HEAD", f"/files/{idle}", TUS)).status == 404
+    assert (await call(app, "HEAD", f"/files/{done}", TUS)).status == 200  # never expires
+    assert not list(tmp_path.glob(f"{idle}*"))

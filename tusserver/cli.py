@@ -1,0 +1,71 @@
+"""Command line: ``tusserver serve``. Options override the ``TUS_*`` environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from tusserver.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tusserver", description="tus 1.0.0 upload server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", help="address to bind (TUS_HOST)")
+    serve.add_argument("--port", type=int, help="port to bind (TUS_PORT)")
+    serve.add_argument("--data-dir", help="directory for bytes and state (TUS_DATA_DIR)")
+    serve.add_argument("--base-path", help="tus endpoint path (TUS_BASE_PATH)")
+    serve.add_argument("--max-size", type=int, help="largest upload in bytes (TUS_MAX_SIZE)")
+    serve.add_argument("--expiration", type=int, help="idle seconds before expiry (TUS_EXPIRATION)")
+    serve.add_argument("--log-level", help="logging level (TUS_LOG_LEVEL)")
+    return parser
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from tusserver.app import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    app = create_app(settings)
+    url = f"http://{settings.host}:{settings.port}{settings.base_path}"
+    logging.getLogger("tusserver").info("tusserver listening on %s", url)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        # Forwarded headers are interpreted by us, only when TUS_TRUST_PROXY is set (T070).
+        proxy_headers=False,
+        server_header=False,
+        # Uppy can send 8 KiB+ of Upload-Metadata (T080); h11's default cap is 16 KiB.
+        h11_max_incomplete_event_size=64 * 1024,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides: dict[str, Any] = {
+        key: value for key, value in vars(args).items() if key != "command" and value is not None
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"tusserver: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Routing of tus requests: one dispatcher for the creation endpoint and one for upload URLs.
+
+A hand-written dispatcher rather than Starlette routes, because the tus paths need exact
+control: ``/files`` and ``/files/`` both create without a redirect (T051), HEAD goes to the tus
+handler and never to an implicit GET route (T056), and a 405 carries the right ``Allow``
+(T052). Everything else falls through to the wrapped app (catalog, health, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tusserver import errors
+from tusserver.handlers.delete import handle_delete
+from tusserver.handlers.get import handle_get
+from tusserver.handlers.head import handle_head
+from tusserver.handlers.options import handle_options
+from tusserver.handlers.patch import handle_patch
+from tusserver.handlers.post import handle_post
+from tusserver.responses import error_response
+from tusserver.uploads import UploadService
+
+log = logging.getLogger("tusserver.http")
+
+
+class TusDispatch:
+    def __init__(self, app: ASGIApp, *, service: UploadService) -> None:
+        self.app = app
+        self.service = service
+        self.base_path = service.settings.base_path  # "/files/"
+        self.collection_paths = {self.base_path, self.base_path.rstrip("/")}
+        self.collection_allow = "OPTIONS, POST"
+        upload_methods = ["OPTIONS", "HEAD", "PATCH", "GET"]
+        if "termination" in service.extensions:
+            upload_methods.append("DELETE")
+        self.upload_allow = ", ".join(upload_methods)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path in self.collection_paths:
+            upload_id = None
+        elif path.startswith(self.base_path):
+            upload_id = path[len(self.base_path) :]
+        else:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        method: str = scope["method"]
+        try:
+            response = await self._route(request, method, upload_id)
+        except errors.TusError as error:
+            response = error_response(error, method=method)
+        except Exception:
+            # Rendered here, inside the CORS middleware, so even a 500 reaches browser code
+            # as a real status instead of an opaque network error (T217).
+            log.exception("request.failed", extra={"path": path, "method": method})
+            response = error_response(errors.TusError(), method=method)
+        await response(scope, receive, send)
+
+    async def _route(self, request: Request, method: str, upload_id: str | None) -> Response:
+        service = self.service
+        if upload_id is None:
+            if method == "POST":
+                return await handle_post(service, request)
+            if method == "OPTIONS":
+                return await handle_options(service)
+            raise errors.MethodNotAllowed(headers={"Allow": self.collection_allow})
+        if method == "OPTIONS":
+            # Discovery works on any upload URL, known or not (T016).
+            return await handle_options(service)
+        if method == "HEAD":
+            return await handle_head(service, upload_id)
+        if method == "PATCH":
+            return await handle_patch(service, request, upload_id)
+        if method == "GET":
+            return await handle_get(request, service.ctx, await service.get(upload_id))
+        if method == "DELETE" and "termination" in service.extensions:
+            return await handle_delete(service, upload_id)
+        raise errors.MethodNotAllowed(headers={"Allow": self.upload_allow})

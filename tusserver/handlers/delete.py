@@ -1,0 +1,18 @@
+"""DELETE: the termination extension (T141-T148).
+
+Taking the lock asks an in-flight PATCH to stop first, so Uppy removing a file mid-upload gets
+its 204 promptly (T061).
+"""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from tusserver.uploads import UploadService
+
+
+async def handle_delete(service: UploadService, upload_id: str) -> Response:
+    async with service.locked(upload_id):
+        info = await service.load_locked(upload_id)
+        await service.terminate(info)
+    return Response(status_code=204)

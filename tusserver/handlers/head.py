@@ -1,0 +1,45 @@
+"""HEAD: where an upload stands (T017-T026).
+
+It takes the upload's lock, so an older PATCH still holding it (a dead connection) is asked to
+persist its bytes and let go; the offset answered is then exactly what the next PATCH must
+send (T058, T060). A busy upload is 423, never 5xx: tus-js-client abandons an upload on a 5xx
+HEAD (T025).
+"""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from tusserver.handlers.common import expires_header
+from tusserver.models import UploadInfo
+from tusserver.uploads import UploadService
+
+
+def upload_headers(info: UploadInfo) -> dict[str, str]:
+    headers: dict[str, str] = {"Cache-Control": "no-store"}
+    pending_final = info.is_final and info.finished_at is None
+    if not pending_final:
+        # A final whose partials are unfinished has no offset yet (protocol#73, T174).
+        headers["Upload-Offset"] = str(info.offset)
+    if info.length is not None:
+        headers["Upload-Length"] = str(info.length)
+    else:
+        headers["Upload-Defer-Length"] = "1"
+    if info.metadata_raw:
+        headers["Upload-Metadata"] = info.metadata_raw  # verbatim, as the client sent it (T082)
+    if info.is_partial:
+        headers["Upload-Concat"] = "partial"
+    elif info.is_final and info.concat_raw is not None:
+        headers["Upload-Concat"] = info.concat_raw  # as received (T172)
+    headers.update(expires_header(info))
+    return headers
+
+
+async def handle_head(service: UploadService, upload_id: str) -> Response:
+    async with service.locked(upload_id):
+        info = await service.load_locked(upload_id)
+        info = await service.assemble_if_ready(info)
+    response = Response(status_code=200, headers=upload_headers(info))
+    # A HEAD describes no body of its own; a Content-Length of 0 would contradict GET (T026).
+    del response.headers["content-length"]
+    return response

@@ -1,0 +1,28 @@
+"""OPTIONS: discovery of the protocol version, extensions and limits (T010-T016)."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from tusserver import TUS_VERSION
+from tusserver.uploads import UploadService
+
+
+def discovery_headers(service: UploadService) -> dict[str, str]:
+    """Computed from the store composer's capabilities, never hand-listed (T014).
+
+    Lists carry no spaces: TUSKit splits on "," without trimming (T015).
+    """
+    headers = {"Tus-Version": TUS_VERSION, "Tus-Resumable": TUS_VERSION}
+    if service.extensions:
+        headers["Tus-Extension"] = ",".join(service.extensions)
+    if service.settings.max_size:
+        headers["Tus-Max-Size"] = str(service.settings.max_size)
+    if "checksum" in service.extensions:
+        headers["Tus-Checksum-Algorithm"] = ",".join(service.settings.checksum_algorithms)
+    return headers
+
+
+async def handle_options(service: UploadService) -> Response:
+    # 200 rather than 204: some old browsers reject a 204 preflight (T010).
+    return Response(status_code=200, headers=discovery_headers(service))

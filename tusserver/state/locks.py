@@ -1,0 +1,81 @@
+"""In-process per-upload locks with a "please release" signal (the embedded default).
+
+A client whose connection died mid-PATCH comes back with a HEAD while the server still waits
+for the dead request's body. A plain lock would stall the client until the read timeout; here
+the newcomer asks the holder to stop, the holder persists what it has and lets go, and the
+newcomer proceeds. Only one process may use these locks: several workers need the Redis locker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from tusserver.errors import Locked
+
+
+class _Handle:
+    """One acquisition of one upload's lock."""
+
+    __slots__ = ("_callbacks", "_released", "_requested")
+
+    def __init__(self) -> None:
+        self._requested = False
+        self._callbacks: list[Callable[[], None]] = []
+        self._released = asyncio.Event()
+
+    @property
+    def release_requested(self) -> bool:
+        return self._requested
+
+    def on_release_request(self, callback: Callable[[], None]) -> None:
+        if self._requested:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def request_release(self) -> None:
+        if self._requested:
+            return
+        self._requested = True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+class InProcessLocker:
+    """Locks keyed by upload id, held in this process's memory."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, _Handle] = {}
+
+    def holders(self) -> list[_Handle]:
+        """Every live acquisition (graceful shutdown asks them all to let go)."""
+        return list(self._held.values())
+
+    @asynccontextmanager
+    async def lock(
+        self, upload_id: str, *, wait: float, request_release: bool = True
+    ) -> AsyncIterator[_Handle]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while (holder := self._held.get(upload_id)) is not None:
+            if request_release:
+                holder.request_release()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise Locked()
+            try:
+                async with asyncio.timeout(remaining):
+                    await holder._released.wait()
+            except TimeoutError:
+                raise Locked() from None
+            # Another waiter may have taken the lock first; loop and ask again.
+        handle = _Handle()
+        self._held[upload_id] = handle
+        try:
+            yield handle
+        finally:
+            del self._held[upload_id]
+            handle._released.set()

@@ -1,0 +1,322 @@
+"""Upload state transitions: create, append, declare length, finish, concatenate, terminate.
+
+Handlers translate HTTP into these calls; the sweeper and the REST routes reuse them. The rule
+that keeps uploads safe lives here: state (the offset) only ever advances to bytes the store
+reports durable, and a chunk whose checksum fails is rolled back whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from tusserver import errors
+from tusserver.body import BodyEnd, BodyReader
+from tusserver.context import TusContext
+from tusserver.models import ConcatKind, UploadInfo
+from tusserver.protocol import Checksum, ConcatRequest, is_valid_upload_id, new_upload_id
+from tusserver.state.base import AlreadyExists, LockHandle
+
+log = logging.getLogger("tusserver.upload")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    info: UploadInfo
+    end: BodyEnd
+    checksum_failed: bool = False
+
+
+class UploadService:
+    def __init__(self, ctx: TusContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.extensions = tuple(ctx.composer.extensions(expiration=ctx.settings.expiration > 0))
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def expires(self) -> bool:
+        return "expiration" in self.extensions
+
+    def _expiry(self) -> float | None:
+        return self.ctx.clock() + self.settings.expiration if self.expires else None
+
+    def is_expired(self, info: UploadInfo) -> bool:
+        return (
+            self.expires
+            and not info.is_complete
+            and info.expires_at is not None
+            and info.expires_at <= self.ctx.clock()
+        )
+
+    async def get(self, upload_id: str) -> UploadInfo:
+        """Read an upload without its lock (downloads). Missing or expired -> NotFound."""
+        if not is_valid_upload_id(upload_id):
+            raise errors.NotFound()
+        info = await self.ctx.state.get(upload_id)
+        if info is None or self.is_expired(info):
+            raise errors.NotFound()
+        return info
+
+    @asynccontextmanager
+    async def locked(
+        self, upload_id: str, *, request_release: bool = True, wait: float | None = None
+    ) -> AsyncIterator[LockHandle]:
+        if not is_valid_upload_id(upload_id):
+            raise errors.NotFound()
+        async with self.ctx.locker.lock(
+            upload_id,
+            wait=self.settings.lock_wait if wait is None else wait,
+            request_release=request_release,
+        ) as handle:
+            yield handle
+
+    async def load_locked(self, upload_id: str) -> UploadInfo:
+        """Load an upload while holding its lock.
+
+        Expiry is enforced here, at request time, even before the sweeper runs (T117), and the
+        offset is reconciled with what storage really holds after a crash.
+        """
+        info = await self.ctx.state.get(upload_id)
+        if info is None:
+            raise errors.NotFound()
+        if self.is_expired(info):
+            await self.terminate(info, event="upload.expired")
+            raise errors.NotFound()
+        reconciler = self.ctx.composer.reconciler
+        if reconciler is not None and not info.is_complete and not info.is_final:
+            checked = await reconciler.reconcile(info)
+            if checked.offset != info.offset:
+                await self.ctx.state.update(checked)
+                info = checked
+        return info
+
+    # -- creation ------------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        length: int | None,
+        metadata: Mapping[str, str | None],
+        metadata_raw: str | None,
+        concat: ConcatRequest | None = None,
+        concat_raw: str | None = None,
+        owner: str | None = None,
+    ) -> UploadInfo:
+        if concat is not None and concat.kind is ConcatKind.FINAL:
+            return await self._create_final(concat, concat_raw, metadata, metadata_raw, owner)
+        max_size = self.settings.max_size
+        if length is not None and max_size and length > max_size:
+            raise errors.SizeExceeded(f"Upload-Length exceeds the maximum size of {max_size}")
+        info = UploadInfo(
+            id=new_upload_id(),
+            length=length,
+            metadata=dict(metadata),
+            metadata_raw=metadata_raw,
+            concat=concat.kind if concat is not None else ConcatKind.NONE,
+            owner=owner,
+            created_at=self.ctx.clock(),
+            expires_at=self._expiry(),
+        )
+        info = await self._store_new(info)
+        if info.is_complete:
+            # An empty upload is complete at creation; clients send no PATCH (T067).
+            info = await self.finish(info)
+        return info
+
+    async def _store_new(self, info: UploadInfo) -> UploadInfo:
+        info = await self.ctx.composer.core.create(info)
+        try:
+            await self.ctx.state.create(info)
+        except AlreadyExists:  # 128 random bits colliding means a broken RNG; never overwrite
+            raise errors.TusError("upload id collision") from None
+        log.info("upload.created", extra={"upload_id": info.id, "length": info.length})
+        await self.ctx.listener.upload_created(info)
+        return info
+
+    async def _create_final(
+        self,
+        concat: ConcatRequest,
+        concat_raw: str | None,
+        metadata: Mapping[str, str | None],
+        metadata_raw: str | None,
+        owner: str | None,
+    ) -> UploadInfo:
+        if self.ctx.composer.concater is None:
+            raise errors.ConcatUnsupported()
+        partials: list[UploadInfo] = []
+        for partial_id in concat.partial_ids:
+            partial = await self.ctx.state.get(partial_id)
+            if partial is None or self.is_expired(partial):
+                raise errors.InvalidConcat(f"partial upload {partial_id} does not exist")
+            if not partial.is_partial:
+                raise errors.InvalidConcat(f"upload {partial_id} is not a partial upload")
+            partials.append(partial)
+        length = self._total_length(partials)
+        max_size = self.settings.max_size
+        if length is not None and max_size and length > max_size:
+            raise errors.SizeExceeded(f"the partials exceed the maximum size of {max_size}")
+        final = UploadInfo(
+            id=new_upload_id(),
+            length=length,
+            metadata=dict(metadata),
+            metadata_raw=metadata_raw,
+            concat=ConcatKind.FINAL,
+            partials=concat.partial_ids,
+            concat_raw=concat_raw,
+            owner=owner,
+            created_at=self.ctx.clock(),
+            expires_at=self._expiry(),
+        )
+        final = await self._store_new(final)
+        # Register before re-reading the partials: a partial that finishes concurrently either
+        # sees this registration or is seen complete below, so the final is never stranded.
+        for partial_id in dict.fromkeys(concat.partial_ids):
+            await self.ctx.state.add_waiter(partial_id, final.id)
+        async with self.locked(final.id, request_release=False):
+            return await self._assemble_locked(final.id)
+
+    @staticmethod
+    def _total_length(partials: list[UploadInfo]) -> int | None:
+        lengths = [p.length for p in partials]
+        if any(length is None for length in lengths):
+            return None
+        return sum(length for length in lengths if length is not None)
+
+    # -- appending -----------------------------------------------------------------------
+
+    async def write(
+        self,
+        info: UploadInfo,
+        reader: BodyReader,
+        *,
+        checksum: Checksum | None = None,
+        declared_length: int | None = None,
+    ) -> WriteResult:
+        """Append the body at ``info.offset``; the caller holds the lock and validated it.
+
+        Without a checksum, durable progress is recorded as it happens (a crash loses at most
+        one checkpoint) and an interrupted body keeps what arrived. With a checksum, the chunk
+        is all or nothing: nothing is recorded until it verifies, and a mismatch or a cut-off
+        body rolls the bytes back (T127, T128).
+        """
+        current = info
+
+        async def record(offset: int) -> None:
+            nonlocal current
+            current = current.replace(offset=offset, expires_at=self._expiry())
+            await self.ctx.state.update(current)
+
+        try:
+            stored = await self.ctx.composer.core.write(
+                info, reader.chunks(), None if checksum is not None else record
+            )
+        except FileNotFoundError:
+            raise errors.NotFound() from None
+        end = reader.end or BodyEnd.COMPLETE
+        if checksum is not None:
+            verified = (
+                end is BodyEnd.COMPLETE
+                and reader.hasher is not None
+                and reader.hasher.digest() == checksum.digest
+            )
+            if not verified:
+                truncater = self.ctx.composer.truncater
+                assert truncater is not None  # checksum is only advertised with a truncater
+                await truncater.truncate(info, info.offset)
+                # The length is not declared either (T129).
+                return WriteResult(info, end, checksum_failed=end is BodyEnd.COMPLETE)
+        updated = current.replace(offset=info.offset + stored, expires_at=self._expiry())
+        if declared_length is not None and updated.length is None:
+            updated = await self._declare(updated, declared_length)
+        await self.ctx.state.update(updated)
+        log.info(
+            "upload.chunk_written",
+            extra={"upload_id": info.id, "bytes": stored, "offset": updated.offset},
+        )
+        return WriteResult(updated, end)
+
+    async def declare_length(self, info: UploadInfo, length: int) -> UploadInfo:
+        """Set a deferred length without writing (an empty final PATCH, T100)."""
+        updated = await self._declare(info, length)
+        await self.ctx.state.update(updated)
+        return updated
+
+    async def _declare(self, info: UploadInfo, length: int) -> UploadInfo:
+        updated = info.replace(length=length)
+        deferrer = self.ctx.composer.length_deferrer
+        if deferrer is not None:
+            updated = await deferrer.declare_length(updated)
+        return updated
+
+    # -- completion ----------------------------------------------------------------------
+
+    async def finish(self, info: UploadInfo) -> UploadInfo:
+        """Complete an upload whose offset reached its length. Safe to call again."""
+        info = await self.ctx.composer.core.finish(info)
+        info = info.replace(finished_at=self.ctx.clock(), expires_at=None)
+        await self.ctx.state.update(info)
+        log.info("upload.finished", extra={"upload_id": info.id, "length": info.length})
+        if info.is_partial:
+            # A finished partial is not a finished file (T153); it may complete finals.
+            for final_id in await self.ctx.state.waiters(info.id):
+                try:
+                    async with self.locked(final_id, request_release=False):
+                        await self._assemble_locked(final_id)
+                except errors.NotFound:
+                    continue
+                except errors.Locked:
+                    # The final's own HEAD assembles it when it gets the lock.
+                    log.warning("upload.assembly_deferred", extra={"upload_id": final_id})
+        else:
+            await self.ctx.listener.upload_finished(info)
+        return info
+
+    async def _assemble_locked(self, final_id: str) -> UploadInfo:
+        """Concatenate a final upload if all its partials are complete (lock held)."""
+        final = await self.ctx.state.get(final_id)
+        if final is None:
+            raise errors.NotFound()
+        if final.finished_at is not None:
+            # Keyed on finished_at, not offset: a final over empty partials has length 0 and
+            # looks complete by arithmetic before it was ever assembled.
+            return final
+        partials: list[UploadInfo] = []
+        for partial_id in final.partials:
+            partial = await self.ctx.state.get(partial_id)
+            if partial is None:
+                return final  # a partial vanished; the final can only expire now
+            partials.append(partial)
+        length = self._total_length(partials)
+        if length is not None and final.length is None:
+            final = final.replace(length=length)
+            await self.ctx.state.update(final)
+        if not all(p.is_complete for p in partials):
+            return final
+        assert length is not None
+        concater = self.ctx.composer.concater
+        assert concater is not None
+        await concater.concat(final, partials)
+        final = final.replace(length=length, offset=length)
+        await self.ctx.state.update(final)
+        return await self.finish(final)
+
+    async def assemble_if_ready(self, final: UploadInfo) -> UploadInfo:
+        """For a HEAD on a pending final (lock held): assemble now if a trigger was missed."""
+        if not final.is_final or final.finished_at is not None:
+            return final
+        return await self._assemble_locked(final.id)
+
+    # -- removal -------------------------------------------------------------------------
+
+    async def terminate(self, info: UploadInfo, *, event: str = "upload.terminated") -> None:
+        """Remove an upload: state first, so clients see it gone even if byte removal fails."""
+        await self.ctx.state.delete(info.id)
+        terminater = self.ctx.composer.terminater
+        if terminater is not None:
+            await terminater.terminate(info)
+        log.info(event, extra={"upload_id": info.id})
+        await self.ctx.listener.upload_terminated(info)
