@@ -41,7 +41,7 @@ class Settings(BaseSettings):
         False,
         description=(
             "Honour `X-Forwarded-Host`/`X-Forwarded-Proto`/`Forwarded` when building "
-            "`Location`. Enable only behind a proxy that sets them."
+            "`Location`. Enable only behind a proxy that overwrites (not appends to) them."
         ),
     )
     max_size: int = Field(
