@@ -34,7 +34,9 @@ class TusDispatch:
         self.base_path = service.settings.base_path  # "/files/"
         self.collection_paths = {self.base_path, self.base_path.rstrip("/")}
         self.collection_allow = "OPTIONS, POST"
-        upload_methods = ["OPTIONS", "HEAD", "PATCH", "GET"]
+        upload_methods = ["OPTIONS", "HEAD", "PATCH"]
+        if service.ctx.composer.reader is not None:
+            upload_methods.append("GET")
         if "termination" in service.extensions:
             upload_methods.append("DELETE")
         self.upload_allow = ", ".join(upload_methods)
@@ -79,7 +81,7 @@ class TusDispatch:
             return await handle_head(service, upload_id)
         if method == "PATCH":
             return await handle_patch(service, request, upload_id)
-        if method == "GET":
+        if method == "GET" and "GET" in self.upload_allow:
             return await handle_get(request, service.ctx, await service.get(upload_id))
         if method == "DELETE" and "termination" in service.extensions:
             return await handle_delete(service, upload_id)

@@ -194,7 +194,8 @@ def parse_metadata(raw: str | None) -> dict[str, str | None]:
       ``a YQ==, b Yg==`` is what some clients send);
     - an element is ``key`` or ``key value`` separated by exactly one space (T075, T078);
     - keys are printable ASCII without comma; values are standard padded base64 (T076) of
-      UTF-8 text; a key without a value maps to None;
+      bytes, decoded as UTF-8 with U+FFFD for invalid sequences; a key without a value maps
+      to None;
     - empty elements (``a YQ==,,b``, a trailing comma) and duplicate keys (T079) are errors.
 
     Callers keep ``raw`` itself for HEAD, which must echo the header verbatim (T082).
@@ -228,12 +229,9 @@ def parse_metadata(raw: str | None) -> dict[str, str | None]:
             raise InvalidMetadata(
                 f"Upload-Metadata: value of {_echo(key)} is not padded standard base64"
             ) from None
-        try:
-            result[key] = decoded.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidMetadata(
-                f"Upload-Metadata: value of {_echo(key)} is not UTF-8 text"
-            ) from None
+        # Values are bytes (T076): every client sends UTF-8, but binary is legal tus. HEAD
+        # echoes the raw header, so the lossy text form only feeds our own consumers.
+        result[key] = decoded.decode("utf-8", errors="replace")
     return result
 
 

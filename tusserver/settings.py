@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ALL_CHECKSUM_ALGORITHMS = ("sha1", "sha256", "md5", "crc32")
@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     storage: Literal["local"] = Field("local", description="Where bytes live: `local`.")
     state: Literal["local"] = Field("local", description="Where upload state lives: `local`.")
     log_level: str = Field("info", description="Logging level.")
+
+    @model_validator(mode="after")
+    def _no_credentials_for_any_origin(self) -> Settings:
+        # Echoing every origin with credentials would let any site act with a user's cookies.
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError("cors_allow_credentials needs explicit cors_origins, not *")
+        return self
 
     @field_validator("base_path")
     @classmethod
