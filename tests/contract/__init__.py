@@ -1,0 +1,1 @@
+"""Contract suites: the same tests run against every storage and state backend."""

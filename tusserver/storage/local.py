@@ -1,0 +1,406 @@
+"""Upload bytes on local disk: one file per upload, ``<root>/<id>.bin``.
+
+This module owns that layout and the local write path's promises:
+
+* bytes land at their absolute position (``os.pwrite``), so a retried request simply overwrites
+  what an earlier, unacknowledged request left behind, and the file is cut to the new end;
+* the event loop only gathers chunks; disk work runs in a worker thread, one batch at a time,
+  while the next batch fills (double buffering: memory per upload is about two write buffers);
+* ``on_progress`` only ever hears of bytes that ``fdatasync`` has made durable, so an offset
+  recorded from it never runs ahead of the disk, even across a power loss;
+* a file descriptor is never closed while a worker thread may still use it (a recycled fd
+  number would otherwise let a late ``pwrite`` land in an unrelated file).
+
+Upload ids are checked against ``^[0-9a-f]{32}$`` before any path is built, whatever the HTTP
+layer already checked: a path is never made from an unvalidated string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import re
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tusserver.models import UploadInfo
+from tusserver.storage.base import ProgressCallback
+
+log = logging.getLogger("tusserver.storage")
+
+T = TypeVar("T")
+
+_ID = re.compile(r"[0-9a-f]{32}")
+_MiB = 1024 * 1024
+_READ_PIECE = _MiB
+# The read/write fallback of ``concat`` holds this much in memory at once.
+_COPY_PIECE = _MiB
+# copy_file_range works in the kernel, so large requests cost no memory; capped below the
+# kernel's own per-call limit (about 2 GiB).
+_KERNEL_COPY_PIECE = 1024 * _MiB
+# copy_file_range refuses some pairs of files (across file systems on older kernels, special
+# file systems, no syscall at all); any other error is a real I/O error and is raised.
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
+# Upload data is private to the server; whoever serves it reads it through us.
+_FILE_MODE = 0o600
+
+
+def _check_id(upload_id: str) -> str:
+    if not isinstance(upload_id, str) or _ID.fullmatch(upload_id) is None:
+        raise ValueError(f"invalid upload id: {upload_id!r}")
+    return upload_id
+
+
+def _pwrite_all(fd: int, data: bytes | bytearray, position: int) -> None:
+    """``pwrite`` until every byte is written: a short write is legal and not an error."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, position)
+        if written <= 0:
+            raise OSError(errno.EIO, "pwrite made no progress")
+        view = view[written:]
+        position += written
+
+
+def _write_batch(fd: int, data: bytes | bytearray, position: int, sync: bool) -> None:
+    _pwrite_all(fd, data, position)
+    if sync:
+        os.fdatasync(fd)
+
+
+def _write_last_batch(fd: int, data: bytes | bytearray, position: int) -> None:
+    _pwrite_all(fd, data, position)
+    # Cut off whatever an earlier, longer and never acknowledged write left past the new end.
+    os.ftruncate(fd, position + len(data))
+    os.fdatasync(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a new directory entry durable (the file's own fsync does not cover its name)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_range(src: int, dst: int, length: int, dst_position: int) -> None:
+    """Copy ``src[0:length)`` to ``dst`` at ``dst_position``; kernel copy when possible."""
+    src_position = 0
+    kernel = hasattr(os, "copy_file_range")
+    while src_position < length:
+        remaining = length - src_position
+        if kernel:
+            try:
+                copied = os.copy_file_range(
+                    src, dst, min(remaining, _KERNEL_COPY_PIECE), src_position, dst_position
+                )
+            except OSError as exc:
+                if exc.errno not in _NO_KERNEL_COPY:
+                    raise
+                # Explicit offsets mean nothing is lost: carry on from here by hand.
+                kernel = False
+                continue
+        else:
+            data = os.pread(src, min(remaining, _COPY_PIECE), src_position)
+            _pwrite_all(dst, data, dst_position)
+            copied = len(data)
+        if copied == 0:
+            raise EOFError(f"source holds {src_position} bytes, expected {length}")
+        src_position += copied
+        dst_position += copied
+
+
+class _ThreadFd:
+    """A file descriptor that worker threads use one call at a time.
+
+    Every call is awaited through ``asyncio.shield``, so cancelling the awaiting task never
+    loses track of a call that is still running in its thread; ``close`` waits for such a
+    call (by callback) instead of pulling the descriptor from under it.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._busy: asyncio.Future[Any] | None = None
+
+    @classmethod
+    async def open(cls, path: Path, flags: int) -> _ThreadFd:
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(None, os.open, path, flags)
+        try:
+            return cls(await asyncio.shield(opening))
+        except asyncio.CancelledError:
+            # The open may still succeed in its thread; that descriptor is ours to close.
+            opening.add_done_callback(_close_opened)
+            raise
+
+    def start(self, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run ``func(fd, *args)`` in a worker thread; the previous call must be finished."""
+        assert self._busy is None or self._busy.done(), "one thread call at a time"
+        busy = asyncio.get_running_loop().run_in_executor(None, func, self.fd, *args)
+        self._busy = busy
+        return busy
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.shield(self.start(func, *args))
+
+    async def settle(self) -> None:
+        """Wait until no thread uses the descriptor (without raising its errors)."""
+        if self._busy is not None and not self._busy.done():
+            await asyncio.wait([self._busy])
+
+    def close(self) -> None:
+        busy = self._busy
+        if busy is None or busy.done():
+            if busy is not None and not busy.cancelled():
+                busy.exception()  # an error nobody awaited is dropped, not reported at GC
+            os.close(self.fd)
+        else:
+            fd = self.fd
+            busy.add_done_callback(lambda done: _close_after(fd, done))
+
+
+def _close_opened(opening: asyncio.Future[int]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        os.close(opening.result())
+
+
+def _close_after(fd: int, done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()
+    os.close(fd)
+
+
+class _BatchWriter:
+    """The double buffer of one ``write`` call: at most one batch in flight in a thread."""
+
+    def __init__(self, fd: _ThreadFd, position: int) -> None:
+        self._fd = fd
+        # Where the next batch starts: everything before it is written or being written.
+        self.end = position
+        self._in_flight: asyncio.Future[None] | None = None
+        self._in_flight_end = position
+        self._in_flight_synced = False
+
+    @property
+    def idle(self) -> bool:
+        """True when a batch has finished and can be collected without waiting."""
+        return self._in_flight is not None and self._in_flight.done()
+
+    async def collect(self) -> int | None:
+        """Wait for the batch in flight; return its end offset if it was made durable."""
+        in_flight = self._in_flight
+        if in_flight is None:
+            return None
+        await asyncio.shield(in_flight)
+        self._in_flight = None
+        return self._in_flight_end if self._in_flight_synced else None
+
+    async def submit(self, data: bytes | bytearray, *, sync: bool) -> int | None:
+        """Start writing ``data`` once the previous batch is done; return that batch's
+        durable end (see ``collect``)."""
+        durable = await self.collect()
+        self._in_flight = self._fd.start(_write_batch, data, self.end, sync)
+        self.end += len(data)
+        self._in_flight_end = self.end
+        self._in_flight_synced = sync
+        return durable
+
+    async def finish(self, data: bytes | bytearray) -> int:
+        """Write the last batch, cut the file there and make it all durable; return the end."""
+        await self.collect()
+        # Tracked like any batch, so a cancellation here still closes the fd only afterwards.
+        self._in_flight = self._fd.start(_write_last_batch, data, self.end)
+        self._in_flight_synced = False
+        await self.collect()
+        self.end += len(data)
+        return self.end
+
+
+class LocalStore:
+    """Every byte-store capability, for uploads kept as files in one directory."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        write_buffer: int = 4 * _MiB,
+        checkpoint_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if write_buffer <= 0:
+            raise ValueError("write_buffer must be positive")
+        self._root = Path(root)
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._write_buffer = write_buffer
+        self._checkpoint_interval = checkpoint_interval
+        self._clock = clock
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def _bin(self, upload_id: str) -> Path:
+        return self._root / f"{_check_id(upload_id)}.bin"
+
+    # DataStore
+
+    async def create(self, info: UploadInfo) -> UploadInfo:
+        path = self._bin(info.id)
+        await asyncio.to_thread(self._create_file, path)
+        return info
+
+    def _create_file(self, path: Path) -> None:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
+        # The client is told the upload exists; that must survive a power loss too.
+        _fsync_dir(self._root)
+
+    async def write(
+        self,
+        info: UploadInfo,
+        chunks: AsyncIterable[bytes],
+        on_progress: ProgressCallback | None = None,
+    ) -> int:
+        # No O_CREAT: a missing file means the upload was terminated, which must not be
+        # undone by a late PATCH (FileNotFoundError reaches the caller).
+        fd = await _ThreadFd.open(self._bin(info.id), os.O_WRONLY)
+        writer = _BatchWriter(fd, info.offset)
+        try:
+            end = await self._pump(writer, chunks, on_progress)
+        finally:
+            try:
+                # Returning while a batch is still being written would let it race with the
+                # next request on this upload (stale bytes landing after newer ones).
+                await fd.settle()
+            finally:
+                fd.close()
+        return end - info.offset
+
+    async def _pump(
+        self,
+        writer: _BatchWriter,
+        chunks: AsyncIterable[bytes],
+        on_progress: ProgressCallback | None,
+    ) -> int:
+        async def report(durable: int | None) -> None:
+            if durable is not None and on_progress is not None:
+                await on_progress(durable)
+
+        clock = self._clock
+        limit = self._write_buffer
+        interval = self._checkpoint_interval
+        last_checkpoint = clock()
+        buf = bytearray()
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            if writer.idle:
+                # Report a finished checkpoint now rather than when the next batch is full:
+                # a slow client would otherwise wait a whole buffer for its progress.
+                await report(await writer.collect())
+            now = clock()
+            # Checked per chunk, not only per full buffer: a slow client still gets a
+            # checkpoint every interval instead of one per write_buffer bytes.
+            due = now - last_checkpoint >= interval
+            batch: bytes | bytearray
+            if not buf and len(chunk) >= limit:
+                batch = chunk  # big enough on its own: no copy (bytes are immutable)
+            else:
+                buf += chunk
+                if len(buf) < limit and not due:
+                    continue
+                batch, buf = buf, bytearray()
+            if due:
+                last_checkpoint = now
+            await report(await writer.submit(batch, sync=due))
+        return await writer.finish(buf)
+
+    async def finish(self, info: UploadInfo) -> UploadInfo:
+        # The file is already whole: bytes were written in place.
+        _check_id(info.id)
+        return info
+
+    # Terminater
+
+    async def terminate(self, info: UploadInfo) -> None:
+        await asyncio.to_thread(self._bin(info.id).unlink, missing_ok=True)
+
+    # LengthDeferrer
+
+    async def declare_length(self, info: UploadInfo) -> UploadInfo:
+        # The length lives in the upload state; a local file needs no size in advance.
+        _check_id(info.id)
+        return info
+
+    # Concater
+
+    async def concat(self, final: UploadInfo, partials: Sequence[UploadInfo]) -> None:
+        sources: list[tuple[Path, int]] = []
+        for partial in partials:
+            if partial.length is None:
+                raise ValueError(f"partial upload {partial.id} has no length")
+            sources.append((self._bin(partial.id), partial.length))
+        await asyncio.to_thread(self._concat_files, self._bin(final.id), sources)
+
+    @staticmethod
+    def _concat_files(target: Path, sources: Sequence[tuple[Path, int]]) -> None:
+        # No O_TRUNC: the file is rewritten from 0 and cut to size at the end, which also
+        # repairs a previous, interrupted concat.
+        out = os.open(target, os.O_WRONLY | os.O_CREAT, _FILE_MODE)
+        try:
+            position = 0
+            for path, length in sources:
+                src = os.open(path, os.O_RDONLY)
+                try:
+                    _copy_range(src, out, length, position)
+                finally:
+                    os.close(src)
+                position += length
+            os.ftruncate(out, position)
+            os.fdatasync(out)
+        finally:
+            os.close(out)
+
+    # Reader
+
+    async def read(self, info: UploadInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        """Yield ``[start, end)``; stops early if the file is shorter than ``end``."""
+        fd = await _ThreadFd.open(self._bin(info.id), os.O_RDONLY)
+        try:
+            position = start
+            while position < end:
+                piece = await fd.run(os.pread, min(_READ_PIECE, end - position), position)
+                if not piece:
+                    return
+                position += len(piece)
+                yield piece
+        finally:
+            fd.close()
+
+    # Truncater
+
+    async def truncate(self, info: UploadInfo, offset: int) -> None:
+        # No fdatasync: if a crash undoes the truncation, the stale tail lies past the
+        # recorded offset, where the next write overwrites it anyway.
+        await asyncio.to_thread(os.truncate, self._bin(info.id), offset)
+
+    # Reconciler
+
+    async def reconcile(self, info: UploadInfo) -> UploadInfo:
+        path = self._bin(info.id)
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            # A final upload has no file until its partials are concatenated.
+            size = 0
+        if size >= info.offset:
+            return info
+        log.warning(
+            "storage.offset_reconciled",
+            extra={"upload_id": info.id, "recorded_offset": info.offset, "stored_bytes": size},
+        )
+        return info.replace(offset=size)
