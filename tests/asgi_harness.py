@@ -82,4 +82,4 @@ async def call(
     start = next(m for m in messages if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
     pairs = [(k.decode(), v.decode()) for k, v in start.get("headers", [])]
-    return Reply(start["status"], {k: v for k, v in pairs}, body, pairs)
+    return Reply(start["status"], dict(pairs), body, pairs)

@@ -18,7 +18,11 @@ def scripted(parts: list[bytes], then: str = "end"):  # type: ignore[no-untyped-
     async def receive() -> Message:
         if queue:
             chunk = queue.pop(0)
-            return {"type": "http.request", "body": chunk, "more_body": bool(queue) or then != "end"}
+            return {
+                "type": "http.request",
+                "body": chunk,
+                "more_body": bool(queue) or then != "end",
+            }
         if then == "disconnect":
             return {"type": "http.disconnect"}
         if then == "hang":

@@ -30,11 +30,9 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from tusserver.app import create_app
+    from tusserver.logs import configure as configure_logging
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings.log_level)
     app = create_app(settings)
     url = f"http://{settings.host}:{settings.port}{settings.base_path}"
     logging.getLogger("tusserver").info("tusserver listening on %s", url)
