@@ -105,7 +105,10 @@ class UploadService:
         concat: ConcatRequest | None = None,
         concat_raw: str | None = None,
         owner: str | None = None,
+        announce: bool = True,
     ) -> UploadInfo:
+        """Create an upload. With ``announce=False`` listeners hear of it only when the caller
+        calls ``announce_created`` (a creation whose data may still fail its checksum)."""
         if concat is not None and concat.kind is ConcatKind.FINAL:
             return await self._create_final(concat, concat_raw, metadata, metadata_raw, owner)
         max_size = self.settings.max_size
@@ -121,21 +124,25 @@ class UploadService:
             created_at=self.ctx.clock(),
             expires_at=self._expiry(),
         )
-        info = await self._store_new(info)
+        info = await self._store_new(info, announce=announce)
         if info.is_complete:
             # An empty upload is complete at creation; clients send no PATCH (T067).
             info = await self.finish(info)
         return info
 
-    async def _store_new(self, info: UploadInfo) -> UploadInfo:
+    async def _store_new(self, info: UploadInfo, *, announce: bool = True) -> UploadInfo:
         info = await self.ctx.composer.core.create(info)
         try:
             await self.ctx.state.create(info)
         except AlreadyExists:  # 128 random bits colliding means a broken RNG; never overwrite
             raise errors.TusError("upload id collision") from None
         log.info("upload.created", extra={"upload_id": info.id, "length": info.length})
-        await self.ctx.listener.upload_created(info)
+        if announce:
+            await self.ctx.listener.upload_created(info)
         return info
+
+    async def announce_created(self, info: UploadInfo) -> None:
+        await self.ctx.listener.upload_created(info)
 
     async def _create_final(
         self,
@@ -312,11 +319,14 @@ class UploadService:
 
     # -- removal -------------------------------------------------------------------------
 
-    async def terminate(self, info: UploadInfo, *, event: str = "upload.terminated") -> None:
+    async def terminate(
+        self, info: UploadInfo, *, event: str = "upload.terminated", announce: bool = True
+    ) -> None:
         """Remove an upload: state first, so clients see it gone even if byte removal fails."""
         await self.ctx.state.delete(info.id)
         terminater = self.ctx.composer.terminater
         if terminater is not None:
             await terminater.terminate(info)
         log.info(event, extra={"upload_id": info.id})
-        await self.ctx.listener.upload_terminated(info)
+        if announce:
+            await self.ctx.listener.upload_terminated(info)

@@ -74,6 +74,9 @@ async def handle_post(service: UploadService, request: Request) -> Response:
         metadata_raw=metadata_raw,
         concat=concat,
         concat_raw=concat_raw.strip() if concat_raw is not None else None,
+        # With a checksum the creation is all or nothing (A20): listeners hear of the upload
+        # only once its data verified, never of one the client was refused.
+        announce=checksum is None,
     )
     response_headers = {"Location": upload_url(request, settings, info.id)}
     if has_body and not info.is_complete:
@@ -88,8 +91,10 @@ async def handle_post(service: UploadService, request: Request) -> Response:
             result = await service.write(info, reader, checksum=checksum)
             if result.checksum_failed:
                 # All or nothing: a creation whose data fails its checksum creates nothing.
-                await service.terminate(result.info)
+                await service.terminate(result.info, announce=False)
                 raise errors.ChecksumMismatch()
+            if checksum is not None:
+                await service.announce_created(result.info)
             info = result.info
             if info.is_complete:
                 info = await service.finish(info)
