@@ -83,8 +83,25 @@ async def test_interrupt_wakes_a_parked_receive() -> None:
     assert reader.end is BodyEnd.RELEASED
 
 
-async def test_interrupt_before_reading_reads_nothing() -> None:
-    reader = BodyReader(scripted([b"abc"]), limit=None, read_timeout=1)
+async def test_interrupt_still_takes_bytes_already_arriving() -> None:
+    # Bytes that reached the server are kept rather than re-sent by the client.
+    reader = BodyReader(scripted([b"abc", b"def"]), limit=None, read_timeout=1)
     reader.interrupt()
-    assert await drain(reader) == b""
+    assert await drain(reader) == b"abcdef"
+    assert reader.end is BodyEnd.COMPLETE
+
+
+async def test_interrupt_drain_is_capped_for_a_client_that_keeps_sending() -> None:
+    async def endless() -> Message:
+        await asyncio.sleep(0.01)
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    reader = BodyReader(endless, limit=None, read_timeout=60)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = asyncio.create_task(drain(reader))
+    await asyncio.sleep(0.05)
+    reader.interrupt()
+    await asyncio.wait_for(task, 2)
     assert reader.end is BodyEnd.RELEASED
+    assert loop.time() - started < 1.0

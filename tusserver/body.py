@@ -15,6 +15,12 @@ from starlette.types import Receive
 
 from tusserver.protocol import Hasher
 
+# After a release request, keep taking bytes that are already arriving (they reached the
+# server; dropping them would make the client send them again) but stop once the stream is
+# idle this long, and in any case after DRAIN_MAX: the newcomer waits at most that.
+DRAIN_IDLE = 0.1
+DRAIN_MAX = 0.5
+
 
 class BodyEnd(enum.Enum):
     COMPLETE = "complete"
@@ -40,28 +46,41 @@ class BodyReader:
         self._read_timeout = read_timeout
         self._timeout: asyncio.Timeout | None = None
         self._interrupted = False
+        self._drain_until = 0.0
         self.hasher = hasher
         self.received = 0
         self.end: BodyEnd | None = None
 
     def interrupt(self) -> None:
-        """Stop reading as soon as possible; safe to call from another task.
+        """Stop reading soon: drain what is arriving, then end. Safe from another task.
 
-        A receive that is parked waiting for a dead client is woken by firing its timeout
-        now, which costs nothing on the hot path (no extra task per chunk).
+        A receive parked on a dead client is cut short by moving its timeout closer, which
+        costs nothing on the hot path (no extra task per chunk).
         """
+        if self._interrupted:
+            return
+        now = asyncio.get_running_loop().time()
         self._interrupted = True
-        if self._timeout is not None:
-            self._timeout.reschedule(asyncio.get_running_loop().time())
+        self._drain_until = now + DRAIN_MAX
+        timeout = self._timeout
+        if timeout is not None:
+            when = timeout.when()
+            if when is None or when > now + DRAIN_IDLE:
+                timeout.reschedule(now + DRAIN_IDLE)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         limit = self._limit
+        loop = asyncio.get_running_loop()
         while True:
+            wait = self._read_timeout
             if self._interrupted:
-                self.end = BodyEnd.RELEASED
-                return
+                left = self._drain_until - loop.time()
+                if left <= 0:
+                    self.end = BodyEnd.RELEASED
+                    return
+                wait = min(DRAIN_IDLE, left)
             try:
-                async with asyncio.timeout(self._read_timeout) as timeout:
+                async with asyncio.timeout(wait) as timeout:
                     self._timeout = timeout
                     message = await self._receive()
             except TimeoutError:

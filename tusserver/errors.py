@@ -202,3 +202,20 @@ class ShuttingDown(TusError):
     status = 503
     code = "ERR_SHUTTING_DOWN"
     message = "the server is shutting down; retry"
+
+
+def error_table() -> str:
+    """The README table of error codes, from the classes above."""
+    rows = ["| code | status | meaning |", "| --- | --- | --- |"]
+    seen: set[str] = set()
+    classes: list[type[TusError]] = [TusError, *TusError.__subclasses__()]
+    for cls in classes:
+        if cls.code in seen:
+            continue
+        seen.add(cls.code)
+        rows.append(f"| `{cls.code}` | {cls.status} | {cls.message} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(error_table())

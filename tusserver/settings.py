@@ -148,6 +148,8 @@ def settings_table() -> str:
         default = info.default
         if isinstance(default, tuple):
             default = ",".join(default)
+        elif default is None:
+            default = "(unset)"
         rows.append(f"| `TUS_{name.upper()}` | `{default}` | {info.description} |")
     return "\n".join(rows)
 

@@ -1,0 +1,69 @@
+# Developer and CI entry points. `make test` is the one test command (CI runs it via .ci/run).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The stamp lives inside the venv: deleting the venv also forgets that it was installed, and
+# editing pyproject.toml (new dependency, new extra) triggers a reinstall.
+STAMP := $(VENV)/.tusserver-installed
+PYTEST_ARGS ?=
+
+.PHONY: help install run lint typecheck test e2e bench clean
+
+help:
+	@echo "make run        start the server on http://127.0.0.1:8080/files/ (data in ./data)"
+	@echo "make test       install, lint, typecheck, then every test (e2e included)"
+	@echo "make lint       ruff check + ruff format --check"
+	@echo "make typecheck  mypy (strict, configured in pyproject.toml)"
+	@echo "make bench      benchmarks (not part of make test); prints a table"
+	@echo "make e2e        only the end-to-end tests (real server, tuspy, tus-js-client)"
+	@echo "make clean      remove caches, build output and tests/e2e/js/node_modules"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@# A venv without pip is what Debian leaves behind when python3-venv (ensurepip) is
+	@# missing; test for pip, not for the directory, so a retry after the apt install works.
+	@if [ ! -x $(BIN)/pip ]; then \
+		echo "creating $(VENV) with $$($(PYTHON) --version 2>&1)"; \
+		if ! $(PYTHON) -m venv $(VENV) || [ ! -x $(BIN)/pip ]; then \
+			echo "" >&2; \
+			echo "error: '$(PYTHON) -m venv' could not create $(VENV) (ensurepip is missing)." >&2; \
+			echo "hint:  apt-get install python3-venv   (then run make again)" >&2; \
+			exit 1; \
+		fi; \
+	fi
+	$(BIN)/pip install --disable-pip-version-check --no-input -q -e '.[dev]'
+	@touch $@
+
+run: install
+	$(BIN)/tusserver serve --host 127.0.0.1 --port 8080 --data-dir ./data
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+# Pytest exits 5 when it collected no test. CI counts any non-zero exit as a failed run, and
+# an empty suite is reported as "ran no test" anyway, so say it loudly and exit 0.
+test: install lint typecheck
+	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "warning: pytest collected no tests (exit 5)" >&2; rc=0; fi; \
+	exit $$rc
+
+e2e: install
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench.single_patch $(BENCH_ARGS)
+
+# Keeps .venv (shared, slow to rebuild) and ./data (somebody's uploads).
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info tests/e2e/js/node_modules
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	rm -f $(STAMP)
