@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from tusserver.fsutil import fsync_dir
 from tusserver.models import UploadInfo
 from tusserver.state.base import AlreadyExists
 
@@ -45,14 +46,6 @@ def _check_id(upload_id: str) -> str:
 
 def _encode(info: UploadInfo) -> bytes:
     return json.dumps(info.to_dict(), separators=(",", ":")).encode()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_all(paths: Sequence[Path]) -> None:
@@ -115,7 +108,7 @@ class LocalStateStore:
         finally:
             temp.unlink()
         # A created upload was promised to the client: make its name survive power loss.
-        _fsync_dir(self._root)
+        fsync_dir(self._root)
 
     async def get(self, upload_id: str) -> UploadInfo | None:
         path = self._path(upload_id)

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tusserver.fsutil import fsync_dir
 from tusserver.models import UploadInfo
 from tusserver.storage.base import ProgressCallback
 
@@ -77,15 +78,6 @@ def _write_last_batch(fd: int, data: bytes | bytearray, position: int) -> None:
     # Cut off whatever an earlier, longer and never acknowledged write left past the new end.
     os.ftruncate(fd, position + len(data))
     os.fdatasync(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a new directory entry durable (the file's own fsync does not cover its name)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_range(src: int, dst: int, length: int, dst_position: int) -> None:
@@ -257,7 +249,7 @@ class LocalStore:
     def _create_file(self, path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
         # The client is told the upload exists; that must survive a power loss too.
-        _fsync_dir(self._root)
+        fsync_dir(self._root)
 
     async def write(
         self,
