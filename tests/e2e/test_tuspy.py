@@ -105,6 +105,33 @@ def test_empty_file_needs_no_patch(tus_server: TusServer) -> None:
     assert_stored(uploader.url, b"")
 
 
+def test_twenty_concurrent_uploads(tus_server: TusServer) -> None:
+    """T192: Uppy runs up to 20 uploads at once; none may be serialised behind another or mix
+    bytes with another."""
+    blobs = [os.urandom(2 * MiB + i) for i in range(20)]
+    urls: list[str | None] = [None] * len(blobs)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            uploader = uploader_for(tus_server, blobs[index], chunk_size=512 * 1024)
+            uploader.upload()
+            urls[index] = uploader.url
+        except BaseException as exc:  # reported below, with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(blobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert len(set(urls)) == len(blobs)
+    for url, data in zip(urls, blobs, strict=True):
+        assert url is not None
+        assert_stored(url, data)
+
+
 def test_deferred_length() -> None:
     # The checklist (T197) mentions `upload-defer-length`, but tuspy 1.1.0's Uploader has no
     # such option; tus-js-client covers deferred length (test_tus_js_client.py).
