@@ -89,6 +89,16 @@ class Reconciler(Protocol):
         ...
 
 
+@runtime_checkable
+class Recoverer(Protocol):
+    async def recover(self, upload_id: str) -> UploadInfo | None:
+        """Rebuild an upload's record from storage alone (its state was lost), or None.
+
+        The offset it reports counts only bytes that are durable in storage.
+        """
+        ...
+
+
 @dataclass(frozen=True)
 class StoreComposer:
     """The core store plus whichever optional capabilities the backend offers."""
@@ -100,6 +110,7 @@ class StoreComposer:
     reader: Reader | None = None
     truncater: Truncater | None = None
     reconciler: Reconciler | None = None
+    recoverer: Recoverer | None = None
 
     @classmethod
     def from_store(cls, store: DataStore) -> StoreComposer:
@@ -112,6 +123,7 @@ class StoreComposer:
             reader=store if isinstance(store, Reader) else None,
             truncater=store if isinstance(store, Truncater) else None,
             reconciler=store if isinstance(store, Reconciler) else None,
+            recoverer=store if isinstance(store, Recoverer) else None,
         )
 
     def extensions(self, *, expiration: bool) -> list[str]:
