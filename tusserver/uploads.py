@@ -17,6 +17,7 @@ from tusserver.body import BodyEnd, BodyReader
 from tusserver.context import TusContext
 from tusserver.models import ConcatKind, UploadInfo
 from tusserver.protocol import Checksum, ConcatRequest, is_valid_upload_id, new_upload_id
+from tusserver.spool import Spool
 from tusserver.state.base import AlreadyExists, LockHandle
 
 log = logging.getLogger("tusserver.upload")
@@ -217,6 +218,9 @@ class UploadService:
             current = current.replace(offset=offset, expires_at=self._expiry())
             await self.ctx.state.update(current)
 
+        truncater = self.ctx.composer.truncater
+        if checksum is not None and truncater is None:
+            return await self._write_spooled(info, reader, checksum, declared_length)
         try:
             stored = await self.ctx.composer.core.write(
                 info, reader.chunks(), None if checksum is not None else record
@@ -224,25 +228,50 @@ class UploadService:
         except FileNotFoundError:
             raise errors.NotFound() from None
         end = reader.end or BodyEnd.COMPLETE
-        if checksum is not None:
-            verified = (
-                end is BodyEnd.COMPLETE
-                and reader.hasher is not None
-                and reader.hasher.digest() == checksum.digest
-            )
-            if not verified:
-                truncater = self.ctx.composer.truncater
-                assert truncater is not None  # checksum is only advertised with a truncater
-                await truncater.truncate(info, info.offset)
-                # The length is not declared either (T129).
+        if checksum is not None and not self._verified(reader, checksum):
+            assert truncater is not None
+            await truncater.truncate(info, info.offset)
+            # The length is not declared either (T129).
+            return WriteResult(info, end, checksum_failed=end is BodyEnd.COMPLETE)
+        return await self._record_write(current, info.offset + stored, end, declared_length)
+
+    @staticmethod
+    def _verified(reader: BodyReader, checksum: Checksum) -> bool:
+        return (
+            reader.end is BodyEnd.COMPLETE
+            and reader.hasher is not None
+            and reader.hasher.digest() == checksum.digest
+        )
+
+    async def _write_spooled(
+        self,
+        info: UploadInfo,
+        reader: BodyReader,
+        checksum: Checksum,
+        declared_length: int | None,
+    ) -> WriteResult:
+        """Checksum on a store that cannot roll back: verify on local disk, then store."""
+        async with Spool(self.settings.data_dir / "spool") as spool:
+            await spool.fill(reader.chunks())
+            end = reader.end or BodyEnd.COMPLETE
+            if not self._verified(reader, checksum):
                 return WriteResult(info, end, checksum_failed=end is BodyEnd.COMPLETE)
-        updated = current.replace(offset=info.offset + stored, expires_at=self._expiry())
+            try:
+                stored = await self.ctx.composer.core.write(info, spool.chunks())
+            except FileNotFoundError:
+                raise errors.NotFound() from None
+        return await self._record_write(info, info.offset + stored, end, declared_length)
+
+    async def _record_write(
+        self, current: UploadInfo, offset: int, end: BodyEnd, declared_length: int | None
+    ) -> WriteResult:
+        updated = current.replace(offset=offset, expires_at=self._expiry())
         if declared_length is not None and updated.length is None:
             updated = await self._declare(updated, declared_length)
         await self.ctx.state.update(updated)
         log.info(
             "upload.chunk_written",
-            extra={"upload_id": info.id, "bytes": stored, "offset": updated.offset},
+            extra={"upload_id": updated.id, "offset": updated.offset},
         )
         return WriteResult(updated, end)
 

@@ -129,7 +129,8 @@ class StoreComposer:
     def extensions(self, *, expiration: bool) -> list[str]:
         """The ``Tus-Extension`` list this composer supports, in a stable order.
 
-        ``checksum`` needs a way to undo a write whose digest does not match; ``expiration``
+        ``checksum`` works with every store: one that can truncate rolls a bad chunk back,
+        any other gets the chunk only after it verified on a local spool. ``expiration``
         needs a way to delete what expired.
         """
         ext = ["creation", "creation-with-upload"]
@@ -137,8 +138,7 @@ class StoreComposer:
             ext.append("creation-defer-length")
         if self.terminater is not None:
             ext.append("termination")
-        if self.truncater is not None:
-            ext.append("checksum")
+        ext.append("checksum")
         if self.concater is not None:
             ext += ["concatenation", "concatenation-unfinished"]
         if expiration and self.terminater is not None:
