@@ -178,3 +178,27 @@ async def test_sweeper_skips_busy_and_removes_expired(tmp_path: Path) -> None:
     assert (await call(app, "HEAD", f"/files/{idle}", TUS)).status == 404
     assert (await call(app, "HEAD", f"/files/{done}", TUS)).status == 200  # never expires
     assert not list(tmp_path.glob(f"{idle}*"))
+
+
+async def test_creation_body_cut_off_keeps_the_upload_and_its_bytes(app) -> None:  # type: ignore[no-untyped-def]
+    """T089: the client never saw Location, but what arrived is stored (expiry collects it)."""
+    service = app.state.service
+    before = {p.name for p in Path(service.settings.data_dir).glob("*.json")}
+    reply = await call(
+        app,
+        "POST",
+        "/files/",
+        {
+            **PATCH_HEADERS,
+            "Upload-Length": str(10 * len(PART)),
+            "Content-Length": str(10 * len(PART)),
+        },
+        [PART, PART],
+        ending="disconnect",
+    )
+    assert reply.status >= 400  # nobody is listening any more
+    created = {p.name for p in Path(service.settings.data_dir).glob("*.json")} - before
+    assert len(created) == 1
+    info = await service.ctx.state.get(created.pop().removesuffix(".json"))
+    assert info.offset == 2 * len(PART)
+    assert info.expires_at is not None

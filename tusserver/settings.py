@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ALL_CHECKSUM_ALGORITHMS = ("sha1", "sha256", "md5", "crc32")
@@ -98,8 +98,55 @@ class Settings(BaseSettings):
             "crash can lose mid-request)."
         ),
     )
-    storage: Literal["local"] = Field("local", description="Where bytes live: `local`.")
-    state: Literal["local"] = Field("local", description="Where upload state lives: `local`.")
+    storage: Literal["local", "s3"] = Field(
+        "local", description="Where bytes live: `local` (under `TUS_DATA_DIR`) or `s3`."
+    )
+    state: Literal["local", "redis"] = Field(
+        "local",
+        description=(
+            "Where upload state and locks live: `local` (one process) or `redis` (any number "
+            "of instances behind a load balancer)."
+        ),
+    )
+    s3_bucket: str | None = Field(None, description="S3 bucket (required with `s3` storage).")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, Ceph, R2); default: AWS."
+    )
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_prefix: str = Field("", description="Key prefix for every object, e.g. `uploads/`.")
+    s3_addressing_style: Literal["path", "virtual", "auto"] = Field(
+        "path", description="Bucket addressing; `path` works with every S3-compatible store."
+    )
+    s3_part_size: int = Field(
+        16 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        description=(
+            "Preferred multipart part size in bytes; raised automatically so no upload needs "
+            "more than 10,000 parts."
+        ),
+    )
+    s3_fixed_part_size: int | None = Field(
+        None, description="Use exactly this part size (stores such as R2 require equal parts)."
+    )
+    s3_concurrency: int = Field(4, ge=1, description="Parts uploaded in parallel per upload.")
+    s3_max_parts_in_flight: int = Field(
+        16, ge=1, description="Parts uploaded in parallel per process (bounds memory)."
+    )
+    s3_sse: Literal["AES256", "aws:kms"] | None = Field(
+        None, description="Server-side encryption for stored objects."
+    )
+    s3_kms_key_id: str | None = Field(None, description="KMS key id with `aws:kms`.")
+    # A secret: the URL may carry a password, and settings may end up in a log or traceback.
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis for `redis` state (credentials in the URL).",
+    )
+    redis_prefix: str = Field("tus:", description="Prefix of every Redis key this server uses.")
+    lock_ttl: float = Field(
+        30.0,
+        gt=1,
+        description="Seconds a Redis lock survives a crashed holder (refreshed while held).",
+    )
     log_level: str = Field("info", description="Logging level.")
 
     @model_validator(mode="after")
@@ -107,6 +154,14 @@ class Settings(BaseSettings):
         # Echoing every origin with credentials would let any site act with a user's cookies.
         if self.cors_allow_credentials and "*" in self.cors_origins:
             raise ValueError("cors_allow_credentials needs explicit cors_origins, not *")
+        return self
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Settings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("storage=s3 needs s3_bucket (TUS_S3_BUCKET)")
+        if self.s3_sse == "aws:kms" and not self.s3_kms_key_id:
+            raise ValueError("s3_sse=aws:kms needs s3_kms_key_id")
         return self
 
     @field_validator("base_path")
@@ -150,6 +205,8 @@ def settings_table() -> str:
             default = ",".join(default)
         elif default is None:
             default = "(unset)"
+        elif isinstance(default, SecretStr):
+            default = default.get_secret_value()
         rows.append(f"| `TUS_{name.upper()}` | `{default}` | {info.description} |")
     return "\n".join(rows)
 

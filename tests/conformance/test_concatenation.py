@@ -92,6 +92,17 @@ def test_t158_order_is_kept(tus: TusHTTP) -> None:
     assert tus.content(final) == b" worldhello"
 
 
+def test_t159_t160_partials_are_reusable(tus: TusHTTP) -> None:
+    """T159 [Y], T160 [Y]: a partial listed twice, and one partial used by two finals: the
+    partials are copied, never consumed."""
+    a, b = two_partials(tus)
+    twice = tus.new(concat=f"final;{upload_path(a)} {upload_path(a)}")
+    other = tus.new(concat=f"final;{upload_path(a)} {upload_path(b)}")
+    assert tus.content(twice) == b"hellohello"
+    assert tus.content(other) == b"hello world"
+    assert tus.content(a) == b"hello"
+
+
 @pytest.mark.parametrize(
     ("offset", "body"), [(11, b""), (0, b"x"), (11, b"x")], ids=["end-empty", "zero", "end"]
 )
