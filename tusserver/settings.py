@@ -160,6 +160,10 @@ class Settings(BaseSettings):
     def _s3_needs_a_bucket(self) -> Settings:
         if self.storage == "s3" and not self.s3_bucket:
             raise ValueError("storage=s3 needs s3_bucket (TUS_S3_BUCKET)")
+        if self.storage == "s3" and not self.max_size:
+            # Part sizes of a deferred-length upload are planned from the maximum; planning
+            # for S3's 5 TiB would mean ~524 MiB parts held in memory per upload.
+            raise ValueError("storage=s3 needs max_size (TUS_MAX_SIZE), e.g. 107374182400")
         if self.s3_sse == "aws:kms" and not self.s3_kms_key_id:
             raise ValueError("s3_sse=aws:kms needs s3_kms_key_id")
         return self

@@ -292,7 +292,10 @@ class UploadService:
 
     async def finish(self, info: UploadInfo) -> UploadInfo:
         """Complete an upload whose offset reached its length. Safe to call again."""
-        info = await self.ctx.composer.core.finish(info)
+        try:
+            info = await self.ctx.composer.core.finish(info)
+        except FileNotFoundError:  # its storage was removed under us (terminated)
+            raise errors.NotFound() from None
         info = info.replace(finished_at=self.ctx.clock(), expires_at=None)
         await self.ctx.state.update(info)
         log.info("upload.finished", extra={"upload_id": info.id, "length": info.length})

@@ -12,6 +12,7 @@ a small write buffer), so the progress tests see several checkpoints in a few Mi
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from tusserver.state.base import StateStore
 from tusserver.state.local import LocalStateStore
 from tusserver.storage.base import DataStore, StoreComposer
 from tusserver.storage.local import LocalStore
+from tusserver.storage.s3 import S3Config, S3Store
+
+from ..services_s3 import MOTO, s3_client
 
 StoreFactory = Callable[[Path], contextlib.AbstractAsyncContextManager[DataStore]]
 StateFactory = Callable[[Path], contextlib.AbstractAsyncContextManager[StateStore]]
@@ -33,11 +37,24 @@ async def local_store(tmp_path: Path) -> AsyncIterator[DataStore]:
 
 
 @contextlib.asynccontextmanager
+async def s3_store(tmp_path: Path) -> AsyncIterator[DataStore]:
+    # moto in server mode, a fresh bucket, 5 MiB parts (S3's minimum) and 2-part ListParts
+    # pages: a few MiB of data already exercises several parts, tails and paging.
+    async with s3_client(MOTO.ensure_started()) as client:
+        bucket = f"contract-{uuid.uuid4().hex}"
+        await client.create_bucket(Bucket=bucket)
+        yield S3Store(
+            client,
+            S3Config(bucket=bucket, preferred_part_size=5 * 1024 * 1024, list_parts_page=2),
+        )
+
+
+@contextlib.asynccontextmanager
 async def local_state(tmp_path: Path) -> AsyncIterator[StateStore]:
     yield LocalStateStore(tmp_path / "state")
 
 
-STORE_BACKENDS: dict[str, StoreFactory] = {"local": local_store}
+STORE_BACKENDS: dict[str, StoreFactory] = {"local": local_store, "s3": s3_store}
 STATE_BACKENDS: dict[str, StateFactory] = {"local": local_state}
 
 
