@@ -3,7 +3,10 @@
 Starts ``tusserver serve`` on loopback with a throwaway data directory, streams N bytes in one
 PATCH (the way tuspy uploads by default), and reads the server's CPU time and peak RSS from
 /proc. The same bytes sent to a bare socket sink on loopback give the machine's ceiling.
-Usage: ``python -m bench.single_patch [--size-mib 1024] [--runs 2] [--data-dir DIR]``.
+Usage: ``python -m bench.single_patch [--size-mib 1024] [--runs 2] [--chunk-mib N]
+[--data-dir DIR] [--env TUS_STORAGE=s3 --env TUS_S3_BUCKET=... ...]``; ``--chunk-mib`` sends
+the upload as several PATCHes of that size instead of one, and each ``--env`` is passed to
+the server (how the S3/Redis backends are measured against running services).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def wait_ready(port: int, deadline: float = 15.0) -> None:
     raise RuntimeError("server did not start")
 
 
-def upload_once(port: int, size: int) -> float:
+def upload_once(port: int, size: int, chunk: int) -> float:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600, blocksize=BLOCK)
     conn.request("POST", "/files/", headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(size)})
     created = conn.getresponse()
@@ -75,22 +78,26 @@ def upload_once(port: int, size: int) -> float:
     assert location
     path = "/" + location.split("/", 3)[3]
     started = time.perf_counter()
-    conn.request(
-        "PATCH",
-        path,
-        body=payload(size),
-        headers={
-            "Tus-Resumable": "1.0.0",
-            "Upload-Offset": "0",
-            "Content-Type": "application/offset+octet-stream",
-            "Content-Length": str(size),
-        },
-    )
-    reply = conn.getresponse()
-    reply.read()
+    offset = 0
+    while offset < size:
+        length = min(chunk, size - offset)
+        conn.request(
+            "PATCH",
+            path,
+            body=payload(length),
+            headers={
+                "Tus-Resumable": "1.0.0",
+                "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream",
+                "Content-Length": str(length),
+            },
+        )
+        reply = conn.getresponse()
+        reply.read()
+        assert reply.status == 204, reply.status
+        offset += length
+        assert reply.getheader("Upload-Offset") == str(offset)
     elapsed = time.perf_counter() - started
-    assert reply.status == 204, reply.status
-    assert reply.getheader("Upload-Offset") == str(size)
     conn.close()
     return elapsed
 
@@ -130,9 +137,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--chunk-mib", type=int, help="PATCH size (default: one PATCH)")
     parser.add_argument("--data-dir", help="where the server stores bytes (default: a temp dir)")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     args = parser.parse_args()
     size = args.size_mib * BLOCK
+    chunk = args.chunk_mib * BLOCK if args.chunk_mib else size
+    env = dict(os.environ)
+    env.update(item.split("=", 1) for item in args.env)
+    backend = env.get("TUS_STORAGE", "local")
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="tusbench-"))
     port = free_port()
     server = subprocess.Popen(
@@ -154,9 +167,9 @@ def main() -> None:
         wait_ready(port)
         for run in range(1, args.runs + 1):
             cpu_before, _ = proc_stats(server.pid)
-            elapsed = upload_once(port, size)
+            elapsed = upload_once(port, size, chunk)
             cpu_after, peak = proc_stats(server.pid)
-            rows.append((f"tusserver local, run {run}", elapsed, cpu_after - cpu_before, peak))
+            rows.append((f"tusserver {backend}, run {run}", elapsed, cpu_after - cpu_before, peak))
             for leftover in data_dir.glob("*.bin"):
                 leftover.unlink()
         rows.append(("loopback socket sink (limit)", sink_once(size), None, None))
@@ -166,7 +179,8 @@ def main() -> None:
         if not args.data_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
     limit = rows[-1][1]
-    print(f"\n1 x {args.size_mib} MiB in a single PATCH, data dir {data_dir}")
+    shape = f"PATCHes of {args.chunk_mib} MiB" if args.chunk_mib else "a single PATCH"
+    print(f"\n1 x {args.size_mib} MiB in {shape}, storage {backend}")
     print(
         f"| {'scenario':<30} | {'MB/s':>7} | {'s':>6} | {'server CPU s':>12} | "
         f"{'peak RSS MiB':>12} | {'of limit':>8} |"
