@@ -5,23 +5,42 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from tests.asgi_harness import call
+from tests.services_redis import REDIS
 from tusserver.app import create_app
 from tusserver.settings import Settings
+from tusserver.state.redis import RedisLocker, RedisStateStore
 from tusserver.sweeper import sweep_once
+from tusserver.wiring import Components, build_components
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PATCH_HEADERS = {**TUS, "Content-Type": "application/offset+octet-stream"}
 PART = bytes(range(256)) * 256  # 64 KiB
 
 
-@pytest.fixture
-def app(tmp_path: Path):  # type: ignore[no-untyped-def]
-    return create_app(Settings(data_dir=tmp_path, lock_wait=1.0, read_timeout=5.0))
+@pytest.fixture(params=["local", "redis"])
+async def app(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The same app with in-process locks and state, and with Redis ones (as N instances)."""
+    settings = Settings(data_dir=tmp_path, lock_wait=1.0, read_timeout=5.0)
+    if request.param == "local":
+        yield create_app(settings)
+        return
+    client = Redis.from_url(REDIS.ensure_started())
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    locker = RedisLocker(client, prefix=prefix)
+    local = build_components(settings)
+    components = Components(
+        composer=local.composer, state=RedisStateStore(client, prefix=prefix), locker=locker
+    )
+    yield create_app(settings, components=components)
+    await locker.close()
+    await client.aclose()
 
 
 async def create(app, length: int = 10 * len(PART)) -> str:  # type: ignore[no-untyped-def]
@@ -180,8 +199,9 @@ async def test_sweeper_skips_busy_and_removes_expired(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(f"{idle}*"))
 
 
-async def test_creation_body_cut_off_keeps_the_upload_and_its_bytes(app) -> None:  # type: ignore[no-untyped-def]
+async def test_creation_body_cut_off_keeps_the_upload_and_its_bytes(tmp_path: Path) -> None:
     """T089: the client never saw Location, but what arrived is stored (expiry collects it)."""
+    app = create_app(Settings(data_dir=tmp_path))
     service = app.state.service
     before = {p.name for p in Path(service.settings.data_dir).glob("*.json")}
     reply = await call(

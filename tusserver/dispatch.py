@@ -27,19 +27,30 @@ from tusserver.uploads import UploadService
 log = logging.getLogger("tusserver.http")
 
 
-class TusDispatch:
-    def __init__(self, app: ASGIApp, *, service: UploadService) -> None:
-        self.app = app
+class ServiceSlot:
+    """Holds the upload service once its backends are open (S3 and Redis open in the
+    lifespan; local ones at once)."""
+
+    def __init__(self, service: UploadService | None = None) -> None:
         self.service = service
-        self.base_path = service.settings.base_path  # "/files/"
-        self.collection_paths = {self.base_path, self.base_path.rstrip("/")}
+
+
+class TusDispatch:
+    def __init__(self, app: ASGIApp, *, slot: ServiceSlot, base_path: str) -> None:
+        self.app = app
+        self.slot = slot
+        self.base_path = base_path  # "/files/"
+        self.collection_paths = {base_path, base_path.rstrip("/")}
         self.collection_allow = "OPTIONS, POST"
-        upload_methods = ["OPTIONS", "HEAD", "PATCH"]
+
+    @staticmethod
+    def upload_allow(service: UploadService) -> str:
+        methods = ["OPTIONS", "HEAD", "PATCH"]
         if service.ctx.composer.reader is not None:
-            upload_methods.append("GET")
+            methods.append("GET")
         if "termination" in service.extensions:
-            upload_methods.append("DELETE")
-        self.upload_allow = ", ".join(upload_methods)
+            methods.append("DELETE")
+        return ", ".join(methods)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,7 +67,10 @@ class TusDispatch:
         request = Request(scope, receive)
         method: str = scope["method"]
         try:
-            response = await self._route(request, method, upload_id)
+            service = self.slot.service
+            if service is None:
+                raise errors.ShuttingDown("the server is not ready yet; retry")
+            response = await self._route(service, request, method, upload_id)
         except errors.TusError as error:
             response = error_response(error, method=method)
         except Exception:
@@ -66,8 +80,10 @@ class TusDispatch:
             response = error_response(errors.TusError(), method=method)
         await response(scope, receive, send)
 
-    async def _route(self, request: Request, method: str, upload_id: str | None) -> Response:
-        service = self.service
+    async def _route(
+        self, service: UploadService, request: Request, method: str, upload_id: str | None
+    ) -> Response:
+        allow = self.upload_allow(service)
         if upload_id is None:
             if method == "POST":
                 return await handle_post(service, request)
@@ -81,8 +97,8 @@ class TusDispatch:
             return await handle_head(service, upload_id)
         if method == "PATCH":
             return await handle_patch(service, request, upload_id)
-        if method == "GET" and "GET" in self.upload_allow:
+        if method == "GET" and "GET" in allow:
             return await handle_get(request, service.ctx, await service.get(upload_id))
         if method == "DELETE" and "termination" in service.extensions:
             return await handle_delete(service, upload_id)
-        raise errors.MethodNotAllowed(headers={"Allow": self.upload_allow})
+        raise errors.MethodNotAllowed(headers={"Allow": allow})

@@ -57,10 +57,27 @@ class UploadService:
         """Read an upload without its lock (downloads). Missing or expired -> NotFound."""
         if not is_valid_upload_id(upload_id):
             raise errors.NotFound()
-        info = await self.ctx.state.get(upload_id)
+        info = await self._fetch(upload_id)
         if info is None or self.is_expired(info):
             raise errors.NotFound()
         return info
+
+    async def _fetch(self, upload_id: str) -> UploadInfo | None:
+        """The upload's record; if the state store lost it (Redis flushed or failed over),
+        rebuilt from what storage holds, so no acknowledged byte is lost with it."""
+        info = await self.ctx.state.get(upload_id)
+        recoverer = self.ctx.composer.recoverer
+        if info is not None or recoverer is None:
+            return info
+        recovered = await recoverer.recover(upload_id)
+        if recovered is None:
+            return None
+        try:
+            await self.ctx.state.create(recovered)
+        except AlreadyExists:  # another request rebuilt it first; theirs is as good
+            return await self.ctx.state.get(upload_id)
+        log.warning("upload.state_recovered", extra={"upload_id": upload_id})
+        return recovered
 
     @asynccontextmanager
     async def locked(
@@ -81,7 +98,7 @@ class UploadService:
         Expiry is enforced here, at request time, even before the sweeper runs (T117), and the
         offset is reconciled with what storage really holds after a crash.
         """
-        info = await self.ctx.state.get(upload_id)
+        info = await self._fetch(upload_id)
         if info is None:
             raise errors.NotFound()
         if self.is_expired(info):

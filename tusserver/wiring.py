@@ -1,15 +1,26 @@
-"""The only module that names concrete backends: it builds them from settings."""
+"""The only module that names concrete backends: it builds them from settings.
+
+Local backends need no connections and are built at once (``build_components``). S3 and
+Redis own network clients, so ``open_components`` opens them inside an exit stack owned by the
+app's lifespan, checks that they answer, and refuses to start with a clear message if not.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 
 from tusserver.settings import Settings
 from tusserver.state.base import Locker, StateStore
 from tusserver.state.local import LocalStateStore
 from tusserver.state.locks import InProcessLocker
-from tusserver.storage.base import StoreComposer
+from tusserver.storage.base import DataStore, StoreComposer
 from tusserver.storage.local import LocalStore
+
+
+class StartupError(RuntimeError):
+    """A backend is misconfigured or unreachable; the message says which and how."""
 
 
 @dataclass(frozen=True)
@@ -17,17 +28,113 @@ class Components:
     composer: StoreComposer
     state: StateStore
     locker: Locker
+    # What is healthy to report; the names appear in startup errors and readiness checks.
+    backends: tuple[str, ...] = field(default=("local",))
+
+
+def is_local(settings: Settings) -> bool:
+    return settings.storage == "local" and settings.state == "local"
 
 
 def build_components(settings: Settings) -> Components:
-    root = settings.data_dir
-    store = LocalStore(
-        root,
+    """The embedded default: bytes and state on local disk, locks in this process."""
+    if not is_local(settings):
+        raise StartupError("build_components only builds local backends; use open_components")
+    return Components(
+        composer=StoreComposer.from_store(_local_store(settings)),
+        state=LocalStateStore(settings.data_dir),
+        locker=InProcessLocker(),
+    )
+
+
+def _local_store(settings: Settings) -> LocalStore:
+    return LocalStore(
+        settings.data_dir,
         write_buffer=settings.write_buffer,
         checkpoint_interval=settings.checkpoint_interval,
     )
+
+
+async def open_components(settings: Settings, stack: AsyncExitStack) -> Components:
+    """Open every configured backend; closing ``stack`` closes them."""
+    if is_local(settings):
+        return build_components(settings)
+    store: DataStore = (
+        await _open_s3(settings, stack) if settings.storage == "s3" else _local_store(settings)
+    )
+    if settings.state == "redis":
+        state, locker = await _open_redis(settings, stack)
+    else:
+        state, locker = LocalStateStore(settings.data_dir), InProcessLocker()
     return Components(
         composer=StoreComposer.from_store(store),
-        state=LocalStateStore(root),
-        locker=InProcessLocker(),
+        state=state,
+        locker=locker,
+        backends=(settings.storage, settings.state),
     )
+
+
+async def _open_s3(settings: Settings, stack: AsyncExitStack) -> DataStore:
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from tusserver.storage.s3 import S3Config, S3Store
+
+    session = get_session()
+    client = await stack.enter_async_context(
+        session.create_client(
+            "s3",
+            region_name=settings.s3_region,
+            endpoint_url=settings.s3_endpoint_url,
+            config=AioConfig(
+                s3={"addressing_style": settings.s3_addressing_style},
+                retries={"max_attempts": 5, "mode": "standard"},
+                max_pool_connections=max(10, settings.s3_max_parts_in_flight + 4),
+            ),
+        )
+    )
+    bucket = settings.s3_bucket
+    assert bucket is not None  # enforced by Settings
+    try:
+        await asyncio.wait_for(client.head_bucket(Bucket=bucket), 15)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "?")
+        raise StartupError(
+            f"S3 bucket {bucket!r} is not usable (error {code}): create it or fix "
+            "TUS_S3_BUCKET and the credentials"
+        ) from None
+    except (BotoCoreError, OSError, TimeoutError) as exc:
+        raise StartupError(
+            f"S3 endpoint {settings.s3_endpoint_url or 'AWS'} is unreachable: {type(exc).__name__}"
+        ) from None
+    config = S3Config(
+        bucket=bucket,
+        prefix=settings.s3_prefix,
+        preferred_part_size=settings.s3_part_size,
+        fixed_part_size=settings.s3_fixed_part_size,
+        max_size=settings.max_size or None,
+        concurrency=settings.s3_concurrency,
+        parts_in_flight=asyncio.Semaphore(settings.s3_max_parts_in_flight),
+        sse=settings.s3_sse,
+        kms_key_id=settings.s3_kms_key_id,
+    )
+    return S3Store(client, config)
+
+
+async def _open_redis(settings: Settings, stack: AsyncExitStack) -> tuple[StateStore, Locker]:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from tusserver.state.redis import RedisLocker, RedisStateStore
+
+    client = Redis.from_url(settings.redis_url.get_secret_value())
+    stack.push_async_callback(client.aclose)
+    try:
+        await asyncio.wait_for(client.ping(), 10)
+    except (RedisError, OSError, TimeoutError) as exc:
+        # Never echo the URL: it may hold a password.
+        raise StartupError(f"Redis is unreachable (TUS_REDIS_URL): {type(exc).__name__}") from None
+    locker = RedisLocker(client, prefix=settings.redis_prefix, ttl=settings.lock_ttl)
+    stack.push_async_callback(locker.close)
+    return RedisStateStore(client, prefix=settings.redis_prefix), locker

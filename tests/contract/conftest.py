@@ -20,10 +20,12 @@ import pytest
 
 from tusserver.state.base import StateStore
 from tusserver.state.local import LocalStateStore
+from tusserver.state.redis import RedisStateStore
 from tusserver.storage.base import DataStore, StoreComposer
 from tusserver.storage.local import LocalStore
 from tusserver.storage.s3 import S3Config, S3Store
 
+from ..services_redis import REDIS
 from ..services_s3 import MOTO, s3_client
 
 StoreFactory = Callable[[Path], contextlib.AbstractAsyncContextManager[DataStore]]
@@ -54,8 +56,20 @@ async def local_state(tmp_path: Path) -> AsyncIterator[StateStore]:
     yield LocalStateStore(tmp_path / "state")
 
 
+@contextlib.asynccontextmanager
+async def redis_state(tmp_path: Path) -> AsyncIterator[StateStore]:
+    from redis.asyncio import Redis
+
+    # A fresh key prefix per test instead of FLUSHDB: tests never see each other's keys.
+    client = Redis.from_url(REDIS.ensure_started())
+    try:
+        yield RedisStateStore(client, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    finally:
+        await client.aclose()
+
+
 STORE_BACKENDS: dict[str, StoreFactory] = {"local": local_store, "s3": s3_store}
-STATE_BACKENDS: dict[str, StateFactory] = {"local": local_state}
+STATE_BACKENDS: dict[str, StateFactory] = {"local": local_state, "redis": redis_state}
 
 
 @pytest.fixture(params=sorted(STORE_BACKENDS))

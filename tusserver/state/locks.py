@@ -15,15 +15,16 @@ from contextlib import asynccontextmanager
 from tusserver.errors import Locked
 
 
-class _Handle:
-    """One acquisition of one upload's lock."""
+class ReleasableHandle:
+    """One acquisition of one upload's lock, with its "please release" signal (shared by
+    the in-process and the Redis locker)."""
 
-    __slots__ = ("_callbacks", "_released", "_requested")
+    __slots__ = ("_callbacks", "_requested", "released")
 
     def __init__(self) -> None:
         self._requested = False
         self._callbacks: list[Callable[[], None]] = []
-        self._released = asyncio.Event()
+        self.released = asyncio.Event()
 
     @property
     def release_requested(self) -> bool:
@@ -48,16 +49,16 @@ class InProcessLocker:
     """Locks keyed by upload id, held in this process's memory."""
 
     def __init__(self) -> None:
-        self._held: dict[str, _Handle] = {}
+        self._held: dict[str, ReleasableHandle] = {}
 
-    def holders(self) -> list[_Handle]:
+    def holders(self) -> list[ReleasableHandle]:
         """Every live acquisition (graceful shutdown asks them all to let go)."""
         return list(self._held.values())
 
     @asynccontextmanager
     async def lock(
         self, upload_id: str, *, wait: float, request_release: bool = True
-    ) -> AsyncIterator[_Handle]:
+    ) -> AsyncIterator[ReleasableHandle]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while (holder := self._held.get(upload_id)) is not None:
@@ -68,14 +69,14 @@ class InProcessLocker:
                 raise Locked()
             try:
                 async with asyncio.timeout(remaining):
-                    await holder._released.wait()
+                    await holder.released.wait()
             except TimeoutError:
                 raise Locked() from None
             # Another waiter may have taken the lock first; loop and ask again.
-        handle = _Handle()
+        handle = ReleasableHandle()
         self._held[upload_id] = handle
         try:
             yield handle
         finally:
             del self._held[upload_id]
-            handle._released.set()
+            handle.released.set()

@@ -1,0 +1,139 @@
+"""RedisLocker against a real redis-server: what several server instances rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from tusserver.errors import Locked
+from tusserver.state.redis import RedisLocker
+
+from ..services_redis import REDIS
+
+UPLOAD = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+async def make_locker() -> AsyncIterator[Callable[..., RedisLocker]]:
+    """Lockers on separate clients, like separate server instances, sharing one prefix."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    made: list[tuple[RedisLocker, Redis]] = []
+
+    def make(**options: float) -> RedisLocker:
+        client = Redis.from_url(REDIS.ensure_started())
+        locker = RedisLocker(client, prefix=prefix, **options)
+        made.append((locker, client))
+        return locker
+
+    yield make
+    for locker, client in made:
+        await locker.close()
+        await client.aclose()
+
+
+async def test_mutual_exclusion(make_locker: Callable[..., RedisLocker]) -> None:
+    lockers = [make_locker(), make_locker()]
+    counter = 0
+
+    async def bump(locker: RedisLocker) -> None:
+        nonlocal counter
+        async with locker.lock(UPLOAD, wait=10, request_release=False):
+            seen = counter
+            await asyncio.sleep(0.005)
+            counter = seen + 1
+
+    await asyncio.gather(*(bump(lockers[i % 2]) for i in range(30)))
+    assert counter == 30
+
+
+async def test_release_request_crosses_instances(make_locker: Callable[..., RedisLocker]) -> None:
+    a, b = make_locker(), make_locker()
+    asked = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def holder() -> None:
+        async with a.lock(UPLOAD, wait=1) as handle:
+            handle.on_release_request(asked.set)
+            await asked.wait()  # a PATCH stops, persists, and lets go
+
+    task = asyncio.create_task(holder())
+    await asyncio.sleep(0.1)
+    started = loop.time()
+    async with b.lock(UPLOAD, wait=3):
+        elapsed = loop.time() - started
+    await task
+    assert elapsed < 1.0
+
+
+async def test_no_release_request_when_not_asked(make_locker: Callable[..., RedisLocker]) -> None:
+    a, b = make_locker(), make_locker()
+    async with a.lock(UPLOAD, wait=1) as handle:
+        with pytest.raises(Locked):
+            async with b.lock(UPLOAD, wait=0.4, request_release=False):
+                pass
+        assert not handle.release_requested
+
+
+async def test_wait_zero_fails_at_once(make_locker: Callable[..., RedisLocker]) -> None:
+    a, b = make_locker(), make_locker()
+    loop = asyncio.get_running_loop()
+    async with a.lock(UPLOAD, wait=1):
+        started = loop.time()
+        with pytest.raises(Locked):
+            async with b.lock(UPLOAD, wait=0, request_release=False):
+                pass
+        assert loop.time() - started < 0.2
+
+
+async def test_refresh_keeps_a_long_holder(make_locker: Callable[..., RedisLocker]) -> None:
+    a = make_locker(ttl=0.5, refresh_every=0.15)
+    b = make_locker()
+    async with a.lock(UPLOAD, wait=1) as handle:
+        await asyncio.sleep(1.2)  # well past the TTL
+        with pytest.raises(Locked):
+            async with b.lock(UPLOAD, wait=0, request_release=False):
+                pass
+        assert not handle.release_requested
+
+
+async def test_lost_lock_asks_the_holder_to_stop(make_locker: Callable[..., RedisLocker]) -> None:
+    a = make_locker(ttl=5, refresh_every=0.1)
+    client = Redis.from_url(REDIS.ensure_started())
+    try:
+        async with a.lock(UPLOAD, wait=1) as handle:
+            await client.delete(f"{a._prefix}lock:{UPLOAD}")
+            await asyncio.sleep(0.3)
+            assert handle.release_requested
+    finally:
+        await client.aclose()
+
+
+async def test_never_releases_another_holders_lock(make_locker: Callable[..., RedisLocker]) -> None:
+    a = make_locker(ttl=0.3, refresh_every=100)  # its lock lapses while it still "holds" it
+    b, c = make_locker(), make_locker()
+    leave = asyncio.Event()
+
+    async def stale_holder() -> None:
+        async with a.lock(UPLOAD, wait=1):
+            await leave.wait()
+
+    task = asyncio.create_task(stale_holder())
+    await asyncio.sleep(0.5)
+    async with b.lock(UPLOAD, wait=1, request_release=False):
+        leave.set()
+        await task  # a's compare-and-delete runs now, against b's token
+        with pytest.raises(Locked):
+            async with c.lock(UPLOAD, wait=0, request_release=False):
+                pass
+
+
+async def test_close_stops_the_listener(make_locker: Callable[..., RedisLocker]) -> None:
+    a = make_locker()
+    async with a.lock(UPLOAD, wait=1):
+        pass
+    await a.close()
+    assert a._listener is None

@@ -1,0 +1,267 @@
+"""Upload state and per-upload locks in Redis, shared by every server instance.
+
+State: one JSON record per upload, a sorted set of unfinished uploads by expiry (so the
+sweeper never scans every key), and a set of waiting finals per partial.
+
+Locks: ``SET NX PX`` with a random token per acquisition, released and refreshed only by a
+Lua compare-and-act on that token, so a holder can never free or extend someone else's lock.
+A request that finds the lock taken publishes on the upload's release channel; the holder,
+subscribed through one shared pub/sub connection per process, stops its PATCH, persists what
+arrived and lets go, whichever instance it runs on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from tusserver import errors
+from tusserver.models import UploadInfo
+from tusserver.state.base import AlreadyExists
+from tusserver.state.locks import ReleasableHandle
+
+log = logging.getLogger("tusserver.state")
+
+_ID = re.compile(r"[0-9a-f]{32}")
+
+# Create the record only if absent and index its expiry in the same step: a crash between
+# the two would leave an upload the sweeper can never find.
+_CREATE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  if ARGV[2] ~= '' then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) end
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_REFRESH = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+def _check_id(upload_id: str) -> str:
+    if _ID.fullmatch(upload_id) is None:
+        raise ValueError(f"invalid upload id {upload_id[:40]!r}")
+    return upload_id
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisStateStore:
+    def __init__(self, client: Redis, *, prefix: str = "tus:") -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._expiry = f"{prefix}expiry"
+
+    def _key(self, upload_id: str) -> str:
+        return f"{self._prefix}upload:{_check_id(upload_id)}"
+
+    def _waiters_key(self, upload_id: str) -> str:
+        return f"{self._prefix}waiters:{_check_id(upload_id)}"
+
+    @staticmethod
+    def _expiry_score(info: UploadInfo) -> float | None:
+        if info.is_complete or info.expires_at is None:
+            return None
+        return info.expires_at
+
+    async def create(self, info: UploadInfo) -> None:
+        score = self._expiry_score(info)
+        created = await self._redis.eval(
+            _CREATE,
+            2,
+            self._key(info.id),
+            self._expiry,
+            json.dumps(info.to_dict()),
+            "" if score is None else repr(score),
+            info.id,
+        )
+        if not created:
+            raise AlreadyExists(info.id)
+
+    async def get(self, upload_id: str) -> UploadInfo | None:
+        raw = await self._redis.get(self._key(upload_id))
+        if raw is None:
+            return None
+        try:
+            return UploadInfo.from_dict(json.loads(raw))
+        except (ValueError, TypeError, KeyError):
+            log.error("state.corrupt", extra={"upload_id": upload_id})
+            return None
+
+    async def update(self, info: UploadInfo) -> None:
+        score = self._expiry_score(info)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key(info.id), json.dumps(info.to_dict()))
+            if score is None:
+                pipe.zrem(self._expiry, info.id)
+            else:
+                pipe.zadd(self._expiry, {info.id: score})
+            await pipe.execute()
+
+    async def delete(self, upload_id: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key(upload_id), self._waiters_key(upload_id))
+            pipe.zrem(self._expiry, upload_id)
+            await pipe.execute()
+
+    async def expired(self, now: float) -> AsyncIterator[UploadInfo]:
+        start, batch = 0, 500
+        while True:
+            ids = await self._redis.zrangebyscore(
+                self._expiry, "-inf", f"({now!r}", start=start, num=batch
+            )
+            for raw_id in ids:
+                upload_id = _text(raw_id)  # type: ignore[arg-type]
+                if _ID.fullmatch(upload_id) is None:
+                    continue
+                info = await self.get(upload_id)
+                if info is None:
+                    # The record vanished without its index entry: tidy up.
+                    await self._redis.zrem(self._expiry, upload_id)
+                    continue
+                score = self._expiry_score(info)
+                if score is not None and score < now:
+                    yield info
+            if len(ids) < batch:
+                return
+            start += batch
+
+    async def add_waiter(self, partial_id: str, final_id: str) -> None:
+        await self._redis.sadd(self._waiters_key(partial_id), _check_id(final_id))
+
+    async def waiters(self, partial_id: str) -> list[str]:
+        members = await self._redis.smembers(self._waiters_key(partial_id))
+        return sorted(_text(m) for m in members)
+
+
+class RedisLocker:
+    """Locks shared by every instance; see the module docstring."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = "tus:",
+        ttl: float = 30.0,
+        refresh_every: float | None = None,
+        poll: float = 0.05,
+        republish_every: float = 0.25,
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._ttl_ms = int(ttl * 1000)
+        self._refresh_every = refresh_every if refresh_every is not None else ttl / 3
+        self._poll = poll
+        self._republish_every = republish_every
+        self._pubsub: PubSub | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._holders: dict[str, ReleasableHandle] = {}
+
+    def _names(self, upload_id: str) -> tuple[str, str]:
+        _check_id(upload_id)
+        return f"{self._prefix}lock:{upload_id}", f"{self._prefix}release:{upload_id}"
+
+    @contextlib.asynccontextmanager
+    async def lock(
+        self, upload_id: str, *, wait: float, request_release: bool = True
+    ) -> AsyncIterator[ReleasableHandle]:
+        key, channel = self._names(upload_id)
+        token = secrets.token_hex(16)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        published_at = float("-inf")
+        while not await self._redis.set(key, token, nx=True, px=self._ttl_ms):
+            now = loop.time()
+            if request_release and now - published_at >= self._republish_every:
+                # Repeated: the holder may have taken the lock a moment ago and not yet be
+                # listening on its channel.
+                await self._redis.publish(channel, "release")
+                published_at = now
+            if now >= deadline:
+                raise errors.Locked()
+            await asyncio.sleep(min(self._poll, max(deadline - now, 0.001)))
+        handle = ReleasableHandle()
+        refresher: asyncio.Task[None] | None = None
+        try:
+            await self._subscribe(channel, handle)
+            refresher = asyncio.create_task(self._keep_alive(key, token, handle))
+            yield handle
+        finally:
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
+            await self._unsubscribe(channel)
+            # Shielded: a cancelled request must still hand its lock back, not leave it to
+            # expire after the TTL.
+            await asyncio.shield(self._redis.eval(_RELEASE, 1, key, token))
+            handle.released.set()
+
+    async def _keep_alive(self, key: str, token: str, handle: ReleasableHandle) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_every)
+            kept = await self._redis.eval(_REFRESH, 1, key, token, self._ttl_ms)
+            if not kept:
+                # Expired (Redis stalled longer than the TTL) or removed: someone else may
+                # hold it now, so stop writing as soon as possible.
+                log.warning("lock.lost", extra={"lock": key})
+                handle.request_release()
+                return
+
+    async def _subscribe(self, channel: str, handle: ReleasableHandle) -> None:
+        self._holders[channel] = handle
+        if self._pubsub is None:
+            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await self._pubsub.subscribe(channel)
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(self._pubsub))
+
+    async def _unsubscribe(self, channel: str) -> None:
+        self._holders.pop(channel, None)
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.unsubscribe(channel)
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        while True:
+            try:
+                message: dict[str, Any] | None = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=1.0
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lock.listener_failed")
+                await asyncio.sleep(0.5)
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            handle = self._holders.get(_text(message["channel"]))
+            if handle is not None:
+                handle.request_release()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._pubsub is not None:
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None
