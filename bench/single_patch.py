@@ -161,6 +161,7 @@ def main() -> None:
             "--log-level",
             "warning",
         ],
+        env=env,
     )
     rows = []
     try:
@@ -170,7 +171,10 @@ def main() -> None:
             elapsed = upload_once(port, size, chunk)
             cpu_after, peak = proc_stats(server.pid)
             rows.append((f"tusserver {backend}, run {run}", elapsed, cpu_after - cpu_before, peak))
-            for leftover in data_dir.glob("*.bin"):
+            local_files = list(data_dir.glob("*.bin"))
+            # Guard against measuring the wrong backend (local bytes when S3 was asked for).
+            assert bool(local_files) == (backend == "local"), (backend, local_files)
+            for leftover in local_files:
                 leftover.unlink()
         rows.append(("loopback socket sink (limit)", sink_once(size), None, None))
     finally:

@@ -90,6 +90,10 @@ async def _open_s3(settings: Settings, stack: AsyncExitStack) -> DataStore:
             config=AioConfig(
                 s3={"addressing_style": settings.s3_addressing_style},
                 retries={"max_attempts": 5, "mode": "standard"},
+                # Default checksums make botocore hash (and buffer) every part once more;
+                # S3 already verifies each part's Content-MD5/ETag on completion.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
                 max_pool_connections=max(10, settings.s3_max_parts_in_flight + 4),
             ),
         )
