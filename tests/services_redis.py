@@ -16,11 +16,7 @@ import time
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.netutil import free_port
 
 
 class _RedisServer:
@@ -36,7 +32,7 @@ class _RedisServer:
             if os.environ.get("CI"):
                 pytest.fail("redis-server is missing (CI installs it in .ci/run)")
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
-        port = _free_port()
+        port = free_port()
         workdir = tempfile.mkdtemp(prefix="tus-redis-")
         self.proc = subprocess.Popen(
             [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,19 +23,14 @@ import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from tests.netutil import free_port
+
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 REGION = "us-east-1"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 S3ClientFactory = Callable[[], contextlib.AbstractAsyncContextManager[tuple["S3Client", str]]]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class _MotoServer:
@@ -49,7 +43,7 @@ class _MotoServer:
     def ensure_started(self) -> str:
         if self._proc is not None and self._proc.poll() is None:
             return self.url
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, **{k.upper(): v for k, v in CREDENTIALS.items()}}
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

@@ -11,7 +11,6 @@ import hashlib
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.netutil import free_port
+
 HOST = "127.0.0.1"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
@@ -32,12 +33,6 @@ STOP_TIMEOUT = 5.0
 _ENTRY = "import sys; from tusserver.cli import main; sys.argv[0] = 'tusserver'; sys.exit(main())"
 
 _servers_key = pytest.StashKey[list["TusServer"]]()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
