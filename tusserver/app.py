@@ -18,7 +18,7 @@ from starlette.types import Scope
 from tusserver.context import TusContext
 from tusserver.dispatch import ServiceSlot, TusDispatch
 from tusserver.handlers.options import discovery_headers
-from tusserver.listener import LoggingListener, UploadListener
+from tusserver.listener import NullListener, UploadListener
 from tusserver.middleware import CORSMiddleware, RequestIdMiddleware, TusProtocolMiddleware
 from tusserver.settings import Settings
 from tusserver.sweeper import sweep_forever
@@ -54,7 +54,7 @@ def create_app(
                 composer=parts.composer,
                 state=parts.state,
                 locker=parts.locker,
-                listener=listener or LoggingListener(),
+                listener=listener or NullListener(),
                 clock=clock,
             )
         )

@@ -22,17 +22,18 @@ class UploadListener(Protocol):
     async def upload_terminated(self, info: UploadInfo) -> None: ...
 
 
-class LoggingListener:
-    """Logs each event with a stable name; the default listener."""
+class NullListener:
+    """The default: nobody subscribed. (Events are logged by the upload service itself, which
+    knows when an event really happened, e.g. not for a creation refused by its checksum.)"""
 
     async def upload_created(self, info: UploadInfo) -> None:
-        log.info("upload.created", extra={"upload_id": info.id, "length": info.length})
+        return None
 
     async def upload_finished(self, info: UploadInfo) -> None:
-        log.info("upload.finished", extra={"upload_id": info.id, "length": info.length})
+        return None
 
     async def upload_terminated(self, info: UploadInfo) -> None:
-        log.info("upload.terminated", extra={"upload_id": info.id})
+        return None
 
 
 class FanOut:
