@@ -12,16 +12,21 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Scope
 
+from catalog.routes import catalog_routes
+from catalog.service import CatalogListener
+from catalog.setup import CatalogStartupError, open_catalog
+from tusserver import errors
 from tusserver.context import TusContext
 from tusserver.dispatch import ServiceSlot, TusDispatch
 from tusserver.handlers.options import discovery_headers
-from tusserver.listener import NullListener, UploadListener
+from tusserver.listener import FanOut, NullListener, UploadListener
 from tusserver.middleware import CORSMiddleware, RequestIdMiddleware, TusProtocolMiddleware
+from tusserver.models import UploadInfo
 from tusserver.settings import Settings
-from tusserver.sweeper import sweep_forever
+from tusserver.sweeper import SweepPass, sweep_forever
 from tusserver.uploads import UploadService
 from tusserver.wiring import (
     Components,
@@ -46,6 +51,12 @@ def create_app(
     listener: UploadListener | None = None,
 ) -> Starlette:
     settings = settings or Settings()
+    # The catalog opens in the lifespan, after the service exists: its listener binds late.
+    catalog_listener = CatalogListener() if settings.catalog else None
+    listeners: list[UploadListener] = [x for x in (catalog_listener, listener) if x is not None]
+    # FanOut even for one listener: a failing listener (the catalog's database is down) is
+    # logged and never fails the upload whose bytes are already safe.
+    upload_listener: UploadListener = FanOut(listeners) if listeners else NullListener()
 
     def make_service(parts: Components) -> UploadService:
         return UploadService(
@@ -54,7 +65,7 @@ def create_app(
                 composer=parts.composer,
                 state=parts.state,
                 locker=parts.locker,
-                listener=listener or NullListener(),
+                listener=upload_listener,
                 clock=clock,
             )
         )
@@ -93,7 +104,25 @@ def create_app(
                 slot.service = make_service(opened)
             service = slot.service
             app.state.service = service
-            sweeper = asyncio.create_task(sweep_forever(service, settings.sweep_interval))
+            passes: list[SweepPass] = []
+            if catalog_listener is not None:
+                try:
+                    catalog = await open_catalog(settings, service.ctx.composer, stack, clock=clock)
+                except CatalogStartupError as exc:
+                    log.error("startup.failed: %s", exc)
+                    raise
+                catalog_listener.catalog = catalog
+                app.state.catalog = catalog
+                stack.callback(setattr, catalog_listener, "catalog", None)
+
+                async def purge_upload(upload_id: str) -> None:
+                    await _purge_upload(service, upload_id)
+
+                async def catalog_pass() -> object:
+                    return await catalog.sweep(purge_upload)
+
+                passes.append(catalog_pass)
+            sweeper = asyncio.create_task(sweep_forever(service, settings.sweep_interval, passes))
             try:
                 yield
             finally:
@@ -115,10 +144,32 @@ def create_app(
         Middleware(TusProtocolMiddleware, base_path=base),
         Middleware(TusDispatch, slot=slot, base_path=base),
     ]
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    if catalog_listener is not None:
+        routes += catalog_routes(lambda: catalog_listener.catalog)
     app = Starlette(
-        routes=[Route("/healthz", healthz, methods=["GET"])],
+        routes=routes,
         middleware=middleware,
         lifespan=lifespan,
     )
     app.state.service = slot.service
+    app.state.settings = settings
+    app.state.catalog = None
     return app
+
+
+async def _purge_upload(service: UploadService, upload_id: str) -> None:
+    """Remove a deleted catalog file's bytes (and its upload state) for good."""
+    try:
+        async with service.locked(upload_id, request_release=False, wait=0):
+            info = await service.ctx.state.get(upload_id)
+            if info is None:
+                info = UploadInfo(id=upload_id, length=None)
+                terminater = service.ctx.composer.terminater
+                if terminater is not None:
+                    await terminater.terminate(info)
+                return
+            # announce=False: the catalog already knows, it is the one asking.
+            await service.terminate(info, event="upload.purged", announce=False)
+    except errors.Locked:
+        raise RuntimeError("upload is busy; retried on the next sweep") from None

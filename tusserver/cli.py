@@ -1,4 +1,4 @@
-"""Command line: ``tusserver serve``. Options override the ``TUS_*`` environment."""
+"""Command line: ``tusserver serve | migrate``. Options override the ``TUS_*`` environment."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-size", type=int, help="largest upload in bytes (TUS_MAX_SIZE)")
     serve.add_argument("--expiration", type=int, help="idle seconds before expiry (TUS_EXPIRATION)")
     serve.add_argument("--log-level", help="logging level (TUS_LOG_LEVEL)")
+    migrate = commands.add_parser(
+        "migrate", help="upgrade the catalog database schema (TUS_DATABASE_URL) to the latest"
+    )
+    migrate.add_argument("--data-dir", help="data dir holding the default SQLite catalog")
+    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
     return parser
 
 
@@ -50,10 +55,41 @@ def serve(settings: Settings) -> None:
     )
 
 
+def migrate(settings: Settings, revision: str) -> int:
+    import asyncio
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from catalog.db import open_engine
+    from catalog.migrate import current_revision, upgrade
+    from tusserver.logs import configure as configure_logging
+
+    configure_logging(settings.log_level)
+
+    async def run() -> str | None:
+        engine = open_engine(settings.catalog_url())
+        try:
+            await upgrade(engine, revision)
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        current = asyncio.run(run())
+    except (SQLAlchemyError, OSError) as exc:
+        # The class only: a driver message may quote the URL and its password.
+        print(f"tusserver: migration failed: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    print(f"catalog schema at revision {current}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides: dict[str, Any] = {
-        key: value for key, value in vars(args).items() if key != "command" and value is not None
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("command", "revision") and value is not None
     }
     try:
         settings = Settings(**overrides)
@@ -62,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         serve(settings)
+    elif args.command == "migrate":
+        return migrate(settings, args.revision)
     return 0
 
 

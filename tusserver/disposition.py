@@ -50,7 +50,7 @@ def content_disposition(filename: str | None, *, inline: bool) -> str:
     is added only when the ASCII form had to change the name.
     """
     kind = "inline" if inline else "attachment"
-    name = _clean_name(filename)
+    name = clean_filename(filename)
     fallback = "".join(
         "_" if (not " " <= char <= "~" or char in _FALLBACK_UNSAFE) else char for char in name
     )
@@ -60,7 +60,7 @@ def content_disposition(filename: str | None, *, inline: bool) -> str:
     return header
 
 
-def _clean_name(filename: str | None) -> str:
+def clean_filename(filename: str | None) -> str:
     """A single path component with no control characters, within the length cap."""
     if not filename:
         return FALLBACK_NAME

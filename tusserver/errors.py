@@ -183,6 +183,33 @@ class BadRequest(TusError):
     message = "bad request"
 
 
+# The JSON API (catalog, and later the REST wrapper) shares the family; its bodies are JSON.
+
+
+class ValidationFailed(TusError):
+    status = 422
+    code = "ERR_VALIDATION"
+    message = "the request's parameters or body are invalid"
+
+
+class FileNotFound(TusError):
+    status = 404
+    code = "ERR_FILE_NOT_FOUND"
+    message = "file not found"
+
+
+class JsonRequired(TusError):
+    status = 415
+    code = "ERR_JSON_REQUIRED"
+    message = "the request body must be application/json"
+
+
+class PayloadTooLarge(TusError):
+    status = 413
+    code = "ERR_PAYLOAD_TOO_LARGE"
+    message = "the request body is too large"
+
+
 # 5xx: our side failed; clients retry these.
 
 
@@ -196,6 +223,12 @@ class StorageUnavailable(TusError):
     status = 503
     code = "ERR_STORAGE_UNAVAILABLE"
     message = "storage is temporarily unavailable"
+
+
+class CatalogUnavailable(TusError):
+    status = 503
+    code = "ERR_CATALOG_UNAVAILABLE"
+    message = "the catalog database is temporarily unavailable"
 
 
 class ShuttingDown(TusError):

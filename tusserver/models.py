@@ -40,6 +40,9 @@ class UploadInfo:
     created_at: float = 0.0
     expires_at: float | None = None
     finished_at: float | None = None
+    # Hex SHA-256 of the whole file, when it was hashed as it streamed in (else None: the
+    # catalog computes it from the stored bytes).
+    sha256: str | None = None
     storage: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -148,6 +148,48 @@ class Settings(BaseSettings):
         description="Seconds a Redis lock survives a crashed holder (refreshed while held).",
     )
     log_level: str = Field("info", description="Logging level.")
+    catalog: bool = Field(
+        True, description="Record finished uploads in the catalog and serve `/api/v1/files`."
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description=(
+            "Catalog database, an async SQLAlchemy URL: `sqlite+aiosqlite:///path.db` or "
+            "`postgresql+asyncpg://user:pass@host/db`. Default: `catalog.db` in the data dir."
+        ),
+    )
+    database_migrate: bool | None = Field(
+        None,
+        description=(
+            "Upgrade the catalog schema when the server starts. Default: on for SQLite, off "
+            "otherwise (run `tusserver migrate` once per deployment instead)."
+        ),
+    )
+    anonymous_owner: str = Field(
+        "local",
+        min_length=1,
+        max_length=255,
+        description="Owner recorded for uploads made without authentication.",
+    )
+    media_probe: bool = Field(
+        True,
+        description=(
+            "Probe finished uploads with `ffprobe` (duration, size, codecs, fps) and make a "
+            "JPEG thumbnail with `ffmpeg`, when they are installed."
+        ),
+    )
+    media_probe_timeout: float = Field(
+        60.0, gt=0, description="Seconds one ffprobe or ffmpeg run may take before it is killed."
+    )
+    thumbnail_width: int = Field(320, ge=16, le=4096, description="Thumbnail width in pixels.")
+    deleted_grace: float = Field(
+        3600.0,
+        ge=0,
+        description=(
+            "Seconds a file deleted from the catalog keeps its bytes before the sweeper "
+            "removes them."
+        ),
+    )
 
     @model_validator(mode="after")
     def _no_credentials_for_any_origin(self) -> Settings:
@@ -167,6 +209,25 @@ class Settings(BaseSettings):
         if self.s3_sse == "aws:kms" and not self.s3_kms_key_id:
             raise ValueError("s3_sse=aws:kms needs s3_kms_key_id")
         return self
+
+    def catalog_url(self) -> str:
+        """The catalog database URL, secret included (never log it)."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{self.data_dir.absolute() / 'catalog.db'}"
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        scheme = value.get_secret_value().split(":", 1)[0]
+        if scheme not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            # Never echo the URL: it may hold a password.
+            raise ValueError(
+                "database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        return value
 
     @field_validator("base_path")
     @classmethod

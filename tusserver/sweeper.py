@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from tusserver import errors
 from tusserver.uploads import UploadService
 
 log = logging.getLogger("tusserver.sweeper")
+
+# Another job run on every pass (the catalog reclaims deleted files' bytes); returns a report.
+SweepPass = Callable[[], Awaitable[object]]
 
 
 @dataclass
@@ -48,11 +52,16 @@ async def sweep_once(service: UploadService) -> SweepReport:
     return report
 
 
-async def sweep_forever(service: UploadService, interval: float) -> None:
+async def sweep_forever(
+    service: UploadService, interval: float, passes: Sequence[SweepPass] = ()
+) -> None:
     """Run passes every ``interval`` seconds until cancelled; a failed pass does not stop it."""
     while True:
         await asyncio.sleep(interval)
-        try:
-            await sweep_once(service)
-        except Exception:
-            log.exception("sweep.failed")
+        for job in (lambda: sweep_once(service), *passes):
+            try:
+                report = await job()
+            except Exception:
+                log.exception("sweep.failed")
+            else:
+                log.debug("sweep.pass_done", extra={"report": report})

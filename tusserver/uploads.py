@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from tusserver import errors
 from tusserver.body import BodyEnd, BodyReader
 from tusserver.context import TusContext
+from tusserver.digests import ContentDigests
 from tusserver.models import ConcatKind, UploadInfo
 from tusserver.protocol import Checksum, ConcatRequest, is_valid_upload_id, new_upload_id
 from tusserver.spool import Spool
@@ -35,6 +36,7 @@ class UploadService:
         self.ctx = ctx
         self.settings = ctx.settings
         self.extensions = tuple(ctx.composer.extensions(expiration=ctx.settings.expiration > 0))
+        self.digests = ContentDigests()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -238,9 +240,11 @@ class UploadService:
         truncater = self.ctx.composer.truncater
         if checksum is not None and truncater is None:
             return await self._write_spooled(info, reader, checksum, declared_length)
+        feed = self.digests.start(info.id, info.offset)
+        chunks = reader.chunks() if feed is None else feed.wrap(reader.chunks())
         try:
             stored = await self.ctx.composer.core.write(
-                info, reader.chunks(), None if checksum is not None else record
+                info, chunks, None if checksum is not None else record
             )
         except FileNotFoundError:
             raise errors.NotFound() from None
@@ -248,8 +252,10 @@ class UploadService:
         if checksum is not None and not self._verified(reader, checksum):
             assert truncater is not None
             await truncater.truncate(info, info.offset)
-            # The length is not declared either (T129).
+            # The length is not declared either (T129). The running hash saw the rolled-back
+            # bytes, so it is dropped (start() already took it out).
             return WriteResult(info, end, checksum_failed=end is BodyEnd.COMPLETE)
+        await self.digests.commit(info.id, feed, stored)
         return await self._record_write(current, info.offset + stored, end, declared_length)
 
     @staticmethod
@@ -273,10 +279,13 @@ class UploadService:
             end = reader.end or BodyEnd.COMPLETE
             if not self._verified(reader, checksum):
                 return WriteResult(info, end, checksum_failed=end is BodyEnd.COMPLETE)
+            feed = self.digests.start(info.id, info.offset)
+            chunks = spool.chunks() if feed is None else feed.wrap(spool.chunks())
             try:
-                stored = await self.ctx.composer.core.write(info, spool.chunks())
+                stored = await self.ctx.composer.core.write(info, chunks)
             except FileNotFoundError:
                 raise errors.NotFound() from None
+            await self.digests.commit(info.id, feed, stored)
         return await self._record_write(info, info.offset + stored, end, declared_length)
 
     async def _record_write(
@@ -313,8 +322,11 @@ class UploadService:
             info = await self.ctx.composer.core.finish(info)
         except FileNotFoundError:  # its storage was removed under us (terminated)
             raise errors.NotFound() from None
-        info = info.replace(finished_at=self.ctx.clock(), expires_at=None)
-        await self.ctx.state.update(info)
+        if info.finished_at is None:
+            assert info.length is not None
+            sha256 = info.sha256 or self.digests.finish(info.id, info.length)
+            info = info.replace(finished_at=self.ctx.clock(), expires_at=None, sha256=sha256)
+            await self.ctx.state.update(info)
         log.info("upload.finished", extra={"upload_id": info.id, "length": info.length})
         if info.is_partial:
             # A finished partial is not a finished file (T153); it may complete finals.

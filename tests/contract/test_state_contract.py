@@ -32,6 +32,7 @@ def full_info() -> UploadInfo:
         created_at=1_700_000_000.123456,
         expires_at=1_700_086_400.5,
         finished_at=1_700_000_100.25,
+        sha256="ab" * 32,
         storage={"key": "uploads/x", "multipart_id": "abc", "parts": [1, 2], "n": 3},
     )
 

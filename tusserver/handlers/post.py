@@ -14,6 +14,7 @@ from tusserver.body import BodyReader
 from tusserver.handlers.common import expires_header, upload_url
 from tusserver.handlers.patch import body_limit, parse_checksum_header, raise_for_end
 from tusserver.models import ConcatKind
+from tusserver.principal import principal_of
 from tusserver.protocol import (
     is_offset_content_type,
     new_hasher,
@@ -74,6 +75,7 @@ async def handle_post(service: UploadService, request: Request) -> Response:
         metadata_raw=metadata_raw,
         concat=concat,
         concat_raw=concat_raw.strip() if concat_raw is not None else None,
+        owner=principal_of(request).user_id,
         # With a checksum the creation is all or nothing (A20): listeners hear of the upload
         # only once its data verified, never of one the client was refused.
         announce=checksum is None,

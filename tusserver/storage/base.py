@@ -99,6 +99,46 @@ class Recoverer(Protocol):
         ...
 
 
+# Small derived files kept beside an upload's bytes (the catalog's thumbnail). A closed set:
+# termination removes exactly these, and no client-chosen name ever reaches a path or key.
+SIDECAR_NAMES = ("thumb.jpg",)
+
+
+@runtime_checkable
+class Locator(Protocol):
+    """Where a finished upload's bytes live, for the catalog and for tools that read them."""
+
+    @property
+    def backend(self) -> str:
+        """A short backend name recorded beside the key (``local``, ``s3``)."""
+        ...
+
+    def storage_key(self, info: UploadInfo) -> str:
+        """The object key (S3) or the path relative to the data directory (local)."""
+        ...
+
+    async def media_source(self, info: UploadInfo, ttl: int) -> str:
+        """Something ffprobe can open: a local path or a URL valid for ``ttl`` seconds."""
+        ...
+
+
+@runtime_checkable
+class Sidecars(Protocol):
+    """Small derived files stored beside an upload; names come from ``SIDECAR_NAMES``."""
+
+    async def put_sidecar(self, info: UploadInfo, name: str, data: bytes) -> str:
+        """Store ``data`` (replacing any earlier one); returns its storage key."""
+        ...
+
+    async def get_sidecar(self, info: UploadInfo, name: str) -> bytes | None: ...
+
+
+def check_sidecar_name(name: str) -> str:
+    if name not in SIDECAR_NAMES:
+        raise ValueError(f"unknown sidecar {name!r}")
+    return name
+
+
 @dataclass(frozen=True)
 class StoreComposer:
     """The core store plus whichever optional capabilities the backend offers."""
@@ -111,6 +151,8 @@ class StoreComposer:
     truncater: Truncater | None = None
     reconciler: Reconciler | None = None
     recoverer: Recoverer | None = None
+    locator: Locator | None = None
+    sidecars: Sidecars | None = None
 
     @classmethod
     def from_store(cls, store: DataStore) -> StoreComposer:
@@ -124,6 +166,8 @@ class StoreComposer:
             truncater=store if isinstance(store, Truncater) else None,
             reconciler=store if isinstance(store, Reconciler) else None,
             recoverer=store if isinstance(store, Recoverer) else None,
+            locator=store if isinstance(store, Locator) else None,
+            sidecars=store if isinstance(store, Sidecars) else None,
         )
 
     def extensions(self, *, expiration: bool) -> list[str]:

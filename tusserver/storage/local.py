@@ -27,9 +27,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tusserver.fsutil import fsync_dir
+from tusserver.fsutil import atomic_write, fsync_dir
 from tusserver.models import UploadInfo
-from tusserver.storage.base import ProgressCallback
+from tusserver.storage.base import SIDECAR_NAMES, ProgressCallback, check_sidecar_name
 
 log = logging.getLogger("tusserver.storage")
 
@@ -239,6 +239,35 @@ class LocalStore:
     def _bin(self, upload_id: str) -> Path:
         return self._root / f"{_check_id(upload_id)}.bin"
 
+    def _sidecar(self, upload_id: str, name: str) -> Path:
+        return self._root / f"{_check_id(upload_id)}.{check_sidecar_name(name)}"
+
+    # Locator
+
+    @property
+    def backend(self) -> str:
+        return "local"
+
+    def storage_key(self, info: UploadInfo) -> str:
+        return self._bin(info.id).name
+
+    async def media_source(self, info: UploadInfo, ttl: int) -> str:
+        return str(self._bin(info.id).absolute())
+
+    # Sidecars
+
+    async def put_sidecar(self, info: UploadInfo, name: str, data: bytes) -> str:
+        path = self._sidecar(info.id, name)
+        await asyncio.to_thread(atomic_write, path, data)
+        return path.name
+
+    async def get_sidecar(self, info: UploadInfo, name: str) -> bytes | None:
+        path = self._sidecar(info.id, name)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return None
+
     # DataStore
 
     async def create(self, info: UploadInfo) -> UploadInfo:
@@ -320,6 +349,8 @@ class LocalStore:
 
     async def terminate(self, info: UploadInfo) -> None:
         await asyncio.to_thread(self._bin(info.id).unlink, missing_ok=True)
+        for name in SIDECAR_NAMES:
+            await asyncio.to_thread(self._sidecar(info.id, name).unlink, missing_ok=True)
 
     # LengthDeferrer
 

@@ -40,7 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tusserver import errors
 from tusserver.models import UploadInfo
-from tusserver.storage.base import ProgressCallback
+from tusserver.storage.base import SIDECAR_NAMES, ProgressCallback, check_sidecar_name
 from tusserver.storage.parts import MAX_OBJECT as MAX_OBJECT_SIZE
 from tusserver.storage.parts import MAX_PART, MAX_PARTS, MIN_PART, plan_part_size
 
@@ -627,8 +627,51 @@ class S3Store:
         upload_id = info.storage.get("upload_id")
         if isinstance(upload_id, str):
             await self._abort(key, upload_id)
-        for doomed in (self._tail_key(info.id), key, self._info_key(info.id)):
+        sidecars = [self._sidecar_key(info.id, name) for name in SIDECAR_NAMES]
+        for doomed in (self._tail_key(info.id), key, *sidecars, self._info_key(info.id)):
             await self._delete(doomed)
+
+    # -- Locator -------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        return "s3"
+
+    def storage_key(self, info: UploadInfo) -> str:
+        return self._data_key(info.id)
+
+    async def media_source(self, info: UploadInfo, ttl: int) -> str:
+        url: str = await self._client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self._bucket, "Key": self._data_key(info.id)},
+            ExpiresIn=ttl,
+        )
+        return url
+
+    # -- Sidecars ------------------------------------------------------------------------
+
+    def _sidecar_key(self, upload_id: str, name: str) -> str:
+        return f"{self._data_key(upload_id)}.{check_sidecar_name(name)}"
+
+    async def put_sidecar(self, info: UploadInfo, name: str, data: bytes) -> str:
+        key = self._sidecar_key(info.id, name)
+        content = "image/jpeg" if name.endswith(".jpg") else "application/octet-stream"
+        with _translated("put sidecar"):
+            await self._client.put_object(
+                Bucket=self._bucket, Key=key, Body=data, ContentType=content, **self._sse()
+            )
+        return key
+
+    async def get_sidecar(self, info: UploadInfo, name: str) -> bytes | None:
+        key = self._sidecar_key(info.id, name)
+        try:
+            with _translated("get sidecar"):
+                resp = await self._client.get_object(Bucket=self._bucket, Key=key)
+                async with resp["Body"] as body:
+                    data: bytes = await body.read()
+        except FileNotFoundError:
+            return None
+        return data
 
     # -- LengthDeferrer ------------------------------------------------------------------
 

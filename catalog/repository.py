@@ -1,0 +1,192 @@
+"""Queries over the ``files`` table; the only module that writes SQL for the catalog.
+
+Every read a user can trigger takes an ``owner``: ``None`` means "any owner" and is only ever
+passed for admins and internal jobs, so scoping is decided by the caller once, not per query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Select, asc, delete, desc, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from catalog.models import FileRecord
+
+SortKey = Literal["created_at", "finished_at", "updated_at", "filename", "size"]
+SORT_KEYS: tuple[SortKey, ...] = ("created_at", "finished_at", "updated_at", "filename", "size")
+SortOrder = Literal["asc", "desc"]
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    page: int = 1
+    page_size: int = 10
+    search: str | None = None
+    sort_by: SortKey = "created_at"
+    sort_order: SortOrder = "desc"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: Sequence[FileRecord]
+    total_count: int
+
+
+def like_pattern(text: str) -> str:
+    """``%text%`` with LIKE's own wildcards taken literally (escape character ``\\``)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class FileRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._dialect = engine.dialect.name
+
+    def session(self) -> AsyncSession:
+        return self._sessions()
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def add(self, values: Mapping[str, Any]) -> bool:
+        """Insert a record unless its id exists; True when this call inserted it.
+
+        ``ON CONFLICT DO NOTHING`` on the primary key makes a retried finish (or two
+        instances finishing the same upload) record it once, without a race window.
+        """
+        # ORM-enabled insert: keys are attribute names (``meta``, not the ``metadata`` column).
+        row = dict(values)
+        if self._dialect == "postgresql":
+            statement: Any = postgresql.insert(FileRecord).values(row)
+        else:
+            statement = sqlite.insert(FileRecord).values(row)
+        statement = statement.on_conflict_do_nothing(index_elements=["id"])
+        async with self._sessions.begin() as session:
+            result = await session.execute(statement)
+        return bool(getattr(result, "rowcount", 0))
+
+    async def update_fields(self, file_id: str, values: Mapping[str, Any]) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(FileRecord).where(FileRecord.id == file_id).values(**values)
+            )
+
+    async def edit(
+        self, file_id: str, *, owner: str | None, values: Mapping[str, Any]
+    ) -> FileRecord | None:
+        """Change a live record's user-editable fields; None when not found for ``owner``."""
+        async with self._sessions.begin() as session:
+            record = await session.scalar(_live(owner).where(FileRecord.id == file_id))
+            if record is None:
+                return None
+            for name, value in values.items():
+                setattr(record, name, value)
+        return record
+
+    async def soft_delete(self, file_id: str, *, owner: str | None, now: datetime) -> bool:
+        statement = (
+            update(FileRecord)
+            .where(FileRecord.id == file_id, FileRecord.deleted_at.is_(None))
+            .values(deleted_at=now, updated_at=now)
+        )
+        if owner is not None:
+            statement = statement.where(FileRecord.owner == owner)
+        async with self._sessions.begin() as session:
+            result = await session.execute(statement)
+        return bool(getattr(result, "rowcount", 0))
+
+    async def remove(self, file_id: str) -> None:
+        """Delete the row itself (tests and the sweeper's last step for a vanished upload)."""
+        async with self._sessions.begin() as session:
+            await session.execute(delete(FileRecord).where(FileRecord.id == file_id))
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get(self, file_id: str, *, owner: str | None) -> FileRecord | None:
+        async with self._sessions() as session:
+            record: FileRecord | None = await session.scalar(
+                _live(owner).where(FileRecord.id == file_id)
+            )
+        return record
+
+    async def get_any(self, file_id: str) -> FileRecord | None:
+        """Deleted or not, any owner: for internal jobs only."""
+        async with self._sessions() as session:
+            return await session.get(FileRecord, file_id)
+
+    async def get_by_key(self, key: str, *, owner: str | None) -> FileRecord | None:
+        async with self._sessions() as session:
+            record: FileRecord | None = await session.scalar(
+                _live(owner).where(FileRecord.storage_key == key)
+            )
+        return record
+
+    async def list_page(self, query: ListQuery, *, owner: str | None) -> Page:
+        where = _live(owner)
+        if query.search:
+            pattern = like_pattern(query.search)
+            where = where.where(
+                or_(
+                    FileRecord.filename.ilike(pattern, escape="\\"),
+                    FileRecord.original_filename.ilike(pattern, escape="\\"),
+                )
+            )
+        column = getattr(FileRecord, query.sort_by)
+        direction = desc if query.sort_order == "desc" else asc
+        # The id breaks ties, so paging is stable when many rows share a sort value.
+        items_query = (
+            where.order_by(direction(column), direction(FileRecord.id))
+            .offset((query.page - 1) * query.page_size)
+            .limit(query.page_size)
+        )
+        count_query = select(func.count()).select_from(where.subquery())
+        async with self._sessions() as session:
+            total = int(await session.scalar(count_query) or 0)
+            items = list(await session.scalars(items_query))
+        return Page(items=items, total_count=total)
+
+    async def recent(self, limit: int, *, owner: str | None) -> list[FileRecord]:
+        query = _live(owner).order_by(desc(FileRecord.created_at), desc(FileRecord.id))
+        async with self._sessions() as session:
+            return list(await session.scalars(query.limit(limit)))
+
+    async def unprocessed(self, *, finished_before: datetime, limit: int) -> list[FileRecord]:
+        query = (
+            select(FileRecord)
+            .where(
+                FileRecord.processed_at.is_(None),
+                FileRecord.deleted_at.is_(None),
+                FileRecord.finished_at < finished_before,
+            )
+            .order_by(FileRecord.finished_at)
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            return list(await session.scalars(query))
+
+    async def due_for_purge(self, *, deleted_before: datetime, limit: int) -> list[FileRecord]:
+        query = (
+            select(FileRecord)
+            .where(
+                FileRecord.deleted_at.is_not(None),
+                FileRecord.deleted_at < deleted_before,
+                FileRecord.purged_at.is_(None),
+            )
+            .order_by(FileRecord.deleted_at)
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            return list(await session.scalars(query))
+
+
+def _live(owner: str | None) -> Select[tuple[FileRecord]]:
+    query = select(FileRecord).where(FileRecord.deleted_at.is_(None))
+    if owner is not None:
+        query = query.where(FileRecord.owner == owner)
+    return query

@@ -1,0 +1,218 @@
+"""The catalog's HTTP surface under ``/api/v1/files``, always scoped to the caller.
+
+``GET /api/v1/files`` (paged list with search and sort), ``/recent``, ``/by-key/{key}``,
+``GET|PATCH|DELETE /{id}`` and ``GET /{id}/thumbnail``. Validation failures are 422 with the
+offending parameter named; a database outage is a 503 with a neutral message.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from catalog.models import FILENAME_LENGTH
+from catalog.repository import ListQuery, SortKey
+from catalog.service import Catalog
+from tusserver import errors
+from tusserver.jsonapi import ApiError, MethodRouter, json_response, read_json, validate
+from tusserver.principal import principal_of
+
+PREFIX = "/api/v1/files"
+MAX_PAGE_SIZE = 50
+MAX_RECENT = 20
+MAX_SEARCH = 200
+MAX_METADATA_KEYS = 100
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class ListParams(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    page: int = Field(1, ge=1, le=1_000_000)
+    page_size: int = Field(10, ge=1, le=MAX_PAGE_SIZE)
+    search: str = Field("", max_length=MAX_SEARCH)
+    sort_by: SortKey = "created_at"
+    sort_order: Literal["asc", "desc"] = "desc"
+
+
+class RecentParams(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    limit: int = Field(5, ge=1, le=MAX_RECENT)
+
+
+class FilePatch(BaseModel):
+    """Editable fields; ``metadata`` replaces the whole mapping."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    filename: str | None = Field(None, min_length=1, max_length=FILENAME_LENGTH)
+    metadata: dict[str, str | None] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_METADATA_KEYS:
+            raise ValueError(f"at most {MAX_METADATA_KEYS} keys")
+        for key, item in value.items():
+            if not key or len(key) > 128:
+                raise ValueError("keys must be 1 to 128 characters")
+            if item is not None and len(item) > 4096:
+                raise ValueError(f"value of {key!r} is longer than 4096 characters")
+        return value
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def file_json(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "owner": record.owner,
+        "filename": record.filename,
+        "original_filename": record.original_filename,
+        "content_type": record.content_type,
+        "declared_content_type": record.declared_content_type,
+        "detected_content_type": record.detected_content_type,
+        "content_type_mismatch": bool(
+            record.declared_content_type
+            and record.detected_content_type
+            and record.declared_content_type != record.detected_content_type
+        ),
+        "size": record.size,
+        "sha256": record.sha256,
+        "storage_backend": record.storage_backend,
+        "storage_key": record.storage_key,
+        "metadata": record.meta,
+        "media": {
+            "duration_seconds": record.duration_seconds,
+            "width": record.width,
+            "height": record.height,
+            "video_codec": record.video_codec,
+            "audio_codec": record.audio_codec,
+            "fps": record.fps,
+        },
+        "thumbnail_url": f"{PREFIX}/{record.id}/thumbnail" if record.thumbnail_key else None,
+        "processed": record.processed_at is not None,
+        "created_at": _iso(record.created_at),
+        "finished_at": _iso(record.finished_at),
+        "updated_at": _iso(record.updated_at),
+    }
+
+
+def _translate(exc: Exception) -> errors.TusError | None:
+    if isinstance(exc, SQLAlchemyError | OSError):
+        return errors.CatalogUnavailable()
+    return None
+
+
+def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]:
+    def catalog() -> Catalog:
+        found = get_catalog()
+        if found is None:
+            raise errors.CatalogUnavailable("the catalog is not enabled or not ready")
+        return found
+
+    def file_id(request: Request) -> str:
+        value: str = request.path_params["file_id"]
+        if _ID.fullmatch(value) is None:
+            raise errors.FileNotFound()
+        return value
+
+    async def list_files(request: Request) -> Response:
+        params = validate(ListParams, dict(request.query_params))
+        owner = principal_of(request).owner_filter
+        query = ListQuery(
+            page=params.page,
+            page_size=params.page_size,
+            search=params.search.strip() or None,
+            sort_by=params.sort_by,
+            sort_order=params.sort_order,
+        )
+        page = await catalog().list_files(query, owner=owner)
+        total_pages = math.ceil(page.total_count / params.page_size)
+        return json_response(
+            {
+                "items": [file_json(r) for r in page.items],
+                "total_count": page.total_count,
+                "page": params.page,
+                "page_size": params.page_size,
+                "total_pages": total_pages,
+                "has_more": params.page < total_pages,
+            }
+        )
+
+    async def recent(request: Request) -> Response:
+        params = validate(RecentParams, dict(request.query_params))
+        records = await catalog().recent(params.limit, owner=principal_of(request).owner_filter)
+        return json_response({"items": [file_json(r) for r in records]})
+
+    async def by_key(request: Request) -> Response:
+        key: str = request.path_params["key"]
+        record = await catalog().get_by_key(key, owner=principal_of(request).owner_filter)
+        if record is None:
+            raise errors.FileNotFound()
+        return json_response(file_json(record))
+
+    async def get_file(request: Request) -> Response:
+        record = await catalog().get(file_id(request), owner=principal_of(request).owner_filter)
+        if record is None:
+            raise errors.FileNotFound()
+        return json_response(file_json(record))
+
+    async def patch_file(request: Request) -> Response:
+        target = file_id(request)
+        patch = validate(FilePatch, await read_json(request))
+        if patch.filename is None and patch.metadata is None:
+            raise ApiError(errors.ValidationFailed("nothing to change: give filename or metadata"))
+        record = await catalog().edit(
+            target,
+            owner=principal_of(request).owner_filter,
+            filename=patch.filename,
+            metadata=patch.metadata,
+        )
+        if record is None:
+            raise errors.FileNotFound()
+        return json_response(file_json(record))
+
+    async def delete_file(request: Request) -> Response:
+        deleted = await catalog().delete(file_id(request), owner=principal_of(request).owner_filter)
+        if not deleted:
+            raise errors.FileNotFound()
+        return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+    async def thumbnail(request: Request) -> Response:
+        found = catalog()
+        record = await found.get(file_id(request), owner=principal_of(request).owner_filter)
+        data = None if record is None else await found.thumbnail(record)
+        if data is None:
+            raise errors.FileNotFound("no thumbnail for this file")
+        return Response(
+            data,
+            media_type="image/jpeg",
+            headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"},
+        )
+
+    def router(**handlers: Callable[[Request], Any]) -> MethodRouter:
+        return MethodRouter({m.upper(): h for m, h in handlers.items()}, translate=_translate)
+
+    # Fixed paths before the id pattern; ids are validated, so "recent" can never be an id.
+    return [
+        Route(PREFIX, router(get=list_files)),
+        Route(f"{PREFIX}/recent", router(get=recent)),
+        Route(PREFIX + "/by-key/{key:path}", router(get=by_key)),
+        Route(PREFIX + "/{file_id}", router(get=get_file, patch=patch_file, delete=delete_file)),
+        Route(PREFIX + "/{file_id}/thumbnail", router(get=thumbnail)),
+    ]

@@ -1,0 +1,111 @@
+"""The catalog's sweep: deleted files lose their bytes after the grace period, lost
+processing is redone, and a tus DELETE or expiry removes the record from lists."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tusserver.app import _purge_upload, create_app
+from tusserver.settings import Settings
+
+API = "http://test/api/v1/files"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def client(tmp_path: Path, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(data_dir=tmp_path, media_probe=False, deleted_grace=60)
+    app = create_app(settings, clock=clock)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http,
+    ):
+        http.headers["Tus-Resumable"] = "1.0.0"
+        http.app = app  # type: ignore[attr-defined]
+        yield http
+
+
+async def upload(http: httpx.AsyncClient, data: bytes) -> str:
+    response = await http.post(
+        "http://test/files/",
+        content=data,
+        headers={
+            "Upload-Length": str(len(data)),
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert response.status_code == 201
+    return response.headers["Location"].rsplit("/", 1)[1]
+
+
+async def sweep(http: httpx.AsyncClient) -> dict[str, int]:
+    app = http.app  # type: ignore[attr-defined]
+    service = app.state.service
+
+    async def purge(upload_id: str) -> None:
+        await _purge_upload(service, upload_id)
+
+    report: dict[str, int] = await app.state.catalog.sweep(purge)
+    return report
+
+
+async def test_deleted_files_keep_their_bytes_until_the_grace_period_ends(
+    client: httpx.AsyncClient, clock: Clock, tmp_path: Path
+) -> None:
+    upload_id = await upload(client, b"keep me a while")
+    kept = await upload(client, b"live file")
+    assert (await client.delete(f"{API}/{upload_id}")).status_code == 204
+    clock.now += 30
+    assert (await sweep(client))["purged"] == 0
+    assert (tmp_path / f"{upload_id}.bin").exists()
+    clock.now += 31
+    assert (await sweep(client))["purged"] == 1
+    assert not (tmp_path / f"{upload_id}.bin").exists()
+    head = await client.head(f"http://test/files/{upload_id}")
+    assert head.status_code == 404
+    record = await client.app.state.catalog.repo.get_any(upload_id)  # type: ignore[attr-defined]
+    assert record.purged_at is not None
+    # Nothing else was touched, and a second pass has nothing to do.
+    assert (tmp_path / f"{kept}.bin").read_bytes() == b"live file"
+    assert (await sweep(client))["purged"] == 0
+    listed = (await client.get(API)).json()
+    assert [item["id"] for item in listed["items"]] == [kept]
+
+
+async def test_processing_lost_with_its_worker_is_redone(
+    client: httpx.AsyncClient, clock: Clock
+) -> None:
+    catalog = client.app.state.catalog  # type: ignore[attr-defined]
+    await catalog.stop()  # as if the process died right after recording
+    upload_id = await upload(client, b"needs processing")
+    assert (await client.get(f"{API}/{upload_id}")).json()["processed"] is False
+    catalog.start()
+    assert (await sweep(client))["requeued"] == 0  # too recent to be called lost
+    clock.now += 601
+    assert (await sweep(client))["requeued"] == 1
+    await catalog.drain()
+    assert (await client.get(f"{API}/{upload_id}")).json()["processed"] is True
+
+
+async def test_a_tus_delete_removes_the_record_from_lists(client: httpx.AsyncClient) -> None:
+    upload_id = await upload(client, b"short-lived")
+    assert (await client.get(API)).json()["total_count"] == 1
+    assert (await client.delete(f"http://test/files/{upload_id}")).status_code == 204
+    assert (await client.get(API)).json()["total_count"] == 0
+    assert (await client.get(f"{API}/{upload_id}")).status_code == 404

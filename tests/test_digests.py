@@ -1,0 +1,82 @@
+"""The running SHA-256 kept while bytes stream in (tusserver.digests)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+
+from tusserver.digests import EMPTY_SHA256, ContentDigests
+
+MiB = 1024 * 1024
+
+
+async def chunks_of(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for pos in range(0, len(data), size):
+        yield data[pos : pos + size]
+
+
+async def consume(digests: ContentDigests, upload_id: str, offset: int, data: bytes) -> None:
+    feed = digests.start(upload_id, offset)
+    assert feed is not None
+    stored = 0
+    async for chunk in feed.wrap(chunks_of(data)):
+        stored += len(chunk)
+    await digests.commit(upload_id, feed, stored)
+
+
+async def test_many_writes_across_thread_batches_give_the_whole_file_digest() -> None:
+    data = os.urandom(5 * MiB + 12345)
+    digests = ContentDigests()
+    cut1, cut2 = 3 * MiB + 7, 4 * MiB + 99
+    await consume(digests, "u", 0, data[:cut1])
+    await consume(digests, "u", cut1, data[cut1:cut2])
+    await consume(digests, "u", cut2, data[cut2:])
+    assert digests.finish("u", len(data)) == hashlib.sha256(data).hexdigest()
+    assert digests.finish("u", len(data)) is None  # taken
+
+
+async def test_a_store_that_stops_reading_early_keeps_only_what_it_stored() -> None:
+    data = os.urandom(3 * MiB)
+    digests = ContentDigests()
+    feed = digests.start("u", 0)
+    assert feed is not None
+    stored = 0
+    async for chunk in feed.wrap(chunks_of(data)):
+        stored += len(chunk)
+        if stored >= 2 * MiB:
+            break  # the body ended early; everything handed out was stored
+    await digests.commit("u", feed, stored)
+    await consume(digests, "u", stored, data[stored:])
+    assert digests.finish("u", len(data)) == hashlib.sha256(data).hexdigest()
+
+
+async def test_a_hash_that_saw_bytes_the_store_did_not_keep_is_dropped() -> None:
+    digests = ContentDigests()
+    feed = digests.start("u", 0)
+    assert feed is not None
+    async for _ in feed.wrap(chunks_of(b"x" * 1000)):
+        pass
+    await digests.commit("u", feed, 600)  # the store kept less than it was handed
+    assert digests.start("u", 600) is None
+    assert digests.finish("u", 1000) is None
+
+
+async def test_a_write_at_an_unknown_offset_cannot_continue_the_hash() -> None:
+    digests = ContentDigests()
+    await consume(digests, "u", 0, b"a" * 100)
+    assert digests.start("u", 50) is None  # an offset the hash has not seen
+    # start() took the entry out: a later write at 100 cannot pick it up either.
+    assert digests.start("u", 100) is None
+
+
+async def test_entries_are_bounded() -> None:
+    digests = ContentDigests(max_entries=2)
+    for name in ("a", "b", "c"):
+        await consume(digests, name, 0, b"z")
+    assert digests.finish("a", 1) is None  # evicted, oldest first
+    assert digests.finish("c", 1) == hashlib.sha256(b"z").hexdigest()
+
+
+def test_an_empty_upload_has_the_empty_digest() -> None:
+    assert ContentDigests().finish("never-written", 0) == EMPTY_SHA256

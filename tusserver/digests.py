@@ -1,0 +1,109 @@
+"""Running SHA-256 of each upload's bytes, computed while they stream in.
+
+The catalog records a file's sha256 at finish without reading the file back. hashlib states
+cannot be saved or shared, so each running hash lives in this process, keyed by upload id and
+valid only at the offset it has seen: a PATCH that continues from there extends it; anything
+else (a restart, a PATCH served by another instance, a chunk rolled back, an offset that
+moved) drops it, and the catalog computes the digest from the stored bytes instead, off the
+request path. Hashing runs in a worker thread in batches (hashlib releases the GIL on large
+updates), so it overlaps with the network and the disk instead of stalling the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+# Bytes collected before one thread hop; bounded so memory stays a small constant.
+_BATCH = 1024 * 1024
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def _update(hasher: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)
+
+
+class Feed:
+    """One write's share of a running hash: wraps the body's chunks, counts what it hashed.
+
+    Every chunk handed to the store is counted; ``settle`` must run after the store returns
+    (whether or not it read the body to the end) before the hash may be used.
+    """
+
+    def __init__(self, hasher: Any, offset: int) -> None:
+        self.hasher = hasher
+        self.offset = offset
+        self.hashed = 0
+        self._batch: list[bytes] = []
+        self._batch_size = 0
+        self._pending: asyncio.Future[None] | None = None
+
+    async def wrap(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self._batch.append(chunk)
+            self._batch_size += len(chunk)
+            self.hashed += len(chunk)
+            if self._batch_size >= _BATCH:
+                # One batch in the thread at a time keeps the updates in order.
+                if self._pending is not None:
+                    await self._pending
+                batch, self._batch, self._batch_size = self._batch, [], 0
+                self._pending = asyncio.ensure_future(
+                    asyncio.to_thread(_update, self.hasher, batch)
+                )
+            yield chunk
+
+    async def settle(self) -> None:
+        """Hash whatever was handed out but not hashed yet."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+        if self._batch:
+            # Small remainders (the common tail) are not worth a thread hop.
+            _update(self.hasher, self._batch)
+            self._batch, self._batch_size = [], 0
+
+
+class ContentDigests:
+    """The running hashes of the uploads this process is receiving (bounded, LRU)."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max = max_entries
+        self._running: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+
+    def start(self, upload_id: str, offset: int) -> Feed | None:
+        """A feed continuing the hash at ``offset``, or None when it cannot be continued."""
+        entry = self._running.pop(upload_id, None)
+        if offset == 0:
+            return Feed(hashlib.sha256(), 0)
+        if entry is not None and entry[0] == offset:
+            return Feed(entry[1], offset)
+        return None
+
+    async def commit(self, upload_id: str, feed: Feed | None, stored: int) -> None:
+        """Keep the hash only if it covers exactly the bytes the store says it stored."""
+        if feed is None:
+            return
+        await feed.settle()
+        if feed.hashed != stored:
+            return
+        self._running[upload_id] = (feed.offset + stored, feed.hasher)
+        self._running.move_to_end(upload_id)
+        while len(self._running) > self._max:
+            self._running.popitem(last=False)
+
+    def finish(self, upload_id: str, length: int) -> str | None:
+        """The hex digest of a finished upload of ``length`` bytes, if it was seen whole."""
+        entry = self._running.pop(upload_id, None)
+        if length == 0:
+            return EMPTY_SHA256
+        if entry is None or entry[0] != length:
+            return None
+        return str(entry[1].hexdigest())
+
+    def discard(self, upload_id: str) -> None:
+        self._running.pop(upload_id, None)
