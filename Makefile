@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tusserver-installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run lint typecheck test e2e bench clean
+.PHONY: help install run lint typecheck test e2e bench bench-catalog clean
 
 help:
 	@echo "make run        start the server on http://127.0.0.1:8080/files/ (data in ./data)"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make typecheck  mypy (strict, configured in pyproject.toml)"
 	@echo "make bench      benchmarks (not part of make test); prints a table"
+	@echo "make bench-catalog  catalog list/search queries on SQLite and Postgres; prints a table"
 	@echo "make e2e        only the end-to-end tests (real server, tuspy, tus-js-client)"
 	@echo "make clean      remove caches, build output and tests/e2e/js/node_modules"
 
@@ -61,6 +62,9 @@ e2e: install
 
 bench: install
 	$(BIN)/python -m bench.single_patch $(BENCH_ARGS)
+
+bench-catalog: install
+	$(BIN)/python -m bench.catalog_list $(BENCH_ARGS)
 
 # Keeps .venv (shared, slow to rebuild) and ./data (somebody's uploads).
 clean:

@@ -36,7 +36,9 @@ class UploadService:
         self.ctx = ctx
         self.settings = ctx.settings
         self.extensions = tuple(ctx.composer.extensions(expiration=ctx.settings.expiration > 0))
-        self.digests = ContentDigests()
+        # The running sha256 costs about 1 s of CPU per GiB (in a worker thread); only the
+        # catalog uses it.
+        self.digests = ContentDigests(enabled=ctx.settings.catalog)
 
     # -- reading -------------------------------------------------------------------------
 
