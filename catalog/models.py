@@ -9,7 +9,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, MetaData, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -102,8 +112,24 @@ class FileRecord(Base):
 
     __table_args__ = (
         # The list page: one owner's live files, newest first (and the other sort keys).
-        Index(None, "owner", "created_at"),
-        Index(None, "owner", "filename"),
+        # Partial (live rows only) and ending in the id tie-breaker, so both the page and its
+        # total count are answered from the index alone, without visiting the table.
+        Index(
+            "ix_files_live_owner_created_at",
+            "owner",
+            "created_at",
+            "id",
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index(
+            "ix_files_live_owner_filename",
+            "owner",
+            "filename",
+            "id",
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
         # The sweeper's work queues stay small scans, not full-table ones.
         Index(None, "deleted_at"),
         Index(None, "processed_at"),

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Select, asc, delete, desc, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, asc, delete, desc, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from catalog.models import FileRecord
@@ -67,8 +68,15 @@ class FileRepository:
         else:
             statement = sqlite.insert(FileRecord).values(row)
         statement = statement.on_conflict_do_nothing(index_elements=["id"])
-        async with self._sessions.begin() as session:
-            result = await session.execute(statement)
+        try:
+            async with self._sessions.begin() as session:
+                result = await session.execute(statement)
+        except IntegrityError:
+            # Two inserts of the same id racing on Postgres: the loser can trip the unique
+            # storage key before the id's conflict clause sees the winner. Same upload: done.
+            if await self.get_any(row["id"]) is not None:
+                return False
+            raise
         return bool(getattr(result, "rowcount", 0))
 
     async def update_fields(self, file_id: str, values: Mapping[str, Any]) -> None:
@@ -128,10 +136,10 @@ class FileRepository:
         return record
 
     async def list_page(self, query: ListQuery, *, owner: str | None) -> Page:
-        where = _live(owner)
+        conditions = _live_conditions(owner)
         if query.search:
             pattern = like_pattern(query.search)
-            where = where.where(
+            conditions.append(
                 or_(
                     FileRecord.filename.ilike(pattern, escape="\\"),
                     FileRecord.original_filename.ilike(pattern, escape="\\"),
@@ -141,11 +149,15 @@ class FileRepository:
         direction = desc if query.sort_order == "desc" else asc
         # The id breaks ties, so paging is stable when many rows share a sort value.
         items_query = (
-            where.order_by(direction(column), direction(FileRecord.id))
+            select(FileRecord)
+            .where(*conditions)
+            .order_by(direction(column), direction(FileRecord.id))
             .offset((query.page - 1) * query.page_size)
             .limit(query.page_size)
         )
-        count_query = select(func.count()).select_from(where.subquery())
+        # count(*) straight over the table (no subquery of every column), so the database
+        # can answer it from the live-rows index alone.
+        count_query = select(func.count()).select_from(FileRecord).where(*conditions)
         async with self._sessions() as session:
             total = int(await session.scalar(count_query) or 0)
             items = list(await session.scalars(items_query))
@@ -185,8 +197,12 @@ class FileRepository:
             return list(await session.scalars(query))
 
 
-def _live(owner: str | None) -> Select[tuple[FileRecord]]:
-    query = select(FileRecord).where(FileRecord.deleted_at.is_(None))
+def _live_conditions(owner: str | None) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [FileRecord.deleted_at.is_(None)]
     if owner is not None:
-        query = query.where(FileRecord.owner == owner)
-    return query
+        conditions.append(FileRecord.owner == owner)
+    return conditions
+
+
+def _live(owner: str | None) -> Select[tuple[FileRecord]]:
+    return select(FileRecord).where(*_live_conditions(owner))

@@ -186,7 +186,10 @@ class _PostgresServer:
                 "postgres",
                 "-E",
                 "UTF8",
-                "--locale=C",
+                # Byte-order collation (stable, fast), but Unicode case mapping, as production
+                # databases have: ILIKE must fold "Ä" to "ä" like the catalog's users expect.
+                "--lc-collate=C",
+                "--lc-ctype=C.UTF-8",
                 "--no-sync",
             ],
             timeout=120,

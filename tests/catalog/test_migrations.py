@@ -28,7 +28,7 @@ async def test_upgrade_reaches_head_and_creates_the_indexes(engine: AsyncEngine)
 
     async with engine.connect() as connection:
         indexes, uniques = await connection.run_sync(shape)
-    assert {"ix_files_owner_created_at", "ix_files_owner_filename"} <= indexes
+    assert {"ix_files_live_owner_created_at", "ix_files_live_owner_filename"} <= indexes
     # The unique storage key: a constraint on Postgres; SQLite reflects it the same way.
     assert "uq_files_storage_key" in uniques
 
