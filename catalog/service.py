@@ -24,6 +24,7 @@ from catalog.repository import FileRepository, ListQuery, Page
 from catalog.sniff import SNIFF_BYTES, detect, reconcile
 from tusserver.digests import EMPTY_SHA256
 from tusserver.disposition import clean_filename
+from tusserver.listener import TerminationReason
 from tusserver.models import UploadInfo
 from tusserver.storage.base import Locator, Reader, Sidecars
 
@@ -343,6 +344,12 @@ class CatalogListener:
         if self.catalog is not None:
             await self.catalog.record(info)
 
-    async def upload_terminated(self, info: UploadInfo) -> None:
-        if self.catalog is not None:
+    async def upload_progress(self, info: UploadInfo) -> None:
+        return None
+
+    async def upload_terminated(
+        self, info: UploadInfo, *, reason: TerminationReason = "terminated"
+    ) -> None:
+        # A purge is the catalog's own doing (its sweep asked for it and records it).
+        if self.catalog is not None and reason != "purged":
             await self.catalog.forget(info.id)

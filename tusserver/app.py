@@ -16,17 +16,28 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Scope
 
 from catalog.routes import catalog_routes
-from catalog.service import CatalogListener
+from catalog.service import Catalog, CatalogListener
 from catalog.setup import CatalogStartupError, open_catalog
 from tusserver import errors
 from tusserver.context import TusContext
 from tusserver.dispatch import ServiceSlot, TusDispatch
 from tusserver.handlers.options import discovery_headers
+from tusserver.health import Readiness, backend_checks
+from tusserver.hooks import Hooks
 from tusserver.listener import FanOut, NullListener, UploadListener
+from tusserver.metrics import (
+    NO_METRICS,
+    Metrics,
+    MetricsListener,
+    MetricsMiddleware,
+    metrics_endpoint,
+)
 from tusserver.middleware import CORSMiddleware, RequestIdMiddleware, TusProtocolMiddleware
 from tusserver.models import UploadInfo
 from tusserver.settings import Settings
-from tusserver.sweeper import SweepPass, sweep_forever
+from tusserver.state.lease import FileLease
+from tusserver.sweep_job import SweepJob
+from tusserver.sweeper import SweepPass
 from tusserver.uploads import UploadService
 from tusserver.wiring import (
     Components,
@@ -49,11 +60,20 @@ def create_app(
     clock: Callable[[], float] = time.time,
     components: Components | None = None,
     listener: UploadListener | None = None,
+    metrics: Metrics | None = None,
 ) -> Starlette:
     settings = settings or Settings()
+    # A caller that builds the components itself hands them the same Metrics (locker, S3).
+    if metrics is None and settings.metrics:
+        metrics = Metrics()
+    sink = metrics if metrics is not None else NO_METRICS
+    metrics_listener = MetricsListener(sink) if metrics is not None else None
     # The catalog opens in the lifespan, after the service exists: its listener binds late.
     catalog_listener = CatalogListener() if settings.catalog else None
-    listeners: list[UploadListener] = [x for x in (catalog_listener, listener) if x is not None]
+    hooks = Hooks.from_settings(settings)
+    listeners: list[UploadListener] = [
+        x for x in (catalog_listener, listener, metrics_listener, hooks.webhook) if x is not None
+    ]
     # FanOut even for one listener: a failing listener (the catalog's database is down) is
     # logged and never fails the upload whose bytes are already safe.
     upload_listener: UploadListener = FanOut(listeners) if listeners else NullListener()
@@ -67,12 +87,13 @@ def create_app(
                 locker=parts.locker,
                 listener=upload_listener,
                 clock=clock,
+                metrics=sink,
             )
         )
 
     slot = ServiceSlot()
     if components is None and is_local(settings):
-        components = build_components(settings)
+        components = build_components(settings, metrics=sink)
     if components is not None:
         # Ready before the lifespan runs, so an app driven without one (tests) still works.
         slot.service = make_service(components)
@@ -95,16 +116,22 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            parts = components
             if slot.service is None:
                 try:
-                    opened = await open_components(settings, stack)
+                    parts = await open_components(settings, stack, metrics=sink)
                 except StartupError as exc:
                     log.error("startup.failed: %s", exc)
                     raise
-                slot.service = make_service(opened)
+                slot.service = make_service(parts)
             service = slot.service
             app.state.service = service
-            passes: list[SweepPass] = []
+            await stack.enter_async_context(hooks.running())
+            loop = asyncio.get_running_loop()
+            # For the signal handler (cli.serve): it may run between two steps of the loop,
+            # so the shutdown itself is scheduled on the loop.
+            app.state.request_shutdown = lambda: loop.call_soon_threadsafe(service.begin_shutdown)
+            catalog = None
             if catalog_listener is not None:
                 try:
                     catalog = await open_catalog(settings, service.ctx.composer, stack, clock=clock)
@@ -114,18 +141,21 @@ def create_app(
                 catalog_listener.catalog = catalog
                 app.state.catalog = catalog
                 stack.callback(setattr, catalog_listener, "catalog", None)
-
-                async def purge_upload(upload_id: str) -> None:
-                    await _purge_upload(service, upload_id)
-
-                async def catalog_pass() -> object:
-                    return await catalog.sweep(purge_upload)
-
-                passes.append(catalog_pass)
-            sweeper = asyncio.create_task(sweep_forever(service, settings.sweep_interval, passes))
+            job = sweep_job(settings, service, parts, catalog)
+            app.state.sweep_job = job
+            sweeper = asyncio.create_task(job.run_forever(settings.sweep_interval))
+            readiness.start(
+                backend_checks(
+                    service.ctx.composer,
+                    service.ctx.state,
+                    catalog.repo.engine if catalog is not None else None,
+                ),
+                stopping=lambda: service.shutting_down,
+            )
             try:
                 yield
             finally:
+                readiness.stop()
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
@@ -144,7 +174,16 @@ def create_app(
         Middleware(TusProtocolMiddleware, base_path=base),
         Middleware(TusDispatch, slot=slot, base_path=base),
     ]
-    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    readiness = Readiness()
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readiness.endpoint, methods=["GET"]),
+    ]
+    if metrics is not None:
+        # Outermost, so every answer counts, the middleware's own refusals included.
+        middleware.insert(0, Middleware(MetricsMiddleware, metrics=metrics))
+        # Outside the tus base path, so the tus middleware leaves it alone.
+        routes.append(Route("/metrics", metrics_endpoint(metrics), methods=["GET"]))
     if catalog_listener is not None:
         routes += catalog_routes(lambda: catalog_listener.catalog)
     app = Starlette(
@@ -155,7 +194,33 @@ def create_app(
     app.state.service = slot.service
     app.state.settings = settings
     app.state.catalog = None
+    app.state.metrics = metrics
+    app.state.pre_create_hook = hooks.pre_create
     return app
+
+
+def sweep_job(
+    settings: Settings,
+    service: UploadService,
+    parts: Components | None,
+    catalog: Catalog | None,
+) -> SweepJob:
+    """The sweep the server runs periodically and ``tusserver sweep`` runs on its own."""
+    lease = parts.lease if parts is not None and parts.lease is not None else None
+    passes: list[tuple[str, SweepPass]] = []
+    if catalog is not None:
+        found = catalog
+
+        async def catalog_pass() -> object:
+            return await found.sweep(lambda upload_id: _purge_upload(service, upload_id))
+
+        passes.append(("catalog", catalog_pass))
+    return SweepJob(
+        service,
+        lease or FileLease(settings.data_dir / ".sweeper.lock"),
+        orphan_grace=settings.orphan_grace,
+        passes=passes,
+    )
 
 
 async def _purge_upload(service: UploadService, upload_id: str) -> None:
@@ -169,7 +234,8 @@ async def _purge_upload(service: UploadService, upload_id: str) -> None:
                 if terminater is not None:
                     await terminater.terminate(info)
                 return
-            # announce=False: the catalog already knows, it is the one asking.
-            await service.terminate(info, event="upload.purged", announce=False)
+            # Announced with reason "purged" (webhooks hear it); the catalog, which is the
+            # one asking, ignores that reason.
+            await service.terminate(info, event="upload.purged")
     except errors.Locked:
         raise RuntimeError("upload is busy; retried on the next sweep") from None

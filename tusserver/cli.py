@@ -1,12 +1,14 @@
-"""Command line: ``tusserver serve | migrate``. Options override the ``TUS_*`` environment."""
+"""Command line: ``tusserver serve | migrate | sweep``; options override ``TUS_*`` variables."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from types import FrameType
 from typing import Any
 
+import uvicorn
 from pydantic import ValidationError
 
 from tusserver.settings import Settings
@@ -28,31 +30,84 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--data-dir", help="data dir holding the default SQLite catalog")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    sweep = commands.add_parser(
+        "sweep",
+        help="reclaim expired uploads, deleted files and orphaned storage (one sweeper works "
+        "at a time)",
+    )
+    sweep.add_argument("--once", action="store_true", help="one pass, print its report, exit")
+    sweep.add_argument(
+        "--interval",
+        dest="sweep_interval",
+        type=float,
+        help="seconds between passes (TUS_SWEEP_INTERVAL)",
+    )
+    sweep.add_argument("--data-dir", help="directory for bytes and state (TUS_DATA_DIR)")
+    sweep.add_argument("--log-level", help="logging level (TUS_LOG_LEVEL)")
     return parser
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn
-
     from tusserver.app import create_app
     from tusserver.logs import configure as configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     url = f"http://{settings.host}:{settings.port}{settings.base_path}"
     logging.getLogger("tusserver").info("tusserver listening on %s", url)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        # Our handler formats uvicorn's records too (JSON or key=value, request ids).
+        log_config=None,
         # Forwarded headers are interpreted by us, only when TUS_TRUST_PROXY is set (T070).
         proxy_headers=False,
         server_header=False,
         # Uppy can send 8 KiB+ of Upload-Metadata (T080); h11's default cap is 16 KiB.
         h11_max_incomplete_event_size=64 * 1024,
-        timeout_graceful_shutdown=10,
+        # PATCHes answer within about a second of SIGTERM (see _Server); this bounds the rest.
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
+    GracefulServer(config, app).run()
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, plus: on SIGTERM/SIGINT, in-flight PATCHes are told at once to store
+    what arrived and answer (503, retry elsewhere), instead of streaming on until uvicorn's
+    graceful timeout cancels them mid-write."""
+
+    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        request_shutdown = getattr(self._app.state, "request_shutdown", None)
+        if request_shutdown is not None and not self.should_exit:
+            logging.getLogger("tusserver").info("shutdown.requested", extra={"signal": sig})
+            request_shutdown()
+        super().handle_exit(sig, frame)
+
+
+def sweep(settings: Settings, *, once: bool) -> int:
+    import asyncio
+    import json
+
+    from tusserver.logs import configure as configure_logging
+    from tusserver.sweep_runner import run_sweeper
+
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        report = asyncio.run(run_sweeper(settings, once=once))
+    except KeyboardInterrupt:
+        return 0
+    except RuntimeError as exc:  # StartupError, CatalogStartupError: a clear message
+        print(f"tusserver: {exc}", file=sys.stderr)
+        return 1
+    if once:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    return 0
 
 
 def migrate(settings: Settings, revision: str) -> int:
@@ -64,7 +119,7 @@ def migrate(settings: Settings, revision: str) -> int:
     from catalog.migrate import current_revision, upgrade
     from tusserver.logs import configure as configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     async def run() -> str | None:
         engine = open_engine(settings.catalog_url())
@@ -89,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {
         key: value
         for key, value in vars(args).items()
-        if key not in ("command", "revision") and value is not None
+        if key not in ("command", "revision", "once") and value is not None
     }
     try:
         settings = Settings(**overrides)
@@ -100,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         serve(settings)
     elif args.command == "migrate":
         return migrate(settings, args.revision)
+    elif args.command == "sweep":
+        return sweep(settings, once=args.once)
     return 0
 
 

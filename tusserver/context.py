@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tusserver.listener import UploadListener
+from tusserver.metrics import NO_METRICS, MetricsSink
 from tusserver.settings import Settings
 from tusserver.state.base import Locker, StateStore
 from tusserver.storage.base import StoreComposer
@@ -20,3 +21,4 @@ class TusContext:
     locker: Locker
     listener: UploadListener
     clock: Callable[[], float] = field(default=time.time)
+    metrics: MetricsSink = field(default=NO_METRICS)

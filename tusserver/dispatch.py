@@ -70,6 +70,9 @@ class TusDispatch:
             service = self.slot.service
             if service is None:
                 raise errors.ShuttingDown("the server is not ready yet; retry")
+            if service.shutting_down and method != "OPTIONS":
+                # A request that slipped in on a kept-alive connection after SIGTERM.
+                raise errors.ShuttingDown(headers={"Connection": "close", "Retry-After": "1"})
             response = await self._route(service, request, method, upload_id)
         except errors.TusError as error:
             response = error_response(error, method=method)

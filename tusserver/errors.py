@@ -183,6 +183,18 @@ class BadRequest(TusError):
     message = "bad request"
 
 
+class UploadRejected(TusError):
+    """The pre-create hook refused the upload; the client gets the hook's 4xx status."""
+
+    status = 403
+    code = "ERR_UPLOAD_REJECTED"
+    message = "the upload was rejected by the server's upload policy"
+
+    def __init__(self, message: str | None = None, *, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 # The JSON API (catalog, and later the REST wrapper) shares the family; its bodies are JSON.
 
 
@@ -229,6 +241,12 @@ class CatalogUnavailable(TusError):
     status = 503
     code = "ERR_CATALOG_UNAVAILABLE"
     message = "the catalog database is temporarily unavailable"
+
+
+class HookUnavailable(TusError):
+    status = 503
+    code = "ERR_HOOK_UNAVAILABLE"
+    message = "the upload could not be checked against the server's upload policy; retry"
 
 
 class ShuttingDown(TusError):

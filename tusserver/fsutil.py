@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
+
+
+def check_writable_dir(path: Path) -> None:
+    """Raise ``OSError`` unless ``path`` is a directory this process may create files in
+    (the readiness check of the local backends: an unmounted volume, a lost permission)."""
+    if not stat.S_ISDIR(os.stat(path).st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "not writable")
 
 
 def fsync_dir(path: Path) -> None:

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tusserver import TUS_VERSION
 from tusserver.errors import OriginNotAllowed, TusError, UnsupportedVersion
+from tusserver.logs import request_id_var
 from tusserver.responses import error_response
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -377,4 +378,8 @@ class RequestIdMiddleware:
                     message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        token = request_id_var.set(request_id.decode("ascii"))
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)

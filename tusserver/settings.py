@@ -13,6 +13,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ALL_CHECKSUM_ALGORITHMS = ("sha1", "sha256", "md5", "crc32")
+# Upload events a webhook can receive; each is sent as type "upload.<name>".
+WEBHOOK_EVENTS = ("created", "progress", "finished", "terminated", "expired")
 # Comma-separated in the environment rather than JSON, so a shell user can write a,b.
 Csv = Annotated[tuple[str, ...], NoDecode]
 
@@ -148,6 +150,22 @@ class Settings(BaseSettings):
         description="Seconds a Redis lock survives a crashed holder (refreshed while held).",
     )
     log_level: str = Field("info", description="Logging level.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto",
+        description=(
+            "`json` (one object per line), `text` (`key=value`), or `auto`: JSON unless "
+            "stderr is a terminal."
+        ),
+    )
+    shutdown_timeout: int = Field(
+        10,
+        ge=1,
+        description=(
+            "Seconds the server waits for in-flight requests after SIGTERM (PATCHes are told "
+            "to persist and answer at once) before it exits anyway."
+        ),
+    )
+    metrics: bool = Field(True, description="Serve Prometheus metrics at `/metrics`.")
     catalog: bool = Field(
         True, description="Record finished uploads in the catalog and serve `/api/v1/files`."
     )
@@ -182,6 +200,14 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds one ffprobe or ffmpeg run may take before it is killed."
     )
     thumbnail_width: int = Field(320, ge=16, le=4096, description="Thumbnail width in pixels.")
+    orphan_grace: float = Field(
+        86400.0,
+        ge=0,
+        description=(
+            "Seconds before the sweeper removes storage no upload knows about (S3 multipart "
+            "uploads under the prefix, local files), left by crashes or lost state."
+        ),
+    )
     deleted_grace: float = Field(
         3600.0,
         ge=0,
@@ -190,6 +216,59 @@ class Settings(BaseSettings):
             "removes them."
         ),
     )
+
+    webhook_url: str | None = Field(
+        None,
+        description=(
+            "POST signed JSON upload events here (see Hooks and webhooks); needs "
+            "`TUS_WEBHOOK_SECRET`."
+        ),
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description=(
+            "HMAC-SHA256 key for `X-Tus-Signature` on webhook and pre-create hook requests."
+        ),
+    )
+    webhook_events: Csv = Field(
+        WEBHOOK_EVENTS,
+        description="Events sent to the webhook (comma-separated, from the default list).",
+    )
+    webhook_timeout: float = Field(
+        10.0, gt=0, description="Seconds one webhook delivery attempt may take."
+    )
+    webhook_max_attempts: int = Field(
+        6,
+        ge=1,
+        description="Delivery attempts per event (retries on network errors, 429 and 5xx).",
+    )
+    webhook_queue_size: int = Field(
+        1000,
+        ge=1,
+        description=(
+            "Events waiting for delivery; when full, new events are dropped (and logged) "
+            "rather than slowing uploads."
+        ),
+    )
+    pre_create_hook_url: str | None = Field(
+        None,
+        description=(
+            "Ask this URL before creating each upload: 2xx admits it (may add metadata), 4xx "
+            "refuses it; needs `TUS_WEBHOOK_SECRET`."
+        ),
+    )
+    pre_create_hook_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds to wait for the pre-create hook before answering 503.",
+    )
+
+    @model_validator(mode="after")
+    def _hooks_are_signed(self) -> Settings:
+        # Unsigned events could be forged by anyone who can reach the receiver.
+        if (self.webhook_url or self.pre_create_hook_url) and self.webhook_secret is None:
+            raise ValueError("webhook_url and pre_create_hook_url need webhook_secret")
+        return self
 
     @model_validator(mode="after")
     def _no_credentials_for_any_origin(self) -> Settings:
@@ -244,7 +323,26 @@ class Settings(BaseSettings):
             raise ValueError("public_url must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("checksum_algorithms", "cors_origins", mode="before")
+    @field_validator("webhook_url", "pre_create_hook_url")
+    @classmethod
+    def _hook_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            # Never echo it: a hook URL may carry a token.
+            raise ValueError("hook URLs must start with http:// or https://")
+        return value
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _known_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = tuple(v.lower() for v in value)
+        unknown = sorted(set(names) - set(WEBHOOK_EVENTS))
+        if unknown:
+            raise ValueError(f"unknown webhook events: {', '.join(unknown)}")
+        return names
+
+    @field_validator("checksum_algorithms", "cors_origins", "webhook_events", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

@@ -1,4 +1,6 @@
-"""The expiry sweeper: reclaims unfinished uploads that went idle past their expiry.
+"""The expiry pass: reclaims unfinished uploads that went idle past their expiry.
+
+``sweep_job`` runs it, with the other passes, under the sweeper lease.
 
 A pass never tears down an upload under a running PATCH: it takes each upload's lock without
 asking the holder to let go, and skips the upload if it is busy.
@@ -6,9 +8,8 @@ asking the holder to let go, and skips the upload if it is busy.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tusserver import errors
@@ -48,20 +49,11 @@ async def sweep_once(service: UploadService) -> SweepReport:
         except Exception:
             report.failed += 1
             log.exception("sweep.upload_failed", extra={"upload_id": candidate.id})
+    service.ctx.metrics.swept(
+        expired=report.expired,
+        bytes_freed=report.bytes_freed,
+        skipped_busy=report.skipped_busy,
+        failed=report.failed,
+    )
     log.info("sweep.done", extra=vars(report))
     return report
-
-
-async def sweep_forever(
-    service: UploadService, interval: float, passes: Sequence[SweepPass] = ()
-) -> None:
-    """Run passes every ``interval`` seconds until cancelled; a failed pass does not stop it."""
-    while True:
-        await asyncio.sleep(interval)
-        for job in (lambda: sweep_once(service), *passes):
-            try:
-                report = await job()
-            except Exception:
-                log.exception("sweep.failed")
-            else:
-                log.debug("sweep.pass_done", extra={"report": report})

@@ -8,6 +8,7 @@ reports durable, and a chunk whose checksum fails is rolled back whole.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,12 +17,24 @@ from tusserver import errors
 from tusserver.body import BodyEnd, BodyReader
 from tusserver.context import TusContext
 from tusserver.digests import ContentDigests
+from tusserver.listener import TerminationReason
 from tusserver.models import ConcatKind, UploadInfo
 from tusserver.protocol import Checksum, ConcatRequest, is_valid_upload_id, new_upload_id
 from tusserver.spool import Spool
 from tusserver.state.base import AlreadyExists, LockHandle
 
 log = logging.getLogger("tusserver.upload")
+
+# Progress events per upload are at most this many seconds apart.
+PROGRESS_INTERVAL = 1.0
+# Uploads whose last progress time is remembered; abandoned ones age out of this bound.
+_PROGRESS_TRACKED = 10_000
+# Termination log events and the reason listeners hear.
+_REASONS: dict[str, TerminationReason] = {
+    "upload.terminated": "terminated",
+    "upload.expired": "expired",
+    "upload.purged": "purged",
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,10 @@ class UploadService:
         # The running sha256 costs about 1 s of CPU per GiB (in a worker thread); only the
         # catalog uses it.
         self.digests = ContentDigests(enabled=ctx.settings.catalog)
+        # upload id -> clock time of its last progress event, oldest first.
+        self._progress_at: dict[str, float] = {}
+        self.shutting_down = False
+        self._held: set[LockHandle] = set()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -65,6 +82,11 @@ class UploadService:
         if info is None or self.is_expired(info):
             raise errors.NotFound()
         return info
+
+    async def exists(self, upload_id: str) -> bool:
+        """Whether any state knows this upload, rebuilt from storage if need be (the orphan
+        sweep asks before it deletes anything)."""
+        return is_valid_upload_id(upload_id) and await self._fetch(upload_id) is not None
 
     async def _fetch(self, upload_id: str) -> UploadInfo | None:
         """The upload's record; if the state store lost it (Redis flushed or failed over),
@@ -94,7 +116,32 @@ class UploadService:
             wait=self.settings.lock_wait if wait is None else wait,
             request_release=request_release,
         ) as handle:
-            yield handle
+            self._held.add(handle)
+            if self.shutting_down:
+                handle.request_release()
+            try:
+                yield handle
+            finally:
+                self._held.discard(handle)
+
+    @asynccontextmanager
+    async def writing(self, upload_id: str) -> AsyncIterator[LockHandle]:
+        """``locked`` for a request that writes bytes (PATCH, creation-with-upload), counted
+        in the active-uploads gauge while it holds the lock."""
+        async with self.locked(upload_id) as handle:
+            with self.ctx.metrics.active_upload():
+                yield handle
+
+    def begin_shutdown(self) -> None:
+        """Ask every request holding an upload to persist what arrived and answer now.
+
+        Called when the process is told to stop (SIGTERM): each running PATCH ends its body
+        as if another request had asked for the upload, records the bytes it stored and
+        answers 503, so the client resumes elsewhere and the process exits in bounded time.
+        """
+        self.shutting_down = True
+        for handle in list(self._held):
+            handle.request_release()
 
     async def load_locked(self, upload_id: str) -> UploadInfo:
         """Load an upload while holding its lock.
@@ -161,9 +208,13 @@ class UploadService:
         log.info("upload.created", extra={"upload_id": info.id, "length": info.length})
         if announce:
             await self.ctx.listener.upload_created(info)
+        else:
+            # No progress for an upload listeners have not heard of yet.
+            self._progress_at[info.id] = math.inf
         return info
 
     async def announce_created(self, info: UploadInfo) -> None:
+        self._progress_at.pop(info.id, None)
         await self.ctx.listener.upload_created(info)
 
     async def _create_final(
@@ -238,6 +289,7 @@ class UploadService:
             nonlocal current
             current = current.replace(offset=offset, expires_at=self._expiry())
             await self.ctx.state.update(current)
+            await self._progress(current)
 
         truncater = self.ctx.composer.truncater
         if checksum is not None and truncater is None:
@@ -258,6 +310,7 @@ class UploadService:
             # bytes, so it is dropped (start() already took it out).
             return WriteResult(info, end, checksum_failed=end is BodyEnd.COMPLETE)
         await self.digests.commit(info.id, feed, stored)
+        self.ctx.metrics.bytes_received(stored)
         return await self._record_write(current, info.offset + stored, end, declared_length)
 
     @staticmethod
@@ -288,6 +341,7 @@ class UploadService:
             except FileNotFoundError:
                 raise errors.NotFound() from None
             await self.digests.commit(info.id, feed, stored)
+        self.ctx.metrics.bytes_received(stored)
         return await self._record_write(info, info.offset + stored, end, declared_length)
 
     async def _record_write(
@@ -301,7 +355,26 @@ class UploadService:
             "upload.chunk_written",
             extra={"upload_id": updated.id, "offset": updated.offset},
         )
+        await self._progress(updated)
         return WriteResult(updated, end)
+
+    async def _progress(self, info: UploadInfo) -> None:
+        """Tell listeners about stored bytes, at most every PROGRESS_INTERVAL per upload.
+
+        Called at the store's checkpoints and when a write ends, so a PATCH shorter than the
+        interval still reports once. A complete upload is left to ``upload_finished``.
+        """
+        if info.is_complete:
+            return
+        now = self.ctx.clock()
+        last = self._progress_at.pop(info.id, None)
+        if last is not None and now - last < PROGRESS_INTERVAL:
+            self._progress_at[info.id] = last
+            return
+        self._progress_at[info.id] = now  # re-inserted last: the dict stays oldest first
+        if len(self._progress_at) > _PROGRESS_TRACKED:
+            del self._progress_at[next(iter(self._progress_at))]
+        await self.ctx.listener.upload_progress(info)
 
     async def declare_length(self, info: UploadInfo, length: int) -> UploadInfo:
         """Set a deferred length without writing (an empty final PATCH, T100)."""
@@ -330,6 +403,7 @@ class UploadService:
             info = info.replace(finished_at=self.ctx.clock(), expires_at=None, sha256=sha256)
             await self.ctx.state.update(info)
         log.info("upload.finished", extra={"upload_id": info.id, "length": info.length})
+        self._progress_at.pop(info.id, None)
         if info.is_partial:
             # A finished partial is not a finished file (T153); it may complete finals.
             for final_id in await self.ctx.state.waiters(info.id):
@@ -385,11 +459,17 @@ class UploadService:
     async def terminate(
         self, info: UploadInfo, *, event: str = "upload.terminated", announce: bool = True
     ) -> None:
-        """Remove an upload: state first, so clients see it gone even if byte removal fails."""
+        """Remove an upload: state first, so clients see it gone even if byte removal fails.
+
+        ``event`` is the log event, and tells listeners why: ``upload.expired`` -> reason
+        ``expired``, ``upload.purged`` -> ``purged``, anything else -> ``terminated``.
+        """
         await self.ctx.state.delete(info.id)
         terminater = self.ctx.composer.terminater
         if terminater is not None:
             await terminater.terminate(info)
         log.info(event, extra={"upload_id": info.id})
+        self._progress_at.pop(info.id, None)
         if announce:
-            await self.ctx.listener.upload_terminated(info)
+            reason = _REASONS.get(event, "terminated")
+            await self.ctx.listener.upload_terminated(info, reason=reason)

@@ -11,8 +11,10 @@ import asyncio
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
+from tusserver.metrics import NO_METRICS, MetricsSink, instrument_s3
 from tusserver.settings import Settings
 from tusserver.state.base import Locker, StateStore
+from tusserver.state.lease import Lease
 from tusserver.state.local import LocalStateStore
 from tusserver.state.locks import InProcessLocker
 from tusserver.storage.base import DataStore, StoreComposer
@@ -30,20 +32,22 @@ class Components:
     locker: Locker
     # What is healthy to report; the names appear in startup errors and readiness checks.
     backends: tuple[str, ...] = field(default=("local",))
+    # Lets one sweeper work at a time (None: a file lease in the data dir).
+    lease: Lease | None = None
 
 
 def is_local(settings: Settings) -> bool:
     return settings.storage == "local" and settings.state == "local"
 
 
-def build_components(settings: Settings) -> Components:
+def build_components(settings: Settings, *, metrics: MetricsSink = NO_METRICS) -> Components:
     """The embedded default: bytes and state on local disk, locks in this process."""
     if not is_local(settings):
         raise StartupError("build_components only builds local backends; use open_components")
     return Components(
         composer=StoreComposer.from_store(_local_store(settings)),
         state=LocalStateStore(settings.data_dir),
-        locker=InProcessLocker(),
+        locker=InProcessLocker(metrics=metrics),
     )
 
 
@@ -55,26 +59,32 @@ def _local_store(settings: Settings) -> LocalStore:
     )
 
 
-async def open_components(settings: Settings, stack: AsyncExitStack) -> Components:
+async def open_components(
+    settings: Settings, stack: AsyncExitStack, *, metrics: MetricsSink = NO_METRICS
+) -> Components:
     """Open every configured backend; closing ``stack`` closes them."""
     if is_local(settings):
-        return build_components(settings)
+        return build_components(settings, metrics=metrics)
     store: DataStore = (
-        await _open_s3(settings, stack) if settings.storage == "s3" else _local_store(settings)
+        await _open_s3(settings, stack, metrics)
+        if settings.storage == "s3"
+        else _local_store(settings)
     )
+    lease: Lease | None = None
     if settings.state == "redis":
-        state, locker = await _open_redis(settings, stack)
+        state, locker, lease = await _open_redis(settings, stack, metrics)
     else:
-        state, locker = LocalStateStore(settings.data_dir), InProcessLocker()
+        state, locker = LocalStateStore(settings.data_dir), InProcessLocker(metrics=metrics)
     return Components(
         composer=StoreComposer.from_store(store),
         state=state,
         locker=locker,
         backends=(settings.storage, settings.state),
+        lease=lease,
     )
 
 
-async def _open_s3(settings: Settings, stack: AsyncExitStack) -> DataStore:
+async def _open_s3(settings: Settings, stack: AsyncExitStack, metrics: MetricsSink) -> DataStore:
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
     from botocore.exceptions import BotoCoreError, ClientError
@@ -98,6 +108,8 @@ async def _open_s3(settings: Settings, stack: AsyncExitStack) -> DataStore:
             ),
         )
     )
+    # Times every S3 call of this client, this startup check included.
+    instrument_s3(client.meta.events, metrics)
     bucket = settings.s3_bucket
     assert bucket is not None  # enforced by Settings
     try:
@@ -126,10 +138,13 @@ async def _open_s3(settings: Settings, stack: AsyncExitStack) -> DataStore:
     return S3Store(client, config)
 
 
-async def _open_redis(settings: Settings, stack: AsyncExitStack) -> tuple[StateStore, Locker]:
+async def _open_redis(
+    settings: Settings, stack: AsyncExitStack, metrics: MetricsSink
+) -> tuple[StateStore, Locker, Lease]:
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
+    from tusserver.state.lease import RedisLease
     from tusserver.state.redis import RedisLocker, RedisStateStore
 
     client = Redis.from_url(settings.redis_url.get_secret_value())
@@ -139,6 +154,9 @@ async def _open_redis(settings: Settings, stack: AsyncExitStack) -> tuple[StateS
     except (RedisError, OSError, TimeoutError) as exc:
         # Never echo the URL: it may hold a password.
         raise StartupError(f"Redis is unreachable (TUS_REDIS_URL): {type(exc).__name__}") from None
-    locker = RedisLocker(client, prefix=settings.redis_prefix, ttl=settings.lock_ttl)
+    locker = RedisLocker(
+        client, prefix=settings.redis_prefix, ttl=settings.lock_ttl, metrics=metrics
+    )
     stack.push_async_callback(locker.close)
-    return RedisStateStore(client, prefix=settings.redis_prefix), locker
+    lease = RedisLease(client, f"{settings.redis_prefix}sweeper")
+    return RedisStateStore(client, prefix=settings.redis_prefix), locker, lease

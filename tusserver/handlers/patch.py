@@ -48,13 +48,16 @@ def body_limit(
     return limit
 
 
-def raise_for_end(result: WriteResult) -> None:
+def raise_for_end(result: WriteResult, *, shutting_down: bool = False) -> None:
     """Turn an early end of the body into the answer the client (if still there) gets."""
     if result.checksum_failed:
         raise errors.ChecksumMismatch()
     if result.end is BodyEnd.TOO_LARGE:
         raise errors.SizeExceeded("the body passed the upload's length or the maximum size")
     if result.end is BodyEnd.RELEASED:
+        if shutting_down:
+            # Retryable: tus clients HEAD and resume, through the balancer, elsewhere.
+            raise errors.ShuttingDown(headers={"Connection": "close", "Retry-After": "1"})
         raise errors.Interrupted()
     if result.end is BodyEnd.TIMED_OUT:
         raise errors.ReadTimeout()
@@ -64,7 +67,7 @@ def raise_for_end(result: WriteResult) -> None:
 
 async def handle_patch(service: UploadService, request: Request, upload_id: str) -> Response:
     headers = request.headers
-    async with service.locked(upload_id) as lock:
+    async with service.writing(upload_id) as lock:
         info = await service.load_locked(upload_id)
         if info.is_final:
             raise errors.ModifyFinal()
@@ -110,7 +113,7 @@ async def handle_patch(service: UploadService, request: Request, upload_id: str)
         info = result.info
         if info.is_complete:
             info = await service.finish(info)
-        raise_for_end(result)
+        raise_for_end(result, shutting_down=service.shutting_down)
     return _patched(info)
 
 

@@ -13,6 +13,7 @@ from tusserver import errors
 from tusserver.body import BodyReader
 from tusserver.handlers.common import expires_header, upload_url
 from tusserver.handlers.patch import body_limit, parse_checksum_header, raise_for_end
+from tusserver.hooks import screen_creation
 from tusserver.models import ConcatKind
 from tusserver.principal import principal_of
 from tusserver.protocol import (
@@ -69,20 +70,31 @@ async def handle_post(service: UploadService, request: Request) -> Response:
         if length is None and settings.max_size and content_length > settings.max_size:
             raise errors.SizeExceeded("the body exceeds the maximum size")
 
+    owner = principal_of(request).user_id
+    # Last, once the request is known good: the operator's pre-create hook, if configured,
+    # may refuse the upload or add metadata.
+    metadata, metadata_raw = await screen_creation(
+        request,
+        length=length,
+        metadata=metadata,
+        metadata_raw=metadata_raw,
+        owner=owner,
+        concat=concat,
+    )
     info = await service.create(
         length=length,
         metadata=metadata,
         metadata_raw=metadata_raw,
         concat=concat,
         concat_raw=concat_raw.strip() if concat_raw is not None else None,
-        owner=principal_of(request).user_id,
+        owner=owner,
         # With a checksum the creation is all or nothing (A20): listeners hear of the upload
         # only once its data verified, never of one the client was refused.
         announce=checksum is None,
     )
     response_headers = {"Location": upload_url(request, settings, info.id)}
     if has_body and not info.is_complete:
-        async with service.locked(info.id) as lock:
+        async with service.writing(info.id) as lock:
             reader = BodyReader(
                 request.receive,
                 limit=body_limit(service, info, length, content_length),
@@ -100,7 +112,7 @@ async def handle_post(service: UploadService, request: Request) -> Response:
             info = result.info
             if info.is_complete:
                 info = await service.finish(info)
-            raise_for_end(result)
+            raise_for_end(result, shutting_down=service.shutting_down)
     if tus_body and not is_final:
         # Upload-Offset only when a body was sent (T074, T086).
         response_headers["Upload-Offset"] = str(info.offset)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from tusserver.models import UploadInfo
 
@@ -51,6 +51,14 @@ class StateStore(Protocol):
         ...
 
 
+@runtime_checkable
+class Pinger(Protocol):
+    async def ping(self) -> None:
+        """Raise if the state store cannot be used right now (readiness; the caller bounds
+        the time). Cheap: a directory check, one Redis PING."""
+        ...
+
+
 class LockHandle(Protocol):
     """What the holder of an upload's lock sees."""
 
@@ -61,6 +69,10 @@ class LockHandle(Protocol):
 
     def on_release_request(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (once) when release is requested; at once if it already was."""
+        ...
+
+    def request_release(self) -> None:
+        """Ask this holder to let go (from this process: graceful shutdown)."""
         ...
 
 

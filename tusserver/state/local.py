@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from tusserver.fsutil import fsync_dir
+from tusserver.fsutil import check_writable_dir, fsync_dir
 from tusserver.models import UploadInfo
 from tusserver.state.base import AlreadyExists
 
@@ -75,6 +75,10 @@ class LocalStateStore:
     @property
     def root(self) -> Path:
         return self._root
+
+    async def ping(self) -> None:
+        # In a thread: a hung network mount must stall the check, not the event loop.
+        await asyncio.to_thread(check_writable_dir, self._root)
 
     def _path(self, upload_id: str) -> Path:
         return self._root / f"{_check_id(upload_id)}{_SUFFIX}"

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from tusserver.errors import Locked
+from tusserver.metrics import NO_METRICS, MetricsSink
 
 
 class ReleasableHandle:
@@ -48,8 +49,9 @@ class ReleasableHandle:
 class InProcessLocker:
     """Locks keyed by upload id, held in this process's memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, metrics: MetricsSink = NO_METRICS) -> None:
         self._held: dict[str, ReleasableHandle] = {}
+        self._metrics = metrics
 
     def holders(self) -> list[ReleasableHandle]:
         """Every live acquisition (graceful shutdown asks them all to let go)."""
@@ -60,19 +62,30 @@ class InProcessLocker:
         self, upload_id: str, *, wait: float, request_release: bool = True
     ) -> AsyncIterator[ReleasableHandle]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while (holder := self._held.get(upload_id)) is not None:
-            if request_release:
-                holder.request_release()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise Locked()
-            try:
-                async with asyncio.timeout(remaining):
-                    await holder.released.wait()
-            except TimeoutError:
-                raise Locked() from None
-            # Another waiter may have taken the lock first; loop and ask again.
+        started = loop.time()
+        deadline = started + wait
+        asked = waited = False
+        try:
+            while (holder := self._held.get(upload_id)) is not None:
+                waited = wait > 0  # the sweeper's wait=0 probe is not a wait
+                if request_release:
+                    holder.request_release()
+                    if not asked:  # counted once per request, however often it asks
+                        asked = True
+                        self._metrics.lock_release_requested()
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise Locked()
+                try:
+                    async with asyncio.timeout(remaining):
+                        await holder.released.wait()
+                except TimeoutError:
+                    raise Locked() from None
+                # Another waiter may have taken the lock first; loop and ask again.
+        finally:
+            # Counted whether the wait ended with the lock or with a 423.
+            if waited:
+                self._metrics.lock_waited(loop.time() - started)
         handle = ReleasableHandle()
         self._held[upload_id] = handle
         try:

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from tusserver import errors
+from tusserver.metrics import NO_METRICS, MetricsSink
 from tusserver.models import UploadInfo
 from tusserver.state.base import AlreadyExists
 from tusserver.state.locks import ReleasableHandle
@@ -67,6 +68,9 @@ class RedisStateStore:
         self._redis = client
         self._prefix = prefix
         self._expiry = f"{prefix}expiry"
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     def _key(self, upload_id: str) -> str:
         return f"{self._prefix}upload:{_check_id(upload_id)}"
@@ -162,8 +166,10 @@ class RedisLocker:
         refresh_every: float | None = None,
         poll: float = 0.05,
         republish_every: float = 0.25,
+        metrics: MetricsSink = NO_METRICS,
     ) -> None:
         self._redis = client
+        self._metrics = metrics
         self._prefix = prefix
         self._ttl_ms = int(ttl * 1000)
         self._refresh_every = refresh_every if refresh_every is not None else ttl / 3
@@ -186,16 +192,26 @@ class RedisLocker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         published_at = float("-inf")
-        while not await self._redis.set(key, token, nx=True, px=self._ttl_ms):
-            now = loop.time()
-            if request_release and now - published_at >= self._republish_every:
-                # Repeated: the holder may have taken the lock a moment ago and not yet be
-                # listening on its channel.
-                await self._redis.publish(channel, "release")
-                published_at = now
-            if now >= deadline:
-                raise errors.Locked()
-            await asyncio.sleep(min(self._poll, max(deadline - now, 0.001)))
+        started = loop.time()
+        waited = False
+        try:
+            while not await self._redis.set(key, token, nx=True, px=self._ttl_ms):
+                waited = wait > 0  # the sweeper's wait=0 probe is not a wait
+                now = loop.time()
+                if request_release and now - published_at >= self._republish_every:
+                    if published_at == float("-inf"):  # counted once, however often repeated
+                        self._metrics.lock_release_requested()
+                    # Repeated: the holder may have taken the lock a moment ago and not yet be
+                    # listening on its channel.
+                    await self._redis.publish(channel, "release")
+                    published_at = now
+                if now >= deadline:
+                    raise errors.Locked()
+                await asyncio.sleep(min(self._poll, max(deadline - now, 0.001)))
+        finally:
+            # Counted whether the wait ended with the lock or with a 423.
+            if waited:
+                self._metrics.lock_waited(loop.time() - started)
         handle = ReleasableHandle()
         refresher: asyncio.Task[None] | None = None
         try:

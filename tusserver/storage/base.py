@@ -133,6 +133,27 @@ class Sidecars(Protocol):
     async def get_sidecar(self, info: UploadInfo, name: str) -> bytes | None: ...
 
 
+# Asked by the orphan sweep before it deletes anything: does any state know this upload
+# (including state it can rebuild from storage)?
+KnownCheck = Callable[[str], Awaitable[bool]]
+
+
+@runtime_checkable
+class OrphanSweeper(Protocol):
+    async def sweep_orphans(self, is_known: KnownCheck, older_than: float) -> int:
+        """Remove storage no upload state knows about, created before ``older_than`` (Unix
+        time): S3 multipart uploads under our prefix, local files. Returns how many."""
+        ...
+
+
+@runtime_checkable
+class Pinger(Protocol):
+    async def ping(self) -> None:
+        """Raise if the store cannot be used right now (readiness; the caller bounds the
+        time). Cheap: a directory check, one HEAD of the bucket."""
+        ...
+
+
 def check_sidecar_name(name: str) -> str:
     if name not in SIDECAR_NAMES:
         raise ValueError(f"unknown sidecar {name!r}")
@@ -153,6 +174,7 @@ class StoreComposer:
     recoverer: Recoverer | None = None
     locator: Locator | None = None
     sidecars: Sidecars | None = None
+    orphan_sweeper: OrphanSweeper | None = None
 
     @classmethod
     def from_store(cls, store: DataStore) -> StoreComposer:
@@ -168,6 +190,7 @@ class StoreComposer:
             recoverer=store if isinstance(store, Recoverer) else None,
             locator=store if isinstance(store, Locator) else None,
             sidecars=store if isinstance(store, Sidecars) else None,
+            orphan_sweeper=store if isinstance(store, OrphanSweeper) else None,
         )
 
     def extensions(self, *, expiration: bool) -> list[str]:

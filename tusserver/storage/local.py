@@ -27,9 +27,14 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tusserver.fsutil import atomic_write, fsync_dir
+from tusserver.fsutil import atomic_write, check_writable_dir, fsync_dir
 from tusserver.models import UploadInfo
-from tusserver.storage.base import SIDECAR_NAMES, ProgressCallback, check_sidecar_name
+from tusserver.storage.base import (
+    SIDECAR_NAMES,
+    KnownCheck,
+    ProgressCallback,
+    check_sidecar_name,
+)
 
 log = logging.getLogger("tusserver.storage")
 
@@ -236,6 +241,10 @@ class LocalStore:
     def root(self) -> Path:
         return self._root
 
+    async def ping(self) -> None:
+        # In a thread: a hung network mount must stall the check, not the event loop.
+        await asyncio.to_thread(check_writable_dir, self._root)
+
     def _bin(self, upload_id: str) -> Path:
         return self._root / f"{_check_id(upload_id)}.bin"
 
@@ -358,6 +367,32 @@ class LocalStore:
         # The length lives in the upload state; a local file needs no size in advance.
         _check_id(info.id)
         return info
+
+    # OrphanSweeper
+
+    async def sweep_orphans(self, is_known: KnownCheck, older_than: float) -> int:
+        """Delete ``<id>.bin`` files (and sidecars) whose upload no state knows, once they
+        are older than ``older_than``: left by a crash between creating the file and
+        recording the upload, or by state lost with its directory."""
+        candidates = await asyncio.to_thread(self._old_files, older_than)
+        removed = 0
+        for upload_id in candidates:
+            if await is_known(upload_id):
+                continue
+            await self.terminate(UploadInfo(id=upload_id, length=None))
+            log.warning("storage.orphan_removed", extra={"upload_id": upload_id})
+            removed += 1
+        return removed
+
+    def _old_files(self, older_than: float) -> list[str]:
+        found: list[str] = []
+        for entry in os.scandir(self._root):
+            stem, _, suffix = entry.name.partition(".")
+            if suffix != "bin" or _ID.fullmatch(stem) is None or not entry.is_file():
+                continue
+            if entry.stat().st_mtime < older_than:
+                found.append(stem)
+        return found
 
     # Concater
 

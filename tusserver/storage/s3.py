@@ -40,7 +40,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tusserver import errors
 from tusserver.models import UploadInfo
-from tusserver.storage.base import SIDECAR_NAMES, ProgressCallback, check_sidecar_name
+from tusserver.storage.base import (
+    SIDECAR_NAMES,
+    KnownCheck,
+    ProgressCallback,
+    check_sidecar_name,
+)
 from tusserver.storage.parts import MAX_OBJECT as MAX_OBJECT_SIZE
 from tusserver.storage.parts import MAX_PART, MAX_PARTS, MIN_PART, plan_part_size
 
@@ -283,6 +288,10 @@ class S3Store:
         self._client = client
         self.config = config
         self._bucket = config.bucket
+
+    async def ping(self) -> None:
+        """The bucket answers and our credentials may use it (readiness)."""
+        await self._client.head_bucket(Bucket=self._bucket)
 
     # -- keys and small helpers ----------------------------------------------------------
 
@@ -630,6 +639,35 @@ class S3Store:
         sidecars = [self._sidecar_key(info.id, name) for name in SIDECAR_NAMES]
         for doomed in (self._tail_key(info.id), key, *sidecars, self._info_key(info.id)):
             await self._delete(doomed)
+
+    # -- OrphanSweeper --------------------------------------------------------------------
+
+    async def sweep_orphans(self, is_known: KnownCheck, older_than: float) -> int:
+        """Abort multipart uploads under our prefix that no state knows (and that cannot be
+        rebuilt from an info object), started before ``older_than``: parts nobody will ever
+        complete are billed storage until aborted."""
+        pattern = re.compile(re.escape(self.config.prefix) + r"([0-9a-f]{32})")
+        doomed: list[tuple[str, str, str]] = []
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        with _translated("list multipart uploads"):
+            async for page in paginator.paginate(Bucket=self._bucket, Prefix=self.config.prefix):
+                for upload in page.get("Uploads", []):
+                    key, multipart_id = upload.get("Key", ""), upload.get("UploadId", "")
+                    match = pattern.fullmatch(key)
+                    initiated = upload.get("Initiated")
+                    if match is None or not multipart_id or initiated is None:
+                        continue  # not one of ours (another tool shares the bucket)
+                    if initiated.timestamp() < older_than:
+                        doomed.append((match.group(1), key, multipart_id))
+        aborted = 0
+        for upload_id, key, multipart_id in doomed:
+            if await is_known(upload_id):
+                continue
+            await self._abort(key, multipart_id)
+            await self._delete(self._tail_key(upload_id))
+            log.warning("storage.orphan_aborted", extra={"upload_id": upload_id})
+            aborted += 1
+        return aborted
 
     # -- Locator -------------------------------------------------------------------------
 
