@@ -17,10 +17,10 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from tests.apphttp import serving
 from tests.conformance.tusclient_http import FakeClock
 from tests.netutil import free_port
 from tests.webhook_receiver import Delivery, Receiver, Reply
-from tusserver.app import create_app
 from tusserver.hooks.precreate import merge_metadata
 from tusserver.logs import KeyValueFormatter
 from tusserver.protocol import encode_metadata, parse_metadata
@@ -53,13 +53,7 @@ def settings(tmp_path: Path, receiver: Receiver | None, **overrides: Any) -> Set
 @contextlib.asynccontextmanager
 async def tus(config: Settings, clock: FakeClock | None = None) -> AsyncIterator[httpx.AsyncClient]:
     """The real app, lifespan included, behind an httpx client."""
-    app = create_app(config, clock=clock or time.time)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http,
-    ):
-        http.headers["Tus-Resumable"] = "1.0.0"
-        http.app = app  # type: ignore[attr-defined]
+    async with serving(config, clock=clock or time.time) as http:
         yield http
 
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tusserver.app import create_app
+from tests.apphttp import serving
 from tusserver.principal import SCOPE_KEY, Principal
 from tusserver.settings import Settings
 
@@ -45,13 +45,7 @@ def metadata(**pairs: str) -> str:
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(data_dir=tmp_path, media_probe=False))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=AsUser(app))) as http,
-    ):
-        http.headers["Tus-Resumable"] = "1.0.0"
-        http.app = app  # type: ignore[attr-defined]
+    async with serving(Settings(data_dir=tmp_path, media_probe=False), wrap=AsUser) as http:
         yield http
 
 

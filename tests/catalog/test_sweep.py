@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tusserver.app import _purge_upload, create_app
+from tests.apphttp import serving
+from tusserver.app import _purge_upload
 from tusserver.settings import Settings
 
 API = "http://test/api/v1/files"
@@ -31,13 +32,7 @@ def clock() -> Clock:
 @pytest.fixture
 async def client(tmp_path: Path, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(data_dir=tmp_path, media_probe=False, deleted_grace=60)
-    app = create_app(settings, clock=clock)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http,
-    ):
-        http.headers["Tus-Resumable"] = "1.0.0"
-        http.app = app  # type: ignore[attr-defined]
+    async with serving(settings, clock=clock) as http:
         yield http
 
 

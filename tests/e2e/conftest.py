@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,3 +222,29 @@ def download_sha256(url: str, timeout: float = 30.0) -> tuple[int, str]:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def distributed_env(moto_endpoint: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """``TUS_*`` settings for an instance on moto's S3 (a fresh bucket) and a real Redis (a
+    prefix of its own), as behind a load balancer; instances given the same dict share both."""
+    import boto3
+
+    from tests.services_s3 import CREDENTIALS, REGION
+
+    bucket = f"tus-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION, **CREDENTIALS).create_bucket(
+        Bucket=bucket
+    )
+    return {
+        "TUS_STORAGE": "s3",
+        "TUS_S3_BUCKET": bucket,
+        "TUS_S3_ENDPOINT_URL": moto_endpoint,
+        "TUS_S3_PART_SIZE": str(5 * 1024 * 1024),
+        "TUS_MAX_SIZE": str(1024 * 1024 * 1024),
+        "TUS_STATE": "redis",
+        "TUS_REDIS_URL": redis_url,
+        "TUS_REDIS_PREFIX": f"tus-{bucket}:",
+        "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
+        **extra,
+    }

@@ -9,12 +9,10 @@ import json
 import os
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from tusclient import client as tus_client
 
@@ -23,7 +21,7 @@ from tests.services_postgres import create_database, drop_database
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tests.services_s3 import CREDENTIALS, REGION, moto_s3_endpoint  # noqa: F401  (fixture)
 
-from .conftest import TusServer, request, sha256
+from .conftest import TusServer, distributed_env, request, sha256
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 MiB = 1024 * 1024
@@ -106,23 +104,7 @@ def test_two_instances_share_the_catalog_on_postgres_and_s3(
 ) -> None:
     database = create_database("e2e")
     try:
-        bucket = f"tus-{uuid.uuid4().hex[:12]}"
-        boto3.client(
-            "s3", endpoint_url=moto_s3_endpoint, region_name=REGION, **CREDENTIALS
-        ).create_bucket(Bucket=bucket)
-        env = {
-            "TUS_STORAGE": "s3",
-            "TUS_S3_BUCKET": bucket,
-            "TUS_S3_ENDPOINT_URL": moto_s3_endpoint,
-            "TUS_S3_PART_SIZE": str(5 * MiB),
-            "TUS_MAX_SIZE": str(1024 * MiB),
-            "TUS_STATE": "redis",
-            "TUS_REDIS_URL": redis_url,
-            "TUS_REDIS_PREFIX": f"tus-{bucket}:",
-            "TUS_DATABASE_URL": database,
-            "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
-        }
+        env = distributed_env(moto_s3_endpoint, redis_url, TUS_DATABASE_URL=database)
         base = {k: v for k, v in os.environ.items() if not k.startswith("TUS_")}
         migrated = subprocess.run(
             [_tusserver(), "migrate"],

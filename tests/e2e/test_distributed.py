@@ -10,17 +10,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
-import boto3
 import pytest
 from redis import Redis
 
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tests.services_s3 import CREDENTIALS, REGION, moto_s3_endpoint  # noqa: F401  (fixture)
 
-from .conftest import TusServer, create_upload, download_sha256, request, sha256
+from .conftest import TusServer, create_upload, distributed_env, download_sha256, request, sha256
 from .test_tuspy import ThrottledPatch, send_partial_patch, uploader_for, wait_for_stable_offset
 
 pytestmark = pytest.mark.e2e
@@ -33,22 +31,7 @@ def cluster(
     moto_s3_endpoint: str,  # noqa: F811
     redis_url: str,  # noqa: F811
 ) -> tuple[TusServer, TusServer, str]:
-    bucket = f"tus-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3", endpoint_url=moto_s3_endpoint, region_name=REGION, **CREDENTIALS
-    ).create_bucket(Bucket=bucket)
-    env = {
-        "TUS_STORAGE": "s3",
-        "TUS_S3_BUCKET": bucket,
-        "TUS_S3_ENDPOINT_URL": moto_s3_endpoint,
-        "TUS_S3_PART_SIZE": str(5 * MiB),
-        "TUS_MAX_SIZE": str(1024 * MiB),
-        "TUS_STATE": "redis",
-        "TUS_REDIS_URL": redis_url,
-        "TUS_REDIS_PREFIX": f"tus-{bucket}:",
-        "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
-        "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
-    }
+    env = distributed_env(moto_s3_endpoint, redis_url)
     return server_factory(**env), server_factory(**env), redis_url
 
 
