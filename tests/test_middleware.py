@@ -135,6 +135,7 @@ async def test_preflight_answered_for_any_path_without_calling_the_app(path: str
         "OPTIONS",
         "GET",
         "DELETE",
+        "PUT",
     ]
     assert single(r, "access-control-max-age") == "600"
     assert single(r, "x-content-type-options") == "nosniff"
@@ -157,7 +158,7 @@ def test_default_lists_are_tusd_plus_ours() -> None:
     assert {"ETag", "Content-Range", "Content-Disposition", "X-Request-ID", "Retry-After"} <= set(
         EXPOSE_HEADERS
     )
-    assert ALLOW_METHODS == "POST, HEAD, PATCH, OPTIONS, GET, DELETE"
+    assert ALLOW_METHODS == "POST, HEAD, PATCH, OPTIONS, GET, DELETE, PUT"
 
 
 @pytest.mark.parametrize(

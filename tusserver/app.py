@@ -18,12 +18,27 @@ from starlette.types import Scope
 from catalog.routes import catalog_routes
 from catalog.service import Catalog, CatalogListener
 from catalog.setup import CatalogStartupError, open_catalog
+from delivery.quota import LocalQuota, Quota, RedisQuota
+from delivery.routes import PUBLIC_PREFIXES as DELIVERY_PUBLIC_PREFIXES
+from delivery.routes import delivery_routes
+from delivery.service import Delivery
+from delivery.signing import UrlSigner
+from delivery.tokens import LocalOneTimeStore, OneTimeStore, RedisOneTimeStore
 from tusserver import errors
+from tusserver.api.direct_local import PART_PATH
+from tusserver.api.direct_routes import CREATION_PATHS as DIRECT_CREATION_PATHS
+from tusserver.api.direct_routes import direct_routes
+from tusserver.api.direct_service import open_direct_uploads
+from tusserver.api.uploads import CREATION_PATHS, upload_api_routes
+from tusserver.auth import AuthMiddleware, TokenVerifier
 from tusserver.context import TusContext
 from tusserver.dispatch import ServiceSlot, TusDispatch
+from tusserver.guards import Guards
 from tusserver.handlers.options import discovery_headers
 from tusserver.health import Readiness, backend_checks
 from tusserver.hooks import Hooks
+from tusserver.idempotent_http import IdempotentCreation
+from tusserver.keyring import signing_keys
 from tusserver.listener import FanOut, NullListener, UploadListener
 from tusserver.metrics import (
     NO_METRICS,
@@ -34,6 +49,7 @@ from tusserver.metrics import (
 )
 from tusserver.middleware import CORSMiddleware, RequestIdMiddleware, TusProtocolMiddleware
 from tusserver.models import UploadInfo
+from tusserver.ratelimit import RateLimitMiddleware
 from tusserver.settings import Settings
 from tusserver.state.lease import FileLease
 from tusserver.sweep_job import SweepJob
@@ -91,7 +107,15 @@ def create_app(
             )
         )
 
+    # Routes that carry their own signature in the URL and so need no bearer token.
+    public_prefixes: list[str] = []
+    # Filled in the lifespan (the delivery needs the catalog and the opened backends).
+    delivery_holder: dict[str, Delivery] = {}
+    if settings.catalog:
+        public_prefixes.extend(DELIVERY_PUBLIC_PREFIXES)
     slot = ServiceSlot()
+    # Idempotency records and rate-limit counters: in-process until Redis is bound below.
+    guards = Guards(settings, clock=clock)
     if components is None and is_local(settings):
         components = build_components(settings, metrics=sink)
     if components is not None:
@@ -126,6 +150,8 @@ def create_app(
                 slot.service = make_service(parts)
             service = slot.service
             app.state.service = service
+            app.state.components = parts
+            guards.bind(parts.redis if parts is not None else None)
             await stack.enter_async_context(hooks.running())
             loop = asyncio.get_running_loop()
             # For the signal handler (cli.serve): it may run between two steps of the loop,
@@ -141,7 +167,12 @@ def create_app(
                 catalog_listener.catalog = catalog
                 app.state.catalog = catalog
                 stack.callback(setattr, catalog_listener, "catalog", None)
-            job = sweep_job(settings, service, parts, catalog)
+                delivery = open_delivery(settings, service, parts, catalog, clock)
+                delivery_holder["delivery"] = delivery
+                app.state.delivery = delivery
+                stack.callback(delivery_holder.clear)
+            app.state.direct = open_direct_uploads(settings, service, parts, catalog)
+            job = sweep_job(settings, service, parts, catalog, app.state.delivery)
             app.state.sweep_job = job
             sweeper = asyncio.create_task(job.run_forever(settings.sweep_interval))
             readiness.start(
@@ -171,9 +202,34 @@ def create_app(
             max_age=settings.cors_max_age,
             extra_preflight_headers=preflight_headers,
         ),
+        # Inside auth (limits count per user), before anything that does work.
+        Middleware(
+            RateLimitMiddleware,
+            limiter=guards.limiter,
+            settings=settings,
+            creation_paths=(base, base.rstrip("/"), *CREATION_PATHS, *DIRECT_CREATION_PATHS),
+            exempt_prefixes=(PART_PATH,),
+        ),
         Middleware(TusProtocolMiddleware, base_path=base),
+        # After method override and the 412 check, so it sees the request tus will serve.
+        Middleware(
+            IdempotentCreation, idempotency=guards.idempotency, paths=(base, base.rstrip("/"))
+        ),
         Middleware(TusDispatch, slot=slot, base_path=base),
     ]
+    verifier = TokenVerifier.from_settings(settings)
+    if verifier is not None:
+        # Inside CORS (a browser reads the 401), outside everything that serves a request.
+        middleware.insert(
+            2,
+            Middleware(
+                AuthMiddleware,
+                verifier=verifier,
+                tus_base=base,
+                # The list itself: routes added below extend it before the first request.
+                public_prefixes=public_prefixes,
+            ),
+        )
     readiness = Readiness()
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -186,6 +242,11 @@ def create_app(
         routes.append(Route("/metrics", metrics_endpoint(metrics), methods=["GET"]))
     if catalog_listener is not None:
         routes += catalog_routes(lambda: catalog_listener.catalog)
+        routes += delivery_routes(lambda: delivery_holder.get("delivery"))
+    routes += upload_api_routes()
+    routes += direct_routes()
+    # Local part URLs carry their own signature, as S3's presigned URLs do.
+    public_prefixes.append(PART_PATH)
     app = Starlette(
         routes=routes,
         middleware=middleware,
@@ -194,9 +255,42 @@ def create_app(
     app.state.service = slot.service
     app.state.settings = settings
     app.state.catalog = None
+    app.state.delivery = None
     app.state.metrics = metrics
     app.state.pre_create_hook = hooks.pre_create
+    app.state.idempotency = guards.idempotency
     return app
+
+
+def open_delivery(
+    settings: Settings,
+    service: UploadService,
+    parts: Components | None,
+    catalog: Catalog,
+    clock: Callable[[], float],
+) -> Delivery:
+    """Signed download URLs; one-time tokens and quotas shared through Redis when the
+    instances share one."""
+    redis = parts.redis if parts is not None else None
+    onetime: OneTimeStore
+    quota: Quota
+    if redis is not None:
+        onetime = RedisOneTimeStore(redis, prefix=settings.redis_prefix, clock=clock)
+        quota = RedisQuota(
+            redis, settings.delivery_daily_quota_per_ip, prefix=settings.redis_prefix, clock=clock
+        )
+    else:
+        onetime = LocalOneTimeStore(clock=clock)
+        quota = LocalQuota(settings.delivery_daily_quota_per_ip, clock=clock)
+    return Delivery(
+        catalog=catalog,
+        composer=service.ctx.composer,
+        signer=UrlSigner("download v1", signing_keys(settings)),
+        onetime=onetime,
+        quota=quota,
+        settings=settings,
+        clock=clock,
+    )
 
 
 def sweep_job(
@@ -204,6 +298,7 @@ def sweep_job(
     service: UploadService,
     parts: Components | None,
     catalog: Catalog | None,
+    delivery: Delivery | None = None,
 ) -> SweepJob:
     """The sweep the server runs periodically and ``tusserver sweep`` runs on its own."""
     lease = parts.lease if parts is not None and parts.lease is not None else None
@@ -215,11 +310,26 @@ def sweep_job(
             return await found.sweep(lambda upload_id: _purge_upload(service, upload_id))
 
         passes.append(("catalog", catalog_pass))
+    if delivery is not None:
+        passes.append(("onetime_tokens_dropped", delivery.drop_expired_tokens))
+    direct = open_direct_uploads(settings, service, parts, catalog)
+    is_known = service.exists
+    if direct is not None:
+        passes.append(("direct", direct.sweep))
+        records = direct.records
+
+        async def known_anywhere(upload_id: str) -> bool:
+            # A direct upload in progress owns an S3 multipart upload (or parts on disk) that
+            # no tus state knows: never an orphan while its record lives.
+            return await service.exists(upload_id) or await records.get(upload_id) is not None
+
+        is_known = known_anywhere
     return SweepJob(
         service,
         lease or FileLease(settings.data_dir / ".sweeper.lock"),
         orphan_grace=settings.orphan_grace,
         passes=passes,
+        is_known=is_known,
     )
 
 

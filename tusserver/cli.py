@@ -25,11 +25,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-size", type=int, help="largest upload in bytes (TUS_MAX_SIZE)")
     serve.add_argument("--expiration", type=int, help="idle seconds before expiry (TUS_EXPIRATION)")
     serve.add_argument("--log-level", help="logging level (TUS_LOG_LEVEL)")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback address without authentication (TUS_INSECURE)",
+    )
     migrate = commands.add_parser(
         "migrate", help="upgrade the catalog database schema (TUS_DATABASE_URL) to the latest"
     )
     migrate.add_argument("--data-dir", help="data dir holding the default SQLite catalog")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    token = commands.add_parser(
+        "token", help="print a development token signed with TUS_JWT_SECRET"
+    )
+    token.add_argument("--sub", required=True, help="the user id (the token's subject)")
+    token.add_argument("--admin", action="store_true", help="grant the admin role")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     sweep = commands.add_parser(
         "sweep",
         help="reclaim expired uploads, deleted files and orphaned storage (one sweeper works "
@@ -45,6 +57,31 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--data-dir", help="directory for bytes and state (TUS_DATA_DIR)")
     sweep.add_argument("--log-level", help="logging level (TUS_LOG_LEVEL)")
     return parser
+
+
+def refuse_insecure_bind(settings: Settings) -> str | None:
+    """Why the server must not start as configured, or None.
+
+    Without authentication every upload belongs to one anonymous user: fine on loopback (a
+    developer's machine), a hole on any reachable address unless the operator says so.
+    """
+    if settings.auth_enabled or settings.insecure or _is_loopback(settings.host):
+        return None
+    return (
+        f"refusing to listen on {settings.host} without authentication: set TUS_JWT_SECRET "
+        "or TUS_JWT_JWKS, bind to 127.0.0.1, or pass --insecure (TUS_INSECURE=true)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def serve(settings: Settings) -> None:
@@ -88,6 +125,26 @@ class GracefulServer(uvicorn.Server):
             logging.getLogger("tusserver").info("shutdown.requested", extra={"signal": sig})
             request_shutdown()
         super().handle_exit(sig, frame)
+
+
+def token(settings: Settings, subject: str, *, admin: bool, ttl: int) -> int:
+    from tusserver.auth import mint_token
+
+    if settings.jwt_secret is None:
+        print("tusserver: set TUS_JWT_SECRET (32+ characters) to sign tokens", file=sys.stderr)
+        return 2
+    print(
+        mint_token(
+            settings.jwt_secret.get_secret_value(),
+            subject,
+            admin=admin,
+            ttl=ttl,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            roles_claim=settings.jwt_roles_claim,
+        )
+    )
+    return 0
 
 
 def sweep(settings: Settings, *, once: bool) -> int:
@@ -144,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {
         key: value
         for key, value in vars(args).items()
-        if key not in ("command", "revision", "once") and value is not None
+        if key not in ("command", "revision", "once", "sub", "admin", "ttl") and value is not None
     }
     try:
         settings = Settings(**overrides)
@@ -152,7 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tusserver: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
+        refusal = refuse_insecure_bind(settings)
+        if refusal is not None:
+            print(f"tusserver: {refusal}", file=sys.stderr)
+            return 2
         serve(settings)
+    elif args.command == "token":
+        return token(settings, args.sub, admin=args.admin, ttl=args.ttl)
     elif args.command == "migrate":
         return migrate(settings, args.revision)
     elif args.command == "sweep":

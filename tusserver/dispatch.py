@@ -21,6 +21,7 @@ from tusserver.handlers.head import handle_head
 from tusserver.handlers.options import handle_options
 from tusserver.handlers.patch import handle_patch
 from tusserver.handlers.post import handle_post
+from tusserver.principal import principal_of
 from tusserver.responses import error_response
 from tusserver.uploads import UploadService
 
@@ -93,15 +94,18 @@ class TusDispatch:
             if method == "OPTIONS":
                 return await handle_options(service)
             raise errors.MethodNotAllowed(headers={"Allow": self.collection_allow})
+        # Another user's upload answers exactly like a missing one (404): no existence leak.
+        owner = principal_of(request).owner_filter
         if method == "OPTIONS":
             # Discovery works on any upload URL, known or not (T016).
             return await handle_options(service)
         if method == "HEAD":
-            return await handle_head(service, upload_id)
+            return await handle_head(service, upload_id, owner=owner)
         if method == "PATCH":
             return await handle_patch(service, request, upload_id)
         if method == "GET" and "GET" in allow:
-            return await handle_get(request, service.ctx, await service.get(upload_id))
+            info = await service.get(upload_id, owner=owner)
+            return await handle_get(request, service.ctx, info)
         if method == "DELETE" and "termination" in service.extensions:
-            return await handle_delete(service, upload_id)
+            return await handle_delete(service, upload_id, owner=owner)
         raise errors.MethodNotAllowed(headers={"Allow": allow})

@@ -33,6 +33,12 @@ class UnsupportedVersion(TusError):
     message = "unsupported Tus-Resumable version"
 
 
+class Unauthorized(TusError):
+    status = 401
+    code = "ERR_UNAUTHORIZED"
+    message = "a valid bearer token is required"
+
+
 class NotFound(TusError):
     status = 404
     code = "ERR_UPLOAD_NOT_FOUND"
@@ -220,6 +226,105 @@ class PayloadTooLarge(TusError):
     status = 413
     code = "ERR_PAYLOAD_TOO_LARGE"
     message = "the request body is too large"
+
+
+# Limits, idempotency and the REST upload API (``/api/v1/uploads``).
+
+
+class ContentTypeNotAllowed(TusError):
+    status = 415
+    code = "ERR_CONTENT_TYPE_NOT_ALLOWED"
+    message = "the declared content type is not allowed on this server"
+
+
+class RateLimited(TusError):
+    status = 429
+    code = "ERR_RATE_LIMITED"
+    message = "too many requests; retry after the time in Retry-After"
+
+
+class InvalidIdempotencyKey(TusError):
+    status = 400
+    code = "ERR_INVALID_IDEMPOTENCY_KEY"
+    message = "Idempotency-Key must be 1 to 255 printable ASCII characters"
+
+
+class IdempotencyKeyReused(TusError):
+    status = 422
+    code = "ERR_IDEMPOTENCY_KEY_REUSED"
+    message = "this Idempotency-Key was already used for a different request"
+
+
+class IdempotencyInProgress(TusError):
+    status = 409
+    code = "ERR_IDEMPOTENCY_IN_PROGRESS"
+    message = "a request with this Idempotency-Key is still in progress; retry shortly"
+
+
+class UploadIncomplete(TusError):
+    status = 409
+    code = "ERR_UPLOAD_INCOMPLETE"
+    message = "the upload has not received all its bytes yet"
+
+
+class DurationExceeded(TusError):
+    status = 422
+    code = "ERR_DURATION_EXCEEDED"
+    message = "the media is longer than this server allows"
+
+
+# Direct-to-storage uploads (``/api/v1/uploads/presigned``, ``/multipart``, ``/direct``).
+
+
+class Forbidden(TusError):
+    status = 403
+    code = "ERR_FORBIDDEN"
+    message = "this action needs administrator rights"
+
+
+class SignatureInvalid(TusError):
+    status = 403
+    code = "ERR_SIGNATURE_INVALID"
+    message = "the URL's signature is invalid"
+
+
+class UrlExpired(TusError):
+    status = 403
+    code = "ERR_URL_EXPIRED"
+    message = "the signed URL has expired; ask for a new one"
+
+
+class ContentTypeMismatch(TusError):
+    status = 415
+    code = "ERR_CONTENT_TYPE_MISMATCH"
+    message = "Content-Type must be the type the URL was signed for"
+
+
+class InvalidUploadState(TusError):
+    status = 409
+    code = "ERR_INVALID_UPLOAD_STATE"
+    message = "the upload's status does not allow this"
+
+
+class SizeMismatch(TusError):
+    status = 422
+    code = "ERR_SIZE_MISMATCH"
+    message = "the stored bytes do not have the declared size"
+
+
+# Delivery (``/api/v1/delivery``, ``/d/{token}``).
+
+
+class InvalidKey(TusError):
+    status = 400
+    code = "ERR_INVALID_KEY"
+    message = "the storage key is not allowed"
+
+
+class TokenNotFound(TusError):
+    status = 404
+    code = "ERR_TOKEN_NOT_FOUND"
+    message = "the token is unknown, expired or already used"
 
 
 # 5xx: our side failed; clients retry these.

@@ -80,10 +80,12 @@ EXPOSE_HEADERS: tuple[str, ...] = (
     "Content-Disposition",
     "X-Request-ID",
     "Retry-After",
+    "Idempotent-Replayed",
 )
 
 # T222: PATCH and DELETE are not CORS-safelisted, so they must be listed.
-ALLOW_METHODS = "POST, HEAD, PATCH, OPTIONS, GET, DELETE"
+# PUT: the signed part URLs of direct uploads on local storage (browsers PUT parts).
+ALLOW_METHODS = "POST, HEAD, PATCH, OPTIONS, GET, DELETE, PUT"
 
 # The CORS response headers this middleware owns; an inner layer's copies are replaced, never
 # duplicated.

@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 ALL_CHECKSUM_ALGORITHMS = ("sha1", "sha256", "md5", "crc32")
 # Upload events a webhook can receive; each is sent as type "upload.<name>".
 WEBHOOK_EVENTS = ("created", "progress", "finished", "terminated", "expired")
+# What `video` stands for in TUS_ALLOWED_CONTENT_TYPES.
+VIDEO_TYPES = ("video/mp4", "video/mpeg", "video/webm", "video/quicktime")
 # Comma-separated in the environment rather than JSON, so a shell user can write a,b.
 Csv = Annotated[tuple[str, ...], NoDecode]
 
@@ -22,7 +24,10 @@ Csv = Annotated[tuple[str, ...], NoDecode]
 class Settings(BaseSettings):
     """Server settings. Field names map to ``TUS_<NAME>`` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="TUS_", extra="forbid", frozen=True)
+    # hide_input_in_errors: a rejected secret (jwt_secret, database_url...) is never echoed.
+    model_config = SettingsConfigDict(
+        env_prefix="TUS_", extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8080, ge=0, le=65535, description="Port to bind.")
@@ -149,6 +154,31 @@ class Settings(BaseSettings):
         gt=1,
         description="Seconds a Redis lock survives a crashed holder (refreshed while held).",
     )
+    delivery_min_ttl: int = Field(
+        30, ge=1, description="Shortest lifetime in seconds of a signed download URL."
+    )
+    delivery_max_ttl: int = Field(
+        3600, ge=1, description="Longest lifetime in seconds of a signed download URL."
+    )
+    delivery_default_ttl: int = Field(
+        300, ge=1, description="Lifetime of a signed download URL when the caller gives none."
+    )
+    delivery_allowed_prefixes: Csv = Field(
+        (),
+        description=(
+            "Storage-key prefixes downloads may name (comma-separated). Default: the upload "
+            "prefix (`TUS_S3_PREFIX`; anything on local storage)."
+        ),
+    )
+    delivery_allowed_extensions: Csv = Field(
+        (), description="File extensions downloads may name, e.g. `.mp4,.webm`; empty: any."
+    )
+    delivery_daily_quota_per_ip: int = Field(
+        1000, ge=0, description="Download URLs one IP address may mint per UTC day; 0: no limit."
+    )
+    onetime_token_max_ttl: int = Field(
+        7 * 86400, ge=60, description="Longest lifetime in seconds of a one-time download token."
+    )
     log_level: str = Field("info", description="Logging level.")
     log_format: Literal["auto", "json", "text"] = Field(
         "auto",
@@ -181,6 +211,35 @@ class Settings(BaseSettings):
         description=(
             "Upgrade the catalog schema when the server starts. Default: on for SQLite, off "
             "otherwise (run `tusserver migrate` once per deployment instead)."
+        ),
+    )
+    jwt_secret: SecretStr | None = Field(
+        None,
+        description=(
+            "HS256 secret: turns authentication on (every tus request and API route needs a "
+            "bearer token). At least 32 bytes."
+        ),
+    )
+    jwt_jwks: str | None = Field(
+        None,
+        description=(
+            "RS256/ES256 instead: a JWKS file path or an `https://` URL (cached, refreshed on "
+            "an unknown key id). Turns authentication on."
+        ),
+    )
+    jwt_issuer: str | None = Field(None, description="Required `iss` of tokens, if set.")
+    jwt_audience: str | None = Field(None, description="Required `aud` of tokens, if set.")
+    jwt_leeway: float = Field(
+        30.0, ge=0, le=300, description="Seconds of clock skew allowed on `exp`/`nbf`/`iat`."
+    )
+    jwt_roles_claim: str = Field(
+        "roles", description="Claim listing the user's roles; `admin` among them grants admin."
+    )
+    insecure: bool = Field(
+        False,
+        description=(
+            "Allow binding to a non-loopback address without authentication (anyone who can "
+            "reach the port can upload as the anonymous user)."
         ),
     )
     anonymous_owner: str = Field(
@@ -262,6 +321,117 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds to wait for the pre-create hook before answering 503.",
     )
+    rate_limit_per_user: int = Field(
+        600,
+        ge=0,
+        description=(
+            "Requests per minute one user may make to `/api/` routes and upload creation "
+            "(anonymous callers count per IP); 0 disables."
+        ),
+    )
+    rate_limit_per_ip: int = Field(
+        1200,
+        ge=0,
+        description="Requests per minute per client IP to the same routes; 0 disables.",
+    )
+    rate_limit_creations_per_user: int = Field(
+        120,
+        ge=0,
+        description=(
+            "Uploads one user may create per minute (tus `POST`, `/api/v1/uploads/init`); "
+            "0 disables."
+        ),
+    )
+    idempotency_ttl: int = Field(
+        600,
+        ge=1,
+        description="Seconds a response is replayed for a repeated `Idempotency-Key`.",
+    )
+    allowed_content_types: Csv = Field(
+        (),
+        description=(
+            "Declared types (`filetype`/`type` metadata) an upload may have, comma-separated; "
+            "`video` stands for video/mp4, video/mpeg, video/webm and video/quicktime. "
+            "Empty: any type."
+        ),
+    )
+    max_size_user: int = Field(
+        0,
+        ge=0,
+        description="Largest upload in bytes for non-admin users; 0 means `TUS_MAX_SIZE`.",
+    )
+    max_size_admin: int = Field(
+        0, ge=0, description="Largest upload in bytes for admins; 0 means `TUS_MAX_SIZE`."
+    )
+    max_duration_seconds: float = Field(
+        0,
+        ge=0,
+        description=(
+            "Longest media (by the probe's duration) `/api/v1/uploads/complete` accepts; "
+            "longer files are deleted. 0 disables."
+        ),
+    )
+
+    signing_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (),
+        description=(
+            "Secrets (comma-separated, 32+ characters each) for the signed part URLs this "
+            "server serves on local storage; the first signs, all verify (key rotation). "
+            "Default: a random key per process, so instances sharing a disk must set it."
+        ),
+    )
+    direct_url_ttl: int = Field(
+        900,
+        ge=10,
+        le=3600,
+        description=(
+            "Seconds a direct-upload URL (S3 presigned or locally signed) stays valid; a part's "
+            "URL can be signed again while the upload lasts."
+        ),
+    )
+    direct_expiration: int = Field(
+        86400,
+        ge=60,
+        description=(
+            "Seconds a direct upload may stay unfinished; then it is aborted and its parts removed."
+        ),
+    )
+
+    @field_validator("signing_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("signing_keys")
+    @classmethod
+    def _strong_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        # Never echo a key: only say what is wrong with it.
+        if any(len(key.get_secret_value()) < 32 for key in value):
+            raise ValueError("every signing key must be at least 32 characters")
+        return value
+
+    @field_validator("allowed_content_types", mode="before")
+    @classmethod
+    def _content_types(cls, value: object) -> object:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        names: list[str] = []
+        for item in items:
+            name = str(item).strip().lower()
+            names.extend(VIDEO_TYPES if name == "video" else (name,) if name else ())
+        return tuple(dict.fromkeys(names))
+
+    @model_validator(mode="after")
+    def _role_sizes_fit(self) -> Settings:
+        # The global maximum is enforced (and advertised) for everyone; a role's can only
+        # lower it, so a larger one would be a silent no-op.
+        for name in ("max_size_user", "max_size_admin"):
+            if self.max_size and getattr(self, name) > self.max_size:
+                raise ValueError(f"{name} must not exceed max_size")
+        return self
 
     @model_validator(mode="after")
     def _hooks_are_signed(self) -> Settings:
@@ -294,6 +464,25 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{self.data_dir.absolute() / 'catalog.db'}"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.jwt_secret is not None or self.jwt_jwks is not None
+
+    @model_validator(mode="after")
+    def _delivery_ttls_are_ordered(self) -> Settings:
+        if not self.delivery_min_ttl <= self.delivery_default_ttl <= self.delivery_max_ttl:
+            raise ValueError("need delivery_min_ttl <= delivery_default_ttl <= delivery_max_ttl")
+        return self
+
+    @model_validator(mode="after")
+    def _auth_is_sound(self) -> Settings:
+        if self.jwt_secret is not None and self.jwt_jwks is not None:
+            raise ValueError("set jwt_secret (HS256) or jwt_jwks (RS256/ES256), not both")
+        if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value()) < 32:
+            # RFC 7518 3.2: an HS256 key shorter than the hash output is brute-forceable.
+            raise ValueError("jwt_secret must be at least 32 characters")
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -342,7 +531,14 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown webhook events: {', '.join(unknown)}")
         return names
 
-    @field_validator("checksum_algorithms", "cors_origins", "webhook_events", mode="before")
+    @field_validator(
+        "checksum_algorithms",
+        "cors_origins",
+        "webhook_events",
+        "delivery_allowed_prefixes",
+        "delivery_allowed_extensions",
+        mode="before",
+    )
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

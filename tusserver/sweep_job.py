@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tusserver.state.lease import Lease
+from tusserver.storage.base import KnownCheck
 from tusserver.sweeper import SweepPass, sweep_once
 from tusserver.uploads import UploadService
 
@@ -33,6 +34,8 @@ class SweepJob:
     # in progress has its storage a moment before its state.
     orphan_grace: float = 86400.0
     passes: Sequence[tuple[str, SweepPass]] = field(default_factory=tuple)
+    # Whether any record knows an upload id (tus state, direct uploads); default: tus state.
+    is_known: KnownCheck | None = None
 
     async def run_once(self) -> dict[str, Any]:
         """One pass; returns its report (``{"skipped": ...}`` if another sweeper works)."""
@@ -64,7 +67,7 @@ class SweepJob:
             return None
         cutoff = self.service.ctx.clock() - self.orphan_grace
         try:
-            return await sweeper.sweep_orphans(self.service.exists, cutoff)
+            return await sweeper.sweep_orphans(self.is_known or self.service.exists, cutoff)
         except Exception:
             log.exception("sweep.pass_failed", extra={"pass": "orphans"})
             return None

@@ -59,6 +59,11 @@ class UploadService:
 
     # -- reading -------------------------------------------------------------------------
 
+    def owned_by(self, info: UploadInfo, owner: str | None) -> bool:
+        """Whether a caller scoped to ``owner`` may see ``info``; None means any (admins).
+        Uploads recorded before owners were (no owner) belong to the anonymous user."""
+        return owner is None or (info.owner or self.settings.anonymous_owner) == owner
+
     @property
     def expires(self) -> bool:
         return "expiration" in self.extensions
@@ -74,12 +79,13 @@ class UploadService:
             and info.expires_at <= self.ctx.clock()
         )
 
-    async def get(self, upload_id: str) -> UploadInfo:
-        """Read an upload without its lock (downloads). Missing or expired -> NotFound."""
+    async def get(self, upload_id: str, *, owner: str | None) -> UploadInfo:
+        """Read an upload without its lock (downloads). Missing, expired or someone else's
+        (``owner`` given and different) -> NotFound."""
         if not is_valid_upload_id(upload_id):
             raise errors.NotFound()
         info = await self._fetch(upload_id)
-        if info is None or self.is_expired(info):
+        if info is None or self.is_expired(info) or not self.owned_by(info, owner):
             raise errors.NotFound()
         return info
 
@@ -143,14 +149,15 @@ class UploadService:
         for handle in list(self._held):
             handle.request_release()
 
-    async def load_locked(self, upload_id: str) -> UploadInfo:
+    async def load_locked(self, upload_id: str, *, owner: str | None) -> UploadInfo:
         """Load an upload while holding its lock.
 
         Expiry is enforced here, at request time, even before the sweeper runs (T117), and the
-        offset is reconciled with what storage really holds after a crash.
+        offset is reconciled with what storage really holds after a crash. Another user's
+        upload is NotFound, exactly like a missing one: existence is not leaked.
         """
         info = await self._fetch(upload_id)
-        if info is None:
+        if info is None or not self.owned_by(info, owner):
             raise errors.NotFound()
         if self.is_expired(info):
             await self.terminate(info, event="upload.expired")
@@ -230,7 +237,8 @@ class UploadService:
         partials: list[UploadInfo] = []
         for partial_id in concat.partial_ids:
             partial = await self.ctx.state.get(partial_id)
-            if partial is None or self.is_expired(partial):
+            # Someone else's partial "does not exist": concatenating it would copy their bytes.
+            if partial is None or self.is_expired(partial) or not self.owned_by(partial, owner):
                 raise errors.InvalidConcat(f"partial upload {partial_id} does not exist")
             if not partial.is_partial:
                 raise errors.InvalidConcat(f"upload {partial_id} is not a partial upload")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 from tusserver.metrics import NO_METRICS, MetricsSink, instrument_s3
 from tusserver.settings import Settings
@@ -34,6 +35,8 @@ class Components:
     backends: tuple[str, ...] = field(default=("local",))
     # Lets one sweeper work at a time (None: a file lease in the data dir).
     lease: Lease | None = None
+    # The shared Redis client in distributed mode (idempotency records, rate limits), else None.
+    redis: Any = None
 
 
 def is_local(settings: Settings) -> bool:
@@ -71,8 +74,9 @@ async def open_components(
         else _local_store(settings)
     )
     lease: Lease | None = None
+    redis: Any = None
     if settings.state == "redis":
-        state, locker, lease = await _open_redis(settings, stack, metrics)
+        state, locker, lease, redis = await _open_redis(settings, stack, metrics)
     else:
         state, locker = LocalStateStore(settings.data_dir), InProcessLocker(metrics=metrics)
     return Components(
@@ -81,6 +85,7 @@ async def open_components(
         locker=locker,
         backends=(settings.storage, settings.state),
         lease=lease,
+        redis=redis,
     )
 
 
@@ -140,7 +145,7 @@ async def _open_s3(settings: Settings, stack: AsyncExitStack, metrics: MetricsSi
 
 async def _open_redis(
     settings: Settings, stack: AsyncExitStack, metrics: MetricsSink
-) -> tuple[StateStore, Locker, Lease]:
+) -> tuple[StateStore, Locker, Lease, Any]:
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
@@ -159,4 +164,4 @@ async def _open_redis(
     )
     stack.push_async_callback(locker.close)
     lease = RedisLease(client, f"{settings.redis_prefix}sweeper")
-    return RedisStateStore(client, prefix=settings.redis_prefix), locker, lease
+    return RedisStateStore(client, prefix=settings.redis_prefix), locker, lease, client

@@ -114,6 +114,7 @@ async def test_a_chunked_upload_gets_the_sha256_of_all_its_bytes(
             headers={
                 "Upload-Offset": str(offset),
                 "Content-Type": "application/offset+octet-stream",
+                "X-Test-User": "alice",
             },
         )
         assert response.status_code == 204
@@ -135,7 +136,11 @@ async def test_when_the_running_hash_is_lost_the_catalog_computes_it_from_storag
     first = await client.patch(
         url,
         content=data[:100_000],
-        headers={"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+        headers={
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+            "X-Test-User": "alice",
+        },
     )
     assert first.status_code == 204
     # As after a restart or a PATCH served by another instance: no running hash here.
@@ -144,7 +149,11 @@ async def test_when_the_running_hash_is_lost_the_catalog_computes_it_from_storag
     second = await client.patch(
         url,
         content=data[100_000:],
-        headers={"Upload-Offset": "100000", "Content-Type": "application/offset+octet-stream"},
+        headers={
+            "Upload-Offset": "100000",
+            "Content-Type": "application/offset+octet-stream",
+            "X-Test-User": "alice",
+        },
     )
     assert second.status_code == 204
     upload_id = url.rsplit("/", 1)[1]
@@ -158,7 +167,7 @@ async def test_when_the_running_hash_is_lost_the_catalog_computes_it_from_storag
 async def test_a_retried_finish_records_the_file_once(client: httpx.AsyncClient) -> None:
     upload_id = await upload(client, b"abc", filename="a.txt")
     service = client.app.state.service  # type: ignore[attr-defined]
-    info = await service.get(upload_id)
+    info = await service.get(upload_id, owner=None)
     await service.finish(info)
     await service.finish(info)
     body = (await client.get(API, headers={"X-Test-User": "alice"})).json()
@@ -360,7 +369,7 @@ async def test_the_upload_still_succeeds_when_the_catalog_is_down(
 ) -> None:
     break_catalog(tmp_path)
     upload_id = await upload(client, b"bytes survive")
-    head = await client.head(f"http://test/files/{upload_id}")
+    head = await client.head(f"http://test/files/{upload_id}", headers={"X-Test-User": "alice"})
     assert head.headers["Upload-Offset"] == "13"
     assert any(r.message == "listener.failed" for r in caplog.records)
 

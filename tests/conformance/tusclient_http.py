@@ -169,7 +169,9 @@ def snapshot(root: Path) -> Snapshot:
     if not root.exists():
         return listing
     for path in sorted(root.rglob("*")):
-        if path.is_file():
+        # The catalog's SQLite files change in the background (WAL checkpoints): not upload
+        # bytes, and not what these snapshots are about.
+        if path.is_file() and not path.name.startswith("catalog.db"):
             data = path.read_bytes()
             listing[path.relative_to(root).as_posix()] = (
                 len(data),

@@ -13,8 +13,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tusserver.context import TusContext
+from tusserver.download import stream as _stream
 from tusserver.errors import NotFound, TusError
-from tusserver.handlers.get import _stream, handle_get
+from tusserver.handlers.get import handle_get
 from tusserver.models import UploadInfo
 from tusserver.responses import error_response
 from tusserver.settings import Settings

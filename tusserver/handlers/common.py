@@ -5,25 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from tusserver.models import UploadInfo
-from tusserver.protocol import format_http_date, request_base_url
+from tusserver.protocol import format_http_date
 from tusserver.settings import Settings
+from tusserver.urls import public_base
 
 
 def upload_url(request: Request, settings: Settings, upload_id: str) -> str:
     """Absolute upload URL for ``Location`` (T063): a relative one breaks tuspy's urljoin."""
-    if settings.public_url is not None:
-        base = settings.public_url
-    else:
-        scope = request.scope
-        server = scope.get("server")
-        base = request_base_url(
-            scheme=scope.get("scheme", "http"),
-            host=request.headers.get("host"),
-            server=(server[0], server[1]) if server else None,
-            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
-            trust_proxy=settings.trust_proxy,
-        )
-    return f"{base}{settings.base_path}{upload_id}"
+    return f"{public_base(request, settings)}{settings.base_path}{upload_id}"
 
 
 def expires_header(info: UploadInfo) -> dict[str, str]:

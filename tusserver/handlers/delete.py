@@ -11,8 +11,8 @@ from starlette.responses import Response
 from tusserver.uploads import UploadService
 
 
-async def handle_delete(service: UploadService, upload_id: str) -> Response:
+async def handle_delete(service: UploadService, upload_id: str, *, owner: str | None) -> Response:
     async with service.locked(upload_id):
-        info = await service.load_locked(upload_id)
+        info = await service.load_locked(upload_id, owner=owner)
         await service.terminate(info)
     return Response(status_code=204)

@@ -35,9 +35,9 @@ def upload_headers(info: UploadInfo) -> dict[str, str]:
     return headers
 
 
-async def handle_head(service: UploadService, upload_id: str) -> Response:
+async def handle_head(service: UploadService, upload_id: str, *, owner: str | None) -> Response:
     async with service.locked(upload_id):
-        info = await service.load_locked(upload_id)
+        info = await service.load_locked(upload_id, owner=owner)
         info = await service.assemble_if_ready(info)
     response = Response(status_code=200, headers=upload_headers(info))
     # A HEAD describes no body of its own; a Content-Length of 0 would contradict GET (T026).

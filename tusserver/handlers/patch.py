@@ -14,6 +14,7 @@ from tusserver import errors
 from tusserver.body import BodyEnd, BodyReader
 from tusserver.handlers.common import expires_header
 from tusserver.models import UploadInfo
+from tusserver.principal import principal_of
 from tusserver.protocol import (
     Checksum,
     is_offset_content_type,
@@ -68,7 +69,7 @@ def raise_for_end(result: WriteResult, *, shutting_down: bool = False) -> None:
 async def handle_patch(service: UploadService, request: Request, upload_id: str) -> Response:
     headers = request.headers
     async with service.writing(upload_id) as lock:
-        info = await service.load_locked(upload_id)
+        info = await service.load_locked(upload_id, owner=principal_of(request).owner_filter)
         if info.is_final:
             raise errors.ModifyFinal()
         if not is_offset_content_type(headers.get("content-type")):

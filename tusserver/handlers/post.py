@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tusserver import errors
+from tusserver.admission import admit_creation
 from tusserver.body import BodyReader
 from tusserver.handlers.common import expires_header, upload_url
 from tusserver.handlers.patch import body_limit, parse_checksum_header, raise_for_end
@@ -70,7 +71,12 @@ async def handle_post(service: UploadService, request: Request) -> Response:
         if length is None and settings.max_size and content_length > settings.max_size:
             raise errors.SizeExceeded("the body exceeds the maximum size")
 
-    owner = principal_of(request).user_id
+    principal = principal_of(request)
+    owner = principal.user_id
+    # The type allowlist and the caller's role's size limit (TUS_MAX_SIZE_USER/_ADMIN).
+    await admit_creation(
+        settings, service.ctx.state, principal, length=length, metadata=metadata, concat=concat
+    )
     # Last, once the request is known good: the operator's pre-create hook, if configured,
     # may refuse the upload or add metadata.
     metadata, metadata_raw = await screen_creation(

@@ -121,6 +121,19 @@ class Locator(Protocol):
         """Something ffprobe can open: a local path or a URL valid for ``ttl`` seconds."""
         ...
 
+    async def stored_size(self, info: UploadInfo) -> int | None:
+        """The size of the finished object, or None when it is not there."""
+        ...
+
+
+@runtime_checkable
+class Presigner(Protocol):
+    """Stores whose objects clients fetch directly (S3): a short-lived signed GET URL."""
+
+    async def presign_get(
+        self, info: UploadInfo, *, ttl: int, content_type: str, disposition: str
+    ) -> str: ...
+
 
 @runtime_checkable
 class Sidecars(Protocol):
@@ -175,6 +188,7 @@ class StoreComposer:
     locator: Locator | None = None
     sidecars: Sidecars | None = None
     orphan_sweeper: OrphanSweeper | None = None
+    presigner: Presigner | None = None
 
     @classmethod
     def from_store(cls, store: DataStore) -> StoreComposer:
@@ -191,6 +205,7 @@ class StoreComposer:
             locator=store if isinstance(store, Locator) else None,
             sidecars=store if isinstance(store, Sidecars) else None,
             orphan_sweeper=store if isinstance(store, OrphanSweeper) else None,
+            presigner=store if isinstance(store, Presigner) else None,
         )
 
     def extensions(self, *, expiration: bool) -> list[str]:

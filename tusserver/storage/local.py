@@ -263,6 +263,12 @@ class LocalStore:
     async def media_source(self, info: UploadInfo, ttl: int) -> str:
         return str(self._bin(info.id).absolute())
 
+    async def stored_size(self, info: UploadInfo) -> int | None:
+        try:
+            return (await asyncio.to_thread(self._bin(info.id).stat)).st_size
+        except FileNotFoundError:
+            return None
+
     # Sidecars
 
     async def put_sidecar(self, info: UploadInfo, name: str, data: bytes) -> str:

@@ -289,6 +289,11 @@ class S3Store:
         self.config = config
         self._bucket = config.bucket
 
+    @property
+    def client(self) -> S3Client:
+        """The S3 client (direct uploads presign URLs and complete uploads with it)."""
+        return self._client
+
     async def ping(self) -> None:
         """The bucket answers and our credentials may use it (readiness)."""
         await self._client.head_bucket(Bucket=self._bucket)
@@ -682,6 +687,35 @@ class S3Store:
         url: str = await self._client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self._bucket, "Key": self._data_key(info.id)},
+            ExpiresIn=ttl,
+        )
+        return url
+
+    async def stored_size(self, info: UploadInfo) -> int | None:
+        try:
+            with _translated("head object"):
+                head = await self._client.head_object(
+                    Bucket=self._bucket, Key=self._data_key(info.id)
+                )
+        except FileNotFoundError:
+            return None
+        return int(head["ContentLength"])
+
+    # -- Presigner -----------------------------------------------------------------------
+
+    async def presign_get(
+        self, info: UploadInfo, *, ttl: int, content_type: str, disposition: str
+    ) -> str:
+        # S3 answers with these headers instead of the object's own: the safe, sanitized
+        # ones we chose, not whatever the uploader declared.
+        url: str = await self._client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self._bucket,
+                "Key": self._data_key(info.id),
+                "ResponseContentType": content_type,
+                "ResponseContentDisposition": disposition,
+            },
             ExpiresIn=ttl,
         )
         return url

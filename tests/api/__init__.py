@@ -1,0 +1,1 @@
+"""Tests of the REST API beside the tus protocol (``tusserver.api``)."""
