@@ -27,6 +27,7 @@ from tests.api.support import (
     metadata,
 )
 from tests.apphttp import serving
+from tests.clocks import Clock
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tusserver import errors
 from tusserver.idempotency import (
@@ -39,14 +40,6 @@ from tusserver.idempotency import (
     parse_key,
 )
 from tusserver.settings import Settings
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def same_answer(first: httpx.Response, second: httpx.Response) -> None:
@@ -72,7 +65,7 @@ def tus_headers(key: str, length: int = 10, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_700_000_000.0)
 
 
 @pytest.fixture
@@ -332,7 +325,7 @@ async def test_a_cancelled_request_frees_its_key(store: IdempotencyStore) -> Non
 
 async def test_records_expire(store: IdempotencyStore) -> None:
     if isinstance(store, LocalIdempotencyStore):
-        clock = Clock()
+        clock = Clock(1_700_000_000.0)
         store = LocalIdempotencyStore(clock=clock)
         rule = Idempotency(store, ttl=10)
         await rule.run("k", "alice", "fp", answer())

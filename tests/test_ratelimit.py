@@ -24,6 +24,7 @@ from tests.api.support import (
     patch,
 )
 from tests.apphttp import serving
+from tests.clocks import Clock
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tusserver.principal import SCOPE_KEY, Principal
 from tusserver.ratelimit import RateLimiter, RateLimitMiddleware, client_ip
@@ -32,14 +33,6 @@ from tusserver.settings import Settings
 FILES_API = f"{ORIGIN}/api/v1/files"
 # The clock starts 15 s into a minute, so the first window has 45 s left.
 START = 1_700_000_040.0 + 15
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def limits(**values: int) -> dict[str, int]:
@@ -65,7 +58,7 @@ def assert_limited(response: httpx.Response, retry_after: int = 45) -> None:
 async def test_per_user_limit_and_its_window(
     guard_options: dict[str, Any],  # noqa: F811
 ) -> None:
-    clock = Clock()
+    clock = Clock(START)
     settings = Settings(**guard_options, jwt_secret=SECRET, **limits(per_user=3))
     async with serving(settings, clock=clock) as http:
         alice, bob = bearer("alice"), bearer("bob")
@@ -82,7 +75,7 @@ async def test_per_user_limit_and_its_window(
 
 
 async def test_per_ip_limit(guard_options: dict[str, Any]) -> None:  # noqa: F811
-    clock = Clock()
+    clock = Clock(START)
     settings = Settings(**guard_options, **limits(per_ip=2))
     async with serving(settings, clock=clock, wrap=FromClient) as http:
         one, two = {"X-Test-Client": "203.0.113.1"}, {"X-Test-Client": "203.0.113.2"}
@@ -99,7 +92,7 @@ async def test_per_ip_limit(guard_options: dict[str, Any]) -> None:  # noqa: F81
 
 async def test_behind_a_trusted_proxy_the_last_forwarded_hop_counts(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, trust_proxy=True, **limits(per_ip=1))
-    async with serving(settings, clock=Clock()) as http:
+    async with serving(settings, clock=Clock(START)) as http:
 
         def via_proxy(chain: str) -> dict[str, str]:
             return {"X-Forwarded-For": chain}
@@ -114,7 +107,7 @@ async def test_creations_are_limited_but_uploading_is_not(
     guard_options: dict[str, Any],  # noqa: F811
 ) -> None:
     settings = Settings(**guard_options, **limits(creations_per_user=2))
-    async with serving(settings, clock=Clock()) as http:
+    async with serving(settings, clock=Clock(START)) as http:
         made = await http.post(FILES, headers={"Upload-Length": "4"})
         assert made.status_code == 201
         assert (await init(http, 10)).status_code == 201
@@ -132,7 +125,7 @@ async def test_creations_are_limited_but_uploading_is_not(
 
 async def test_health_metrics_and_preflights_are_never_limited(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, **limits(per_ip=1, per_user=1, creations_per_user=1))
-    async with serving(settings, clock=Clock()) as http:
+    async with serving(settings, clock=Clock(START)) as http:
         for _ in range(3):
             assert (await http.get(f"{ORIGIN}/healthz")).status_code == 200
             assert (await http.get(f"{ORIGIN}/readyz")).status_code == 200
@@ -152,7 +145,7 @@ async def test_default_limits_are_generous(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     assert (settings.rate_limit_per_user, settings.rate_limit_per_ip) == (600, 1200)
     assert settings.rate_limit_creations_per_user == 120
-    async with serving(settings, clock=Clock()) as http:
+    async with serving(settings, clock=Clock(START)) as http:
         for _ in range(50):
             assert (await http.get(FILES_API)).status_code == 200
 

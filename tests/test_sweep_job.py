@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,20 +18,13 @@ import httpx
 import pytest
 from redis import Redis
 
+from tests.clocks import Clock
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tests.services_s3 import CREDENTIALS, REGION, moto_s3_endpoint  # noqa: F401  (fixture)
 from tusserver.app import create_app
 from tusserver.settings import Settings
 
 MiB = 1024 * 1024
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def open_app(settings: Settings, clock: Clock) -> tuple[Any, Any, httpx.AsyncClient]:

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import pytest
 
 from tests.api.support import ORIGIN, SECRET, bearer
 from tests.apphttp import serving
+from tests.clocks import Clock
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tests.services_s3 import CREDENTIALS, REGION, moto_s3_endpoint  # noqa: F401  (fixture)
 from tusserver.settings import Settings
@@ -34,14 +34,6 @@ from tusserver.settings import Settings
 API = f"{ORIGIN}/api/v1/uploads"
 MiB = 1024 * 1024
 PART = 5 * MiB
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from delivery.signing import UrlSigner
+from tests.clocks import Clock
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tusserver import errors
 from tusserver.api.direct_backend import CompletedPart, bare_etag, check_part_list, plan_multipart
@@ -27,14 +28,6 @@ from tusserver.api.part_tokens import PURPOSE, PartClaim, PartSigner
 MiB = 1024 * 1024
 NOW = 1_800_000_000.0
 K1, K2 = b"1" * 32, b"2" * 32
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def upload(**changes: object) -> DirectUpload:
@@ -58,7 +51,7 @@ def upload(**changes: object) -> DirectUpload:
 async def records(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[DirectRecords, Clock, Redis | None]]:
-    clock = Clock()
+    clock = Clock(NOW)
     if request.param == "local":
         yield LocalDirectRecords(tmp_path / "records"), clock, None
         return

@@ -10,23 +10,16 @@ import httpx
 import pytest
 
 from tests.apphttp import serving
+from tests.clocks import Clock
 from tusserver.app import _purge_upload
 from tusserver.settings import Settings
 
 API = "http://test/api/v1/files"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_800_000_000.0)
 
 
 @pytest.fixture

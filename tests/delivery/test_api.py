@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from tests.apphttp import serving
+from tests.clocks import Clock
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tests.services_s3 import CREDENTIALS, REGION, moto_s3_endpoint  # noqa: F401  (fixture)
 from tusserver.auth import mint_token
@@ -28,14 +28,6 @@ from tusserver.settings import Settings
 SECRET = "s" * 40
 API = "http://t/api/v1/delivery"
 MiB = 1024 * 1024
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def auth(user: str, *, admin: bool = False) -> dict[str, str]:
