@@ -221,8 +221,9 @@ class Catalog:
     def _probe_wanted(self, record: FileRecord) -> bool:
         if not self.config.media_probe or self._prober is None or not self._prober.available:
             return False
-        kind = record.content_type
-        return kind.startswith(("video/", "audio/")) or kind == "application/octet-stream"
+        # Only what the first bytes (or a declared type the bytes did not contradict) call
+        # media: a process per unrecognised file would cost more CPU than the upload did.
+        return record.content_type.startswith(("video/", "audio/"))
 
     async def _media(self, info: UploadInfo) -> dict[str, Any]:
         assert self._prober is not None
