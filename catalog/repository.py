@@ -49,6 +49,9 @@ class FileRepository:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._dialect = engine.dialect.name
+        table = FileRecord.__table__
+        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        self._insert = insert(table).on_conflict_do_nothing(index_elements=["id"])  # type: ignore[arg-type]
 
     def session(self) -> AsyncSession:
         return self._sessions()
@@ -61,16 +64,12 @@ class FileRepository:
         ``ON CONFLICT DO NOTHING`` on the primary key makes a retried finish (or two
         instances finishing the same upload) record it once, without a race window.
         """
-        # ORM-enabled insert: keys are attribute names (``meta``, not the ``metadata`` column).
-        row = dict(values)
-        if self._dialect == "postgresql":
-            statement: Any = postgresql.insert(FileRecord).values(row)
-        else:
-            statement = sqlite.insert(FileRecord).values(row)
-        statement = statement.on_conflict_do_nothing(index_elements=["id"])
+        # Core insert built once and fed parameters: compiled once per process, not per
+        # upload (on the final PATCH's path). Keys are column names: ``metadata``, not ``meta``.
+        row = {("metadata" if key == "meta" else key): value for key, value in values.items()}
         try:
-            async with self._sessions.begin() as session:
-                result = await session.execute(statement)
+            async with self.engine.begin() as connection:
+                result = await connection.execute(self._insert, row)
         except IntegrityError:
             # Two inserts of the same id racing on Postgres: the loser can trip the unique
             # storage key before the id's conflict clause sees the winner. Same upload: done.

@@ -148,10 +148,16 @@ class Catalog:
             "finished_at": utc(info.finished_at) if info.finished_at else now,
             "updated_at": now,
         }
+        # Nothing left to do off the request path (hashed on the way in, not media): the
+        # record is complete as inserted, with no worker round trip per small file.
+        done = sha256 is not None and not self._probe_wanted_for(verdict.content_type)
+        if done:
+            values["processed_at"] = now
         created = await self.repo.add(values)
         if created:
             log.info("catalog.recorded", extra={"upload_id": info.id, "size": info.length})
-            self.enqueue(info.id)
+            if not done:
+                self.enqueue(info.id)
         return created
 
     async def _head(self, info: UploadInfo) -> bytes:
@@ -219,11 +225,14 @@ class Catalog:
         return hasher.hexdigest()
 
     def _probe_wanted(self, record: FileRecord) -> bool:
+        return self._probe_wanted_for(record.content_type)
+
+    def _probe_wanted_for(self, content_type: str) -> bool:
         if not self.config.media_probe or self._prober is None or not self._prober.available:
             return False
         # Only what the first bytes (or a declared type the bytes did not contradict) call
         # media: a process per unrecognised file would cost more CPU than the upload did.
-        return record.content_type.startswith(("video/", "audio/"))
+        return content_type.startswith(("video/", "audio/"))
 
     async def _media(self, info: UploadInfo) -> dict[str, Any]:
         assert self._prober is not None

@@ -3,6 +3,7 @@ processing is redone, and a tus DELETE or expiry removes the record from lists."
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -40,6 +41,27 @@ async def upload(http: httpx.AsyncClient, data: bytes) -> str:
     )
     assert response.status_code == 201
     return response.headers["Location"].rsplit("/", 1)[1]
+
+
+async def upload_without_running_hash(http: httpx.AsyncClient, data: bytes) -> str:
+    """Two PATCHes with the running hash dropped between them, as when the second reaches
+    another instance: the sha256 is left to the catalog's processing."""
+    created = await http.post("http://test/files/", headers={"Upload-Length": str(len(data))})
+    url = created.headers["Location"]
+    half = len(data) // 2
+    for offset, chunk in ((0, data[:half]), (half, data[half:])):
+        if offset:
+            http.app.state.service.digests.discard(url.rsplit("/", 1)[1])  # type: ignore[attr-defined]
+        response = await http.patch(
+            url,
+            content=chunk,
+            headers={
+                "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+        assert response.status_code == 204
+    return url.rsplit("/", 1)[1]
 
 
 async def sweep(http: httpx.AsyncClient) -> dict[str, int]:
@@ -81,14 +103,17 @@ async def test_processing_lost_with_its_worker_is_redone(
 ) -> None:
     catalog = client.app.state.catalog  # type: ignore[attr-defined]
     await catalog.stop()  # as if the process died right after recording
-    upload_id = await upload(client, b"needs processing")
-    assert (await client.get(f"{API}/{upload_id}")).json()["processed"] is False
+    upload_id = await upload_without_running_hash(client, b"needs processing")
+    before = (await client.get(f"{API}/{upload_id}")).json()
+    assert (before["processed"], before["sha256"]) == (False, None)
     catalog.start()
     assert (await sweep(client))["requeued"] == 0  # too recent to be called lost
     clock.now += 601
     assert (await sweep(client))["requeued"] == 1
     await catalog.drain()
-    assert (await client.get(f"{API}/{upload_id}")).json()["processed"] is True
+    after = (await client.get(f"{API}/{upload_id}")).json()
+    assert after["processed"] is True
+    assert after["sha256"] == hashlib.sha256(b"needs processing").hexdigest()
 
 
 async def test_a_tus_delete_removes_the_record_from_lists(client: httpx.AsyncClient) -> None:
