@@ -11,8 +11,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, asc, delete, desc, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    TextClause,
+    asc,
+    bindparam,
+    delete,
+    desc,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -49,9 +61,7 @@ class FileRepository:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._dialect = engine.dialect.name
-        table = FileRecord.__table__
-        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        self._insert = insert(table).on_conflict_do_nothing(index_elements=["id"])  # type: ignore[arg-type]
+        self._insert = _insert_unless_present()
 
     def session(self) -> AsyncSession:
         return self._sessions()
@@ -67,6 +77,9 @@ class FileRepository:
         # Core insert built once and fed parameters: compiled once per process, not per
         # upload (on the final PATCH's path). Keys are column names: ``metadata``, not ``meta``.
         row = {("metadata" if key == "meta" else key): value for key, value in values.items()}
+        # Every column is a parameter of the one statement: absent ones are NULL (or {}).
+        for column in FileRecord.__table__.columns:
+            row.setdefault(column.name, {} if column.name == "metadata" else None)
         try:
             async with self.engine.begin() as connection:
                 result = await connection.execute(self._insert, row)
@@ -205,3 +218,17 @@ def _live_conditions(owner: str | None) -> list[ColumnElement[bool]]:
 
 def _live(owner: str | None) -> Select[tuple[FileRecord]]:
     return select(FileRecord).where(*_live_conditions(owner))
+
+
+def _insert_unless_present() -> TextClause:
+    """``INSERT ... ON CONFLICT (id) DO NOTHING`` as one cacheable statement.
+
+    The dialects' own ``insert().on_conflict_do_nothing()`` constructs carry no cache key, so
+    SQLAlchemy would compile them again for every finished upload; a text clause with typed
+    bind parameters (JSON, UTC datetimes) compiles once. SQLite and Postgres share the syntax.
+    """
+    columns = list(FileRecord.__table__.columns)
+    names = ", ".join(column.name for column in columns)
+    values = ", ".join(f":{column.name}" for column in columns)
+    statement = text(f"INSERT INTO files ({names}) VALUES ({values}) ON CONFLICT (id) DO NOTHING")  # noqa: S608
+    return statement.bindparams(*(bindparam(c.name, type_=c.type) for c in columns))
