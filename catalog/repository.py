@@ -6,7 +6,9 @@ passed for admins and internal jobs, so scoping is decided by the caller once, n
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -62,6 +64,18 @@ class FileRepository:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._dialect = engine.dialect.name
         self._insert = _insert_unless_present()
+        # SQLite has one writer at a time, and a second connection that finds the database
+        # locked sleeps in SQLite's busy handler (up to 100 ms a turn): 16 uploads finishing
+        # together had a p99 of 677 ms. Queueing writes here costs microseconds instead.
+        self._write_lock = asyncio.Lock() if self._dialect == "sqlite" else None
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
 
     def session(self) -> AsyncSession:
         return self._sessions()
@@ -81,7 +95,7 @@ class FileRepository:
         for column in FileRecord.__table__.columns:
             row.setdefault(column.name, {} if column.name == "metadata" else None)
         try:
-            async with self.engine.begin() as connection:
+            async with self._writing(), self.engine.begin() as connection:
                 result = await connection.execute(self._insert, row)
         except IntegrityError:
             # Two inserts of the same id racing on Postgres: the loser can trip the unique
@@ -92,7 +106,7 @@ class FileRepository:
         return bool(getattr(result, "rowcount", 0))
 
     async def update_fields(self, file_id: str, values: Mapping[str, Any]) -> None:
-        async with self._sessions.begin() as session:
+        async with self._writing(), self._sessions.begin() as session:
             await session.execute(
                 update(FileRecord).where(FileRecord.id == file_id).values(**values)
             )
@@ -101,7 +115,7 @@ class FileRepository:
         self, file_id: str, *, owner: str | None, values: Mapping[str, Any]
     ) -> FileRecord | None:
         """Change a live record's user-editable fields; None when not found for ``owner``."""
-        async with self._sessions.begin() as session:
+        async with self._writing(), self._sessions.begin() as session:
             record = await session.scalar(_live(owner).where(FileRecord.id == file_id))
             if record is None:
                 return None
@@ -117,13 +131,13 @@ class FileRepository:
         )
         if owner is not None:
             statement = statement.where(FileRecord.owner == owner)
-        async with self._sessions.begin() as session:
+        async with self._writing(), self._sessions.begin() as session:
             result = await session.execute(statement)
         return bool(getattr(result, "rowcount", 0))
 
     async def remove(self, file_id: str) -> None:
         """Delete the row itself (tests and the sweeper's last step for a vanished upload)."""
-        async with self._sessions.begin() as session:
+        async with self._writing(), self._sessions.begin() as session:
             await session.execute(delete(FileRecord).where(FileRecord.id == file_id))
 
     # -- reads ---------------------------------------------------------------------------
