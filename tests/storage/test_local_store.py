@@ -171,7 +171,7 @@ async def test_write_to_a_missing_file_creates_nothing(root: Path) -> None:
 async def test_writes_are_batched_in_threads_one_at_a_time(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_pwrite = os.pwrite
+    real_pwritev = os.pwritev
     lock = threading.Lock()
     in_flight = 0
     peak = 0
@@ -179,7 +179,7 @@ async def test_writes_are_batched_in_threads_one_at_a_time(
     loop_thread = threading.get_ident()
     threads: set[int] = set()
 
-    def pwrite(fd: int, data: Any, position: int) -> int:
+    def pwritev(fd: int, buffers: Any, position: int) -> int:
         nonlocal in_flight, peak
         with lock:
             in_flight += 1
@@ -187,19 +187,19 @@ async def test_writes_are_batched_in_threads_one_at_a_time(
         threads.add(threading.get_ident())
         try:
             time.sleep(0.002)  # give the next batch time to fill (and overlap, if it could)
-            sizes.append(len(data))
-            return real_pwrite(fd, data, position)
+            sizes.append(sum(len(b) for b in buffers))
+            return real_pwritev(fd, buffers, position)
         finally:
             with lock:
                 in_flight -= 1
 
-    monkeypatch.setattr(os, "pwrite", pwrite)
+    monkeypatch.setattr(os, "pwritev", pwritev)
     store = LocalStore(root, write_buffer=1 * MiB, checkpoint_interval=3600)
     info = await store.create(make_info())
     data = os.urandom(4 * MiB + 100)
     assert await store.write(info, feed(split(data, 64 * KiB))) == len(data)
     assert (root / f"{info.id}.bin").read_bytes() == data
-    # One pwrite per full buffer plus the tail, never one per chunk, never on the loop.
+    # One pwritev per full buffer plus the tail, never one per chunk, never on the loop.
     assert sizes == [MiB, MiB, MiB, MiB, 100]
     assert peak == 1
     assert loop_thread not in threads
@@ -215,9 +215,12 @@ async def test_a_big_chunk_is_written_as_is(root: Path) -> None:
 
 async def test_short_pwrites_are_continued(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_pwrite = os.pwrite
-    monkeypatch.setattr(
-        os, "pwrite", lambda fd, data, pos: real_pwrite(fd, memoryview(data)[:777], pos)
-    )
+
+    def short(fd: int, buffers: Any, position: int) -> int:
+        # At most 777 bytes, and never more than the first buffer: partial buffers too.
+        return real_pwrite(fd, memoryview(buffers[0])[:777], position)
+
+    monkeypatch.setattr(os, "pwritev", short)
     store = LocalStore(root, write_buffer=64 * KiB)
     info = await store.create(make_info())
     data = os.urandom(200 * KiB + 3)
@@ -319,20 +322,20 @@ async def test_failing_iterator_closes_the_fd_and_reports_nothing_after(
 async def test_cancellation_waits_for_the_thread_before_closing_the_fd(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_pwrite = os.pwrite
+    real_pwritev = os.pwritev
     started = threading.Event()
     errors: list[BaseException] = []
 
-    def slow_pwrite(fd: int, data: Any, position: int) -> int:
+    def slow_pwritev(fd: int, buffers: Any, position: int) -> int:
         started.set()
         time.sleep(0.3)
         try:
-            return real_pwrite(fd, data, position)
+            return real_pwritev(fd, buffers, position)
         except OSError as exc:  # EBADF if the fd had been closed under us
             errors.append(exc)
             raise
 
-    monkeypatch.setattr(os, "pwrite", slow_pwrite)
+    monkeypatch.setattr(os, "pwritev", slow_pwritev)
     store = LocalStore(root, write_buffer=64 * KiB)
     info = await store.create(make_info())
     baseline = open_fds()
@@ -563,11 +566,11 @@ CRASH_SCRIPT = textwrap.dedent(
     BASE = bytes(range(251)) * (CHUNK // 251 + 2)
 
     # A slow disk widens the window in which a wrongly ordered report would be visible.
-    real_pwrite = os.pwrite
-    def slow_pwrite(fd, data, position):
+    real_pwritev = os.pwritev
+    def slow_pwritev(fd, buffers, position):
         time.sleep(0.01)
-        return real_pwrite(fd, data, position)
-    os.pwrite = slow_pwrite
+        return real_pwritev(fd, buffers, position)
+    os.pwritev = slow_pwritev
 
     async def main():
         store = LocalStore(root, write_buffer=256 * 1024, checkpoint_interval=0.02)

@@ -61,27 +61,37 @@ def _check_id(upload_id: str) -> str:
     return upload_id
 
 
-def _pwrite_all(fd: int, data: bytes | bytearray, position: int) -> None:
-    """``pwrite`` until every byte is written: a short write is legal and not an error."""
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, position)
+# pwritev takes at most IOV_MAX buffers per call (1024 on Linux).
+_IOV_MAX = 1024
+
+
+def _pwrite_all(fd: int, buffers: Sequence[bytes], position: int) -> None:
+    """Write ``buffers`` back to back at ``position`` with ``pwritev``: the body's chunks go
+    to the kernel as they arrived, never copied into one big buffer first. A short write is
+    legal: the rest is written from where it stopped."""
+    views = [memoryview(b) for b in buffers if b]
+    while views:
+        written = os.pwritev(fd, views[:_IOV_MAX], position)
         if written <= 0:
-            raise OSError(errno.EIO, "pwrite made no progress")
-        view = view[written:]
+            raise OSError(errno.EIO, "pwritev made no progress")
         position += written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
 
 
-def _write_batch(fd: int, data: bytes | bytearray, position: int, sync: bool) -> None:
-    _pwrite_all(fd, data, position)
+def _write_batch(fd: int, buffers: Sequence[bytes], position: int, sync: bool) -> None:
+    _pwrite_all(fd, buffers, position)
     if sync:
         os.fdatasync(fd)
 
 
-def _write_last_batch(fd: int, data: bytes | bytearray, position: int) -> None:
-    _pwrite_all(fd, data, position)
+def _write_last_batch(fd: int, buffers: Sequence[bytes], position: int) -> None:
+    _pwrite_all(fd, buffers, position)
     # Cut off whatever an earlier, longer and never acknowledged write left past the new end.
-    os.ftruncate(fd, position + len(data))
+    os.ftruncate(fd, position + sum(len(b) for b in buffers))
     os.fdatasync(fd)
 
 
@@ -104,7 +114,7 @@ def _copy_range(src: int, dst: int, length: int, dst_position: int) -> None:
                 continue
         else:
             data = os.pread(src, min(remaining, _COPY_PIECE), src_position)
-            _pwrite_all(dst, data, dst_position)
+            _pwrite_all(dst, [data], dst_position)
             copied = len(data)
         if copied == 0:
             raise EOFError(f"source holds {src_position} bytes, expected {length}")
@@ -197,24 +207,24 @@ class _BatchWriter:
         self._in_flight = None
         return self._in_flight_end if self._in_flight_synced else None
 
-    async def submit(self, data: bytes | bytearray, *, sync: bool) -> int | None:
-        """Start writing ``data`` once the previous batch is done; return that batch's
-        durable end (see ``collect``)."""
+    async def submit(self, data: list[bytes], size: int, *, sync: bool) -> int | None:
+        """Start writing ``data`` (``size`` bytes) once the previous batch is done; return
+        that batch's durable end (see ``collect``)."""
         durable = await self.collect()
         self._in_flight = self._fd.start(_write_batch, data, self.end, sync)
-        self.end += len(data)
+        self.end += size
         self._in_flight_end = self.end
         self._in_flight_synced = sync
         return durable
 
-    async def finish(self, data: bytes | bytearray) -> int:
+    async def finish(self, data: list[bytes], size: int) -> int:
         """Write the last batch, cut the file there and make it all durable; return the end."""
         await self.collect()
         # Tracked like any batch, so a cancellation here still closes the fd only afterwards.
         self._in_flight = self._fd.start(_write_last_batch, data, self.end)
         self._in_flight_synced = False
         await self.collect()
-        self.end += len(data)
+        self.end += size
         return self.end
 
 
@@ -225,7 +235,7 @@ class LocalStore:
         self,
         root: Path,
         *,
-        write_buffer: int = 4 * _MiB,
+        write_buffer: int = _MiB,
         checkpoint_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -330,7 +340,8 @@ class LocalStore:
         limit = self._write_buffer
         interval = self._checkpoint_interval
         last_checkpoint = clock()
-        buf = bytearray()
+        batch: list[bytes] = []
+        size = 0
         async for chunk in chunks:
             if not chunk:
                 continue
@@ -342,18 +353,17 @@ class LocalStore:
             # Checked per chunk, not only per full buffer: a slow client still gets a
             # checkpoint every interval instead of one per write_buffer bytes.
             due = now - last_checkpoint >= interval
-            batch: bytes | bytearray
-            if not buf and len(chunk) >= limit:
-                batch = chunk  # big enough on its own: no copy (bytes are immutable)
-            else:
-                buf += chunk
-                if len(buf) < limit and not due:
-                    continue
-                batch, buf = buf, bytearray()
+            # The chunks themselves are kept (bytes are immutable) and written with one
+            # pwritev: no copy into a growing buffer.
+            batch.append(chunk)
+            size += len(chunk)
+            if size < limit and not due:
+                continue
             if due:
                 last_checkpoint = now
-            await report(await writer.submit(batch, sync=due))
-        return await writer.finish(buf)
+            await report(await writer.submit(batch, size, sync=due))
+            batch, size = [], 0
+        return await writer.finish(batch, size)
 
     async def finish(self, info: UploadInfo) -> UploadInfo:
         # The file is already whole: bytes were written in place.
