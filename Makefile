@@ -11,17 +11,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tusserver-installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run lint typecheck test e2e bench bench-catalog clean
+.PHONY: help install run lint typecheck test e2e bench bench-quick bench-single bench-catalog clean
 
 help:
 	@echo "make run        start the server on http://127.0.0.1:8080/files/ (data in ./data)"
 	@echo "make test       install, lint, typecheck, then every test (e2e included)"
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make typecheck  mypy (strict, configured in pyproject.toml)"
-	@echo "make bench      benchmarks (not part of make test); prints a table"
+	@echo "make bench      tusserver vs the Node.js reference server (not part of make test); prints a table"
+	@echo "make bench-quick  the same, smaller sizes, under two minutes"
+	@echo "make bench-single one upload in a single PATCH: MB/s, CPU, peak RSS vs the loopback limit"
 	@echo "make bench-catalog  catalog list/search queries on SQLite and Postgres; prints a table"
 	@echo "make e2e        only the end-to-end tests (real server, tuspy, tus-js-client)"
-	@echo "make clean      remove caches, build output and tests/e2e/js/node_modules"
+	@echo "make clean      remove caches, build output and the node_modules of tests and bench"
 
 install: $(STAMP)
 
@@ -61,6 +63,12 @@ e2e: install
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: install
+	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
+
+bench-single: install
 	$(BIN)/python -m bench.single_patch $(BENCH_ARGS)
 
 bench-catalog: install
@@ -69,5 +77,7 @@ bench-catalog: install
 # Keeps .venv (shared, slow to rebuild) and ./data (somebody's uploads).
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info tests/e2e/js/node_modules
+	rm -rf bench/reference/node_modules
+	rm -rf test-artifacts
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 	rm -f $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -24,7 +25,7 @@ from delivery.routes import delivery_routes
 from delivery.service import Delivery
 from delivery.signing import UrlSigner
 from delivery.tokens import LocalOneTimeStore, OneTimeStore, RedisOneTimeStore
-from tusserver import errors
+from tusserver import errors, web
 from tusserver.api.direct_local import PART_PATH
 from tusserver.api.direct_routes import CREATION_PATHS as DIRECT_CREATION_PATHS
 from tusserver.api.direct_routes import direct_routes
@@ -38,6 +39,7 @@ from tusserver.handlers.options import discovery_headers
 from tusserver.health import Readiness, backend_checks
 from tusserver.hooks import Hooks
 from tusserver.idempotent_http import IdempotentCreation
+from tusserver.jsonapi import not_found
 from tusserver.keyring import signing_keys
 from tusserver.listener import FanOut, NullListener, UploadListener
 from tusserver.metrics import (
@@ -49,6 +51,8 @@ from tusserver.metrics import (
 )
 from tusserver.middleware import CORSMiddleware, RequestIdMiddleware, TusProtocolMiddleware
 from tusserver.models import UploadInfo
+from tusserver.openapi import PATH as OPENAPI_PATH
+from tusserver.openapi import openapi_endpoint
 from tusserver.ratelimit import RateLimitMiddleware
 from tusserver.settings import Settings
 from tusserver.state.lease import FileLease
@@ -154,6 +158,14 @@ def create_app(
             guards.bind(parts.redis if parts is not None else None)
             await stack.enter_async_context(hooks.running())
             loop = asyncio.get_running_loop()
+            # File and fsync work runs in threads (local store, local state, SQLite). The
+            # default pool (CPUs + 4) queues them behind each other under concurrent uploads;
+            # these threads mostly wait on the disk, so more of them cost little.
+            executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=64, thread_name_prefix="tus-io"
+            )
+            loop.set_default_executor(executor)
+            stack.callback(executor.shutdown, wait=False, cancel_futures=True)
             # For the signal handler (cli.serve): it may run between two steps of the loop,
             # so the shutdown itself is scheduled on the loop.
             app.state.request_shutdown = lambda: loop.call_soon_threadsafe(service.begin_shutdown)
@@ -230,6 +242,10 @@ def create_app(
                 public_prefixes=public_prefixes,
             ),
         )
+    if web.enabled(settings):
+        # Right inside the request id, outside auth: the page is public and asks for the
+        # token itself; outside CORS too, as only its own origin loads it.
+        middleware.insert(1, Middleware(web.WebUI, settings=settings))
     readiness = Readiness()
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -245,12 +261,15 @@ def create_app(
         routes += delivery_routes(lambda: delivery_holder.get("delivery"))
     routes += upload_api_routes()
     routes += direct_routes()
-    # Local part URLs carry their own signature, as S3's presigned URLs do.
-    public_prefixes.append(PART_PATH)
+    routes.append(Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]))
+    # Local part URLs carry their own signature, as S3's presigned URLs do; the API's
+    # description is public.
+    public_prefixes.extend((PART_PATH, OPENAPI_PATH))
     app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
+        exception_handlers={404: not_found},
     )
     app.state.service = slot.service
     app.state.settings = settings

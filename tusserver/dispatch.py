@@ -27,6 +27,14 @@ from tusserver.uploads import UploadService
 
 log = logging.getLogger("tusserver.http")
 
+try:
+    from redis.exceptions import RedisError
+
+    # Redis (state and locks) failing is an outage to retry, like S3's: 503, never a 500.
+    _STATE_ERRORS: tuple[type[Exception], ...] = (RedisError,)
+except ImportError:  # the redis extra is not installed
+    _STATE_ERRORS = ()
+
 
 class ServiceSlot:
     """Holds the upload service once its backends are open (S3 and Redis open in the
@@ -77,6 +85,12 @@ class TusDispatch:
             response = await self._route(service, request, method, upload_id)
         except errors.TusError as error:
             response = error_response(error, method=method)
+        except _STATE_ERRORS as exc:
+            log.warning(
+                "request.state_unavailable",
+                extra={"path": path, "method": method, "error": type(exc).__name__},
+            )
+            response = error_response(errors.StorageUnavailable(), method=method)
         except Exception:
             # Rendered here, inside the CORS middleware, so even a 500 reaches browser code
             # as a real status instead of an opaque network error (T217).

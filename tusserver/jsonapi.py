@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from tusserver import errors
@@ -40,6 +40,14 @@ def json_error(error: errors.TusError, details: Any = None) -> Response:
     return JSONResponse(
         {"error": body}, status_code=error.status, headers={**NO_STORE, **error.headers}
     )
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """Starlette's answer for a path no route matches (a malformed upload id, say): JSON
+    under ``/api/`` like every other API error, Starlette's plain text elsewhere."""
+    if request.url.path.startswith("/api/"):
+        return json_error(errors.NotFound("not found"))
+    return PlainTextResponse("Not Found", status_code=404)
 
 
 class ApiError(Exception):
@@ -71,7 +79,13 @@ async def read_json(request: Request, *, max_bytes: int = 64 * 1024) -> Any:
     if kind != "application/json":
         raise ApiError(errors.JsonRequired())
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    # isascii: str.isdigit() alone also takes digits such as "²" that int() refuses.
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > max_bytes
+    ):
         raise ApiError(errors.PayloadTooLarge(f"the body may hold at most {max_bytes} bytes"))
     body = bytearray()
     async for chunk in request.stream():

@@ -93,9 +93,12 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds without body bytes before a PATCH is cut off."
     )
     write_buffer: int = Field(
-        4 * 1024 * 1024,
+        1024 * 1024,
         ge=64 * 1024,
-        description="Bytes gathered in memory before one write to disk (per upload).",
+        description=(
+            "Bytes gathered before one write to disk (per upload; the chunks are written as "
+            "received, with one `pwritev`)."
+        ),
     )
     checkpoint_interval: float = Field(
         1.0,
@@ -198,6 +201,13 @@ class Settings(BaseSettings):
     metrics: bool = Field(True, description="Serve Prometheus metrics at `/metrics`.")
     catalog: bool = Field(
         True, description="Record finished uploads in the catalog and serve `/api/v1/files`."
+    )
+    web_ui: bool = Field(
+        True,
+        description=(
+            "Serve the browser demo page at `/` (assets under `/static/`): uploads with "
+            "tus-js-client, the catalog list, downloads. Public; the API calls it makes are not."
+        ),
     )
     database_url: SecretStr | None = Field(
         None,

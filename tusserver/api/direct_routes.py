@@ -178,7 +178,7 @@ def _owner(request: Request) -> str | None:
 
 def _declared_length(request: Request) -> int | None:
     raw = request.headers.get("content-length")
-    return int(raw) if raw is not None and raw.isdigit() else None
+    return int(raw) if raw is not None and raw.isascii() and raw.isdigit() else None
 
 
 async def _body(reader: BodyReader) -> AsyncIterator[bytes]:
@@ -285,7 +285,7 @@ async def part_url(request: Request) -> Response:
     direct = _service(request)
     upload = await direct.load(_upload_id(request), owner=_owner(request), kind="multipart")
     raw: str = request.path_params["part_number"]
-    if not raw.isdigit() or len(raw) > 5:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 5:  # isdigit alone takes "²"
         raise errors.ValidationFailed(f"part_number must be within [1, {upload.num_parts}]")
     if not upload.active:
         raise errors.InvalidUploadState(f"the upload is {upload.status.value}")

@@ -178,6 +178,13 @@ class RedisLocker:
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._holders: dict[str, ReleasableHandle] = {}
+        # This process's waiters for one upload queue here in arrival order (asyncio.Lock is
+        # FIFO) and only the first polls Redis. Polling alone is unfair: a client answered
+        # 423 that comes straight back would win over requests that waited all along.
+        self._queues: dict[str, tuple[asyncio.Lock, int]] = {}
+        # upload id -> the handle of this process's holder: a waiter here asks it directly
+        # and takes the lock the moment it is released, not a poll later.
+        self._local: dict[str, ReleasableHandle] = {}
 
     def _names(self, upload_id: str) -> tuple[str, str]:
         _check_id(upload_id)
@@ -194,10 +201,20 @@ class RedisLocker:
         published_at = float("-inf")
         started = loop.time()
         waited = False
+        queue, users = self._queues.get(upload_id, (asyncio.Lock(), 0))
+        self._queues[upload_id] = (queue, users + 1)
+        queued = False
         try:
+            waited = queue.locked() and wait > 0
+            try:
+                async with asyncio.timeout(wait if queue.locked() else None):
+                    queued = await queue.acquire()
+            except TimeoutError:
+                raise errors.Locked() from None
             while not await self._redis.set(key, token, nx=True, px=self._ttl_ms):
                 waited = wait > 0  # the sweeper's wait=0 probe is not a wait
                 now = loop.time()
+                holder = self._local.get(upload_id)
                 if request_release and now - published_at >= self._republish_every:
                     if published_at == float("-inf"):  # counted once, however often repeated
                         self._metrics.lock_release_requested()
@@ -205,29 +222,49 @@ class RedisLocker:
                     # listening on its channel.
                     await self._redis.publish(channel, "release")
                     published_at = now
+                if request_release and holder is not None:
+                    holder.request_release()
                 if now >= deadline:
                     raise errors.Locked()
-                await asyncio.sleep(min(self._poll, max(deadline - now, 0.001)))
+                pause = min(self._poll, max(deadline - now, 0.001))
+                if holder is None:
+                    await asyncio.sleep(pause)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(pause):
+                            await holder.released.wait()
         finally:
+            if queued:
+                queue.release()
+            users = self._queues[upload_id][1]
+            if users > 1:
+                self._queues[upload_id] = (queue, users - 1)
+            else:
+                del self._queues[upload_id]
             # Counted whether the wait ended with the lock or with a 423.
             if waited:
                 self._metrics.lock_waited(loop.time() - started)
         handle = ReleasableHandle()
+        self._local[upload_id] = handle
         refresher: asyncio.Task[None] | None = None
         try:
             await self._subscribe(channel, handle)
             refresher = asyncio.create_task(self._keep_alive(key, token, handle))
             yield handle
         finally:
-            if refresher is not None:
-                refresher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
-            await self._unsubscribe(channel)
-            # Shielded: a cancelled request must still hand its lock back, not leave it to
-            # expire after the TTL.
-            await asyncio.shield(self._redis.eval(_RELEASE, 1, key, token))
-            handle.released.set()
+            try:
+                if refresher is not None:
+                    refresher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await refresher
+                await self._unsubscribe(channel)
+                # Shielded: a cancelled request must still hand its lock back, not leave it
+                # to expire after the TTL.
+                await asyncio.shield(self._redis.eval(_RELEASE, 1, key, token))
+                handle.released.set()
+            finally:
+                if self._local.get(upload_id) is handle:
+                    del self._local[upload_id]
 
     async def _keep_alive(self, key: str, token: str, handle: ReleasableHandle) -> None:
         while True:

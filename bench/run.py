@@ -1,0 +1,776 @@
+"""``make bench``: our server against the Node.js reference (@tus/server), side by side, one table.
+
+Owns the benchmark run: which servers start (per backend pair: tusserver on local disk vs
+@tus/file-store; tusserver on S3 + Redis vs @tus/s3-store, both on one moto server and one
+redis-server), the scenarios, the A B A B alternation, the measurements, and the table
+printed and written to ``bench/results/latest.md`` (raw numbers in ``latest.json``).
+
+Each scenario runs ``rounds`` times; in each round every contender runs once, in the same
+order (ours, reference, [ours without catalog], the loopback sink), so slow drift of the
+machine hits all of them alike. Servers start fresh for each scenario (after a short warm-up)
+and run side by side (an idle one costs nothing); moto and redis live for the whole backend.
+Before each run the server's peak RSS is reset; after it the server's CPU is read once it is
+idle again (work the run left behind counts), two uploads are checked with HEAD, every upload
+is removed (tus DELETE; on S3, a moto reset) and dirty pages are synced, so one server's
+writeback never lands in the other's run.
+
+Usage: ``python -m bench.run [--quick] [--only local|s3] [--scenarios chunked,concurrent,
+small,single] [--rounds N] [--no-catalog] [--env TUS_NAME=value ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench import reference_node
+from bench.loadgen import (
+    GiB,
+    KiB,
+    MiB,
+    Payload,
+    RunResult,
+    Scenario,
+    delete_all,
+    head_offset,
+    run_scenario,
+)
+from bench.procs import Meter, Proc
+from tests.netutil import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+CLIENT_BOUND = 0.9  # client CPU seconds per wall second above which the client is the limit
+S3_MAX_SIZE = 4 * GiB
+T = TypeVar("T")
+
+
+def human(size: int) -> str:
+    for unit, name in ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} B"
+
+
+def scenario(
+    key: str, uploads: int, size: int, chunk: int, concurrency: int, with_upload: bool = False
+) -> Scenario:
+    """A Scenario titled from its numbers, e.g. "20 x 64 MiB in 8 MiB PATCHes, 4 at a time"."""
+    if with_upload:
+        shape = "creation-with-upload"
+    elif chunk < size:
+        shape = f"in {human(chunk)} PATCHes"
+    else:
+        shape = "in a single PATCH" if uploads == 1 else "one PATCH each"
+    title = f"{uploads} x {human(size)} {shape}"
+    if uploads > 1:
+        title += ", all at once" if concurrency >= uploads else f", {concurrency} at a time"
+    return Scenario(key, title, uploads, size, chunk, concurrency, with_upload)
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    """The issue's four scenarios; --quick shrinks them so the whole run stays under 2 min."""
+    if quick:
+        return [
+            scenario("chunked", 5, 16 * MiB, 8 * MiB, 4),
+            scenario("concurrent", 20, 4 * MiB, 4 * MiB, 20),
+            scenario("small", 200, 16 * KiB, 16 * KiB, 16, with_upload=True),
+            scenario("single", 1, 256 * MiB, 256 * MiB, 1),
+        ]
+    return [
+        scenario("chunked", 20, 64 * MiB, 8 * MiB, 4),
+        scenario("concurrent", 100, 4 * MiB, 4 * MiB, 100),
+        scenario("small", 1000, 16 * KiB, 16 * KiB, 16, with_upload=True),
+        scenario("single", 1, GiB, GiB, 1),
+    ]
+
+
+WARMUP = [
+    scenario("warmup", 20, 16 * KiB, 16 * KiB, 4, with_upload=True),
+    scenario("warmup", 2, 8 * MiB, 4 * MiB, 2),
+]
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """The client runs on uvloop when it is installed (uvicorn[standard] brings it)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+# -- the servers ------------------------------------------------------------------------------
+
+
+@dataclass
+class Contender:
+    """One server in the comparison, started and ready."""
+
+    key: str  # ours | ref | ours-nocat | sink
+    label: str
+    backend: str  # local | s3 | limit
+    proc: Proc
+    port: int
+    cleanup: Callable[[Contender, list[str]], None]
+    verify: bool = True
+
+
+@dataclass
+class Measurement:
+    scenario: str
+    backend: str
+    contender: str
+    label: str
+    round: int
+    result: RunResult
+    server_cpu: float
+    peak_rss: int
+    services_cpu: float | None
+
+
+@dataclass
+class Backend:
+    """One backend pair: the services its servers share (S3: moto and redis) and how to
+    start the servers. Services live for the whole backend; servers are started fresh for
+    each scenario, so one scenario's memory high-water mark never shows up in the next."""
+
+    name: str  # local | s3
+    start_servers: Callable[[], list[Contender]]
+    services: Meter | None = None
+    stop: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for stop in reversed(self.stop):
+            stop()
+
+
+def our_env(extra: dict[str, str], **settings: str) -> dict[str, str]:
+    """The environment for ``tusserver serve``: no inherited TUS_* (only --env and ours)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUS_")}
+    env.update(
+        TUS_LOG_LEVEL="warning",
+        # 1000 creations in seconds from one anonymous client is the point of the benchmark.
+        TUS_RATE_LIMIT_PER_USER="0",
+        TUS_RATE_LIMIT_PER_IP="0",
+        TUS_RATE_LIMIT_CREATIONS_PER_USER="0",
+    )
+    env.update(settings)
+    env.update(extra)
+    return env
+
+
+def start_ours(
+    key: str,
+    label: str,
+    backend: str,
+    workdir: Path,
+    env: dict[str, str],
+    cleanup: Callable[..., None],
+) -> Contender:
+    port = free_port()
+    data_dir = workdir / f"{key}-{backend}-{port}"
+    data_dir.mkdir()
+    argv = [sys.executable, "-m", "tusserver.cli", "serve", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
+    proc = Proc(label, argv, env, workdir / f"{key}-{backend}-{port}.log")
+    proc.wait_http(port)
+    return Contender(key, label, backend, proc, port, cleanup)
+
+
+def start_reference(
+    label: str, backend: str, workdir: Path, env: dict[str, str], cleanup: Callable[..., None]
+) -> Contender:
+    port = free_port()
+    node = reference_node.node_binary()
+    full_env = {**os.environ, **env, "REF_PORT": str(port), "NODE_ENV": "production"}
+    argv = [node, str(reference_node.SERVER_SCRIPT)]
+    proc = Proc(label, argv, full_env, workdir / f"reference-{port}.log")
+    proc.wait_http(port)
+    return Contender("ref", label, backend, proc, port, cleanup)
+
+
+def start_sink(workdir: Path) -> Contender:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.sink", "--port", str(port)]
+    proc = Proc("loopback sink", argv, dict(os.environ), workdir / f"sink-{port}.log")
+    proc.wait_http(port)
+    return Contender("sink", "loopback sink (limit)", "limit", proc, port, no_cleanup, False)
+
+
+def sink_list(workdir: Path) -> list[Contender]:
+    return [start_sink(workdir)]
+
+
+def no_cleanup(contender: Contender, paths: list[str]) -> None:
+    return None
+
+
+def tus_delete(contender: Contender, paths: list[str]) -> None:
+    failed = run_async(delete_all(contender.port, paths))
+    if failed:
+        print(f"  note: {failed} DELETEs on {contender.label} did not answer 204", flush=True)
+
+
+class Moto:
+    """moto's S3 server (the tests' helper) plus the buckets the two servers use."""
+
+    def __init__(self, buckets: Sequence[str]) -> None:
+        from tests.services_s3 import MOTO
+
+        self._moto = MOTO
+        self.url = MOTO.ensure_started()
+        self.buckets = list(buckets)
+        self.make_buckets()
+
+    @property
+    def pid(self) -> int:
+        proc = self._moto._proc  # the tests' helper keeps the Popen private; we only read it
+        assert proc is not None
+        return proc.pid
+
+    def make_buckets(self) -> None:
+        # moto takes unsigned requests: a plain PUT creates a bucket.
+        for bucket in self.buckets:
+            request = urllib.request.Request(f"{self.url}/{bucket}", method="PUT")
+            with urllib.request.urlopen(request, timeout=30):
+                pass
+
+    def reset(self, contender: Contender, paths: list[str]) -> None:
+        """Forget every object (moto keeps them in memory), then recreate the buckets."""
+        request = urllib.request.Request(self.url + "/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=60):
+            pass
+        self.make_buckets()
+
+    def stop(self) -> None:
+        self._moto.stop()
+
+
+def start_all(starters: Sequence[Callable[[], Contender]]) -> list[Contender]:
+    """Start each server; if one fails, stop those already running."""
+    started: list[Contender] = []
+    try:
+        for start in starters:
+            started.append(start())
+    except BaseException:
+        stop_all(started)
+        raise
+    return started
+
+
+def stop_all(contenders: Sequence[Contender]) -> None:
+    for contender in contenders:
+        contender.proc.stop()
+
+
+def local_backend(
+    workdir: Path, extra_env: dict[str, str], no_catalog: bool, with_reference: bool
+) -> Backend:
+    base = {"TMPDIR": str(workdir)}
+
+    def reference() -> Contender:
+        ref_dir = Path(tempfile.mkdtemp(prefix="reference-", dir=workdir))
+        env = {**base, "REF_STORE": "file", "REF_DIR": str(ref_dir)}
+        return start_reference("@tus/server file-store", "local", workdir, env, tus_delete)
+
+    def ours(key: str, label: str, **settings: str) -> Callable[[], Contender]:
+        env = our_env(extra_env, **base, **settings)
+        return partial(start_ours, key, label, "local", workdir, env, tus_delete)
+
+    starters: list[Callable[[], Contender]] = [ours("ours", "tusserver local")]
+    if with_reference:
+        starters.append(reference)
+    if no_catalog:
+        starters.append(ours("ours-nocat", "tusserver local, no catalog", TUS_CATALOG="false"))
+    return Backend("local", partial(start_all, starters))
+
+
+def s3_backend(
+    workdir: Path, extra_env: dict[str, str], no_catalog: bool, with_reference: bool
+) -> Backend:
+    """moto and redis-server (the tests' helpers), shared by every server of the backend."""
+    from tests.services_redis import REDIS
+    from tusserver.settings import Settings
+
+    moto = Moto(["bench-ours", "bench-nocat", "bench-ref"])
+    backend = Backend("s3", list, stop=[moto.stop])
+    try:
+        redis_url = REDIS.ensure_started()
+        backend.stop.append(REDIS.stop)
+        assert REDIS.proc is not None
+        backend.services = Meter([moto.pid, REDIS.proc.pid])
+    except BaseException:
+        backend.close()
+        raise
+    default_part = Settings.model_fields["s3_part_size"].default
+    part_size = extra_env.get("TUS_S3_PART_SIZE", str(default_part))
+    aws = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "TMPDIR": str(workdir),
+    }
+    s3 = {
+        **aws,
+        "TUS_STORAGE": "s3",
+        "TUS_S3_ENDPOINT_URL": moto.url,
+        "TUS_S3_PART_SIZE": part_size,
+        "TUS_MAX_SIZE": str(S3_MAX_SIZE),
+        "TUS_STATE": "redis",
+        "TUS_REDIS_URL": redis_url,
+    }
+    ref_env = {
+        **aws,
+        "REF_STORE": "s3",
+        "REF_S3_ENDPOINT": moto.url,
+        "REF_S3_BUCKET": "bench-ref",
+        "REF_PART_SIZE": part_size,
+        "REF_REDIS_URL": redis_url,
+    }
+
+    def ours(key: str, label: str, **settings: str) -> Callable[[], Contender]:
+        env = our_env(extra_env, **s3, **settings)
+        return partial(start_ours, key, label, "s3", workdir, env, moto.reset)
+
+    reference = partial(
+        start_reference, "@tus/server s3-store+redis", "s3", workdir, ref_env, moto.reset
+    )
+    starters: list[Callable[[], Contender]] = [
+        ours("ours", "tusserver s3+redis", TUS_S3_BUCKET="bench-ours", TUS_REDIS_PREFIX="tus:"),
+    ]
+    if with_reference:
+        starters.append(reference)
+    if no_catalog:
+        starters.append(
+            ours(
+                "ours-nocat", "tusserver s3+redis, no catalog", TUS_S3_BUCKET="bench-nocat",
+                TUS_REDIS_PREFIX="tusnc:", TUS_CATALOG="false",
+            )
+        )  # fmt: skip
+    backend.start_servers = partial(start_all, starters)
+    return backend
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+
+def measure(
+    contender: Contender,
+    scenario: Scenario,
+    payload: Payload,
+    services: Meter | None,
+) -> tuple[RunResult, float, int, float | None]:
+    """One run: (client result, server CPU s, server peak RSS, services CPU s)."""
+    meter = contender.proc.meter
+    meter.settle()
+    if services is not None:
+        services.settle()
+    meter.reset_peak()
+    cpu_before = meter.cpu_seconds()
+    services_before = services.cpu_seconds() if services is not None else 0.0
+    result = run_async(run_scenario(contender.port, scenario, payload))
+    cpu = meter.settle() - cpu_before
+    services_cpu = services.settle() - services_before if services is not None else None
+    peak = meter.peak_rss()
+    if contender.verify:
+        for path in {result.locations[0], result.locations[-1]}:
+            offset, length = run_async(head_offset(contender.port, path))
+            if offset != scenario.size or length != scenario.size:
+                raise RuntimeError(
+                    f"{contender.label}: {path} reports offset {offset}, length {length}; "
+                    f"{scenario.size} bytes were sent"
+                )
+    contender.cleanup(contender, result.locations)
+    os.sync()  # the reference's file store leaves dirty pages; flush them outside any run
+    return result, cpu, peak, services_cpu
+
+
+def warm_up(contenders: Sequence[Contender], payload: Payload) -> None:
+    for contender in contenders:
+        for scenario in WARMUP:
+            result = run_async(run_scenario(contender.port, scenario, payload))
+            contender.cleanup(contender, result.locations)
+
+
+def run_backend(
+    backend: Backend,
+    plan: Sequence[Scenario],
+    rounds: int,
+    payload: Payload,
+    out: list[Measurement],
+    extra: Callable[[], list[Contender]] = list,
+) -> None:
+    """Each scenario on freshly started servers: warm-up, then ``rounds`` rounds A B A B."""
+    for scenario in plan:
+        contenders = backend.start_servers()
+        try:
+            contenders += extra()
+            warm_up(contenders, payload)
+            for round_no in range(1, rounds + 1):
+                for contender in contenders:
+                    services = backend.services if contender.backend == "s3" else None
+                    result, cpu, peak, services_cpu = measure(
+                        contender, scenario, payload, services
+                    )
+                    out.append(
+                        Measurement(
+                            scenario.key, backend.name, contender.key, contender.label,
+                            round_no, result, cpu, peak, services_cpu,
+                        )
+                    )  # fmt: skip
+                    print(
+                        f"  {scenario.key:<10} {backend.name:<5} round {round_no} "
+                        f"{contender.label:<32} {result.mb_per_s:8.1f} MB/s "
+                        f"{result.uploads_per_s:8.1f} uploads/s  server CPU {cpu:6.2f} s  "
+                        f"client load {result.client_load:.2f}",
+                        flush=True,
+                    )
+        finally:
+            stop_all(contenders)
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Row:
+    scenario: str
+    backend: str
+    contender: str
+    label: str
+    mb_per_s: float
+    uploads_per_s: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu: float
+    services_cpu: float | None
+    peak_rss_mib: float
+    client_load: float
+    runs: int
+    mb_per_s_all: list[float]
+
+
+def aggregate(measurements: Sequence[Measurement]) -> list[Row]:
+    groups: dict[tuple[str, str, str], list[Measurement]] = {}
+    for m in measurements:
+        backend = "limit" if m.contender == "sink" else m.backend
+        groups.setdefault((m.scenario, backend, m.contender), []).append(m)
+    rows = []
+    for (scenario, backend, contender), runs in groups.items():
+        latencies = [x for m in runs for x in m.result.data_latencies]
+        services = [m.services_cpu for m in runs if m.services_cpu is not None]
+        rows.append(
+            Row(
+                scenario=scenario,
+                backend=backend,
+                contender=contender,
+                label=runs[0].label,
+                mb_per_s=statistics.median(m.result.mb_per_s for m in runs),
+                uploads_per_s=statistics.median(m.result.uploads_per_s for m in runs),
+                p50_ms=percentile(latencies, 50) * 1000,
+                p99_ms=percentile(latencies, 99) * 1000,
+                server_cpu=statistics.median(m.server_cpu for m in runs),
+                services_cpu=statistics.median(services) if services else None,
+                peak_rss_mib=max(m.peak_rss for m in runs) / MiB,
+                client_load=max(m.result.client_load for m in runs),
+                runs=len(runs),
+                mb_per_s_all=[round(m.result.mb_per_s, 1) for m in runs],
+            )
+        )
+    return rows
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def render_table(rows: Sequence[Row], plan: Sequence[Scenario]) -> tuple[str, list[str]]:
+    order = {"ours": 0, "ref": 1, "ours-nocat": 2}
+    backend_order = {"local": 0, "s3": 1, "limit": 2}
+    header = [
+        "scenario", "server", "MB/s", "uploads/s", "p50 ms", "p99 ms", "CPU s",
+        "peak RSS MiB", "vs reference", "% of limit",
+    ]  # fmt: skip
+    lines = [header, ["---"] * 2 + ["---:"] * (len(header) - 2)]
+    notes = []
+    for scenario in plan:
+        mine = [r for r in rows if r.scenario == scenario.key]
+        mine.sort(key=lambda r: (backend_order[r.backend], order.get(r.contender, 9)))
+        limit = next((r for r in mine if r.contender == "sink"), None)
+        for row in mine:
+            ref = next((r for r in mine if r.backend == row.backend and r.contender == "ref"), None)
+            vs_ref = "—"
+            if ref is not None and row.contender.startswith("ours"):
+                vs_ref = f"{row.mb_per_s / ref.mb_per_s:.2f}x"
+            of_limit = f"{row.mb_per_s / limit.mb_per_s:.0%}" if limit is not None else "—"
+            cpu = f"{row.server_cpu:.2f}"
+            if row.services_cpu is not None:
+                cpu += f" (+{row.services_cpu:.2f})"
+            label = row.label
+            if row.client_load >= CLIENT_BOUND:
+                label += " †"
+                notes.append(
+                    f"† {scenario.title}, {row.label}: the client used "
+                    f"{row.client_load:.0%} of a core — it, not the server, may be the limit."
+                )
+            lines.append(
+                [
+                    scenario.title, label, f"{row.mb_per_s:.1f}", f"{row.uploads_per_s:.1f}",
+                    _ms(row.p50_ms), _ms(row.p99_ms), cpu, f"{row.peak_rss_mib:.0f}",
+                    vs_ref, of_limit,
+                ]
+            )  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for n, line in enumerate(lines):
+        if n == 1:
+            cells = [
+                ("-" * (w - 1) + ":") if c.endswith(":") else "-" * w
+                for c, w in zip(line, widths, strict=True)
+            ]
+        else:
+            cells = [
+                c.ljust(w) if i < 2 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            ]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out), notes
+
+
+def disk_write_speed(directory: Path, payload: Payload, size: int) -> float:
+    """MB/s of one sequential write of ``size`` bytes and its fdatasync, in ``directory``."""
+    path = directory / "disk-probe.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        started = time.perf_counter()
+        for piece in payload.slices(size):
+            os.write(fd, piece)
+        os.fdatasync(fd)
+        elapsed = time.perf_counter() - started
+    finally:
+        os.close(fd)
+        path.unlink()
+    return size / elapsed / 1e6
+
+
+def _run(argv: Sequence[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def machine_header(
+    args: argparse.Namespace, versions: dict[str, str], rounds: int, disk_mb_s: float
+) -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu_model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GiB
+    commit = _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = _run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
+    node = shutil.which("node")
+
+    def pkg(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "?"
+
+    ref = ", ".join(f"{name} {v}" for name, v in versions.items()) or "not installed"
+    redis = _run(["redis-server", "--version"]).split(" v=")[-1].split(" ")[0]
+    return [
+        f"# tusserver vs the Node.js reference — {'quick' if args.quick else 'full'} run",
+        "",
+        f"- {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {os.cpu_count()} CPUs "
+        f"({cpu_model}), {mem_gib:.0f} GiB RAM, Linux {platform.release()}; the data dirs' disk "
+        f"writes {disk_mb_s:.0f} MB/s sequentially (fdatasync included)",
+        f"- Python {platform.python_version()} (uvicorn {pkg('uvicorn')}, starlette "
+        f"{pkg('starlette')}); Node {_run([node, '--version']) if node else '?'}",
+        f"- tusserver {pkg('tusserver')} at {commit}{' (uncommitted changes)' if dirty else ''}",
+        f"- reference: {ref}",
+        f"- S3 rows: moto {pkg('moto')} server and redis-server {redis} on loopback, shared by "
+        "both servers; CPU s in parentheses is theirs",
+        f"- {rounds} round(s) per scenario, servers alternating A B A B (ours, reference, "
+        "sink); medians of rounds, latencies pooled",
+    ]
+
+
+METHOD_NOTES = [
+    "MB/s and uploads/s: bytes (uploads) sent ÷ wall time from the first request to the last "
+    "response; the client holds one keep-alive connection per concurrent upload.",
+    "p50/p99 ms: latency of the requests that carried upload bytes (PATCHes; the POSTs in "
+    "creation-with-upload), every round pooled.",
+    "CPU s: user+system time of the server's process tree from the run's start until it is "
+    "idle again (work left behind counts). Peak RSS: VmHWM, reset at the run's start.",
+    "vs reference: MB/s of ours ÷ MB/s of @tus/server on the same backend (= the uploads/s "
+    "ratio). % of limit: MB/s ÷ the loopback sink's MB/s for the same requests and bytes.",
+    "Setup: tusserver with its defaults except TUS_LOG_LEVEL=warning and the rate limits off "
+    "(TUS_RATE_LIMIT_*=0; by default one user may create 120 uploads a minute). @tus/server "
+    "with its defaults; on S3 with a RedisKvStore cache (its multi-instance setup; it ships no "
+    "Redis locker) and, like ours, the AWS SDK's checksums only when required (its default "
+    "streams every part with a CRC32 trailer that moto decodes in Python: about 3x slower "
+    "here). Both use our S3 part size.",
+    "Durability differs: tusserver fdatasyncs bytes and fsyncs its state before it "
+    "acknowledges an offset; @tus/file-store never fsyncs. tusserver also hashes (sha256) and "
+    "records every finished upload in its catalog (SQLite), unless 'no catalog'.",
+]
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="tusserver vs the Node.js reference tus server, side by side; one table",
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, one round (< 2 min)")
+    parser.add_argument("--only", choices=["local", "s3"], help="one backend pair only")
+    parser.add_argument(
+        "--scenarios",
+        help="comma-separated subset of: chunked, concurrent, small, single (default: all)",
+    )
+    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 2; quick 1)")
+    parser.add_argument(
+        "--no-catalog",
+        action="store_true",
+        help="also run tusserver with TUS_CATALOG=false (one more row each: the catalog's cost)",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="TUS_NAME=VALUE",
+        help="a setting for our server (repeatable), e.g. --env TUS_WRITE_BUFFER=8388608",
+    )
+    parser.add_argument("--no-reference", action="store_true", help="skip the Node.js rows")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = scenarios(args.quick)
+    if args.scenarios:
+        wanted = {name.strip() for name in args.scenarios.split(",")}
+        unknown = wanted - {s.key for s in plan}
+        if unknown:
+            print(f"unknown scenario(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        plan = [s for s in plan if s.key in wanted]
+    rounds = args.rounds or (1 if args.quick else 2)
+    extra_env = dict(item.split("=", 1) for item in args.env)
+    backends = [args.only] if args.only else ["local", "s3"]
+    notes: list[str] = []
+    versions: dict[str, str] = {}
+    if not args.no_reference:
+        try:
+            versions = reference_node.ensure_installed()
+        except reference_node.NodeMissingError as exc:
+            notes.append(f"no reference rows: {exc}")
+            args.no_reference = True
+    if "s3" in backends and shutil.which("redis-server") is None:
+        notes.append("no S3 rows: redis-server is not installed (apt-get install redis-server)")
+        backends.remove("s3")
+
+    payload = Payload()
+    measurements: list[Measurement] = []
+    workdir = Path(tempfile.mkdtemp(prefix="tusbench-"))
+    disk_mb_s = disk_write_speed(workdir, payload, 256 * MiB if args.quick else GiB)
+    try:
+        for name in backends:
+            print(f"{name}: starting services", flush=True)
+            make = local_backend if name == "local" else s3_backend
+            backend = make(workdir, extra_env, args.no_catalog, not args.no_reference)
+            # The sink (the limit) runs with the first backend only: the same machine for both.
+            extra = partial(sink_list, workdir) if name == backends[0] else list
+            try:
+                run_backend(backend, plan, rounds, payload, measurements, extra)
+            finally:
+                backend.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    rows = aggregate(measurements)
+    table, flagged = render_table(rows, plan)
+    top = max((m.result.client_load for m in measurements), default=0.0)
+    notes.append(
+        f"Client: asyncio on uvloop, one process; its CPU per wall second peaked at {top:.0%} "
+        f"of a core (≥ {CLIENT_BOUND:.0%} is flagged †). It shares the {os.cpu_count()} CPUs "
+        "with the server under test (and moto/redis on S3)."
+    )
+    notes += flagged
+    text = "\n".join(
+        [
+            *machine_header(args, versions, rounds, disk_mb_s),
+            "",
+            table,
+            "",
+            *(f"- {note}" for note in METHOD_NOTES + notes),
+            "",
+        ]
+    )
+    print()
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.md").write_text(text)
+    raw = {
+        "quick": args.quick,
+        "rounds": rounds,
+        "reference_versions": versions,
+        "rows": [row.__dict__ for row in rows],
+        "runs": [
+            {
+                "scenario": m.scenario,
+                "backend": m.backend,
+                "server": m.label,
+                "round": m.round,
+                "wall_s": m.result.wall,
+                "mb_per_s": m.result.mb_per_s,
+                "server_cpu_s": m.server_cpu,
+                "services_cpu_s": m.services_cpu,
+                "peak_rss_bytes": m.peak_rss,
+                "client_load": m.result.client_load,
+                "create_p50_ms": percentile(m.result.create_latencies, 50) * 1000
+                if m.result.create_latencies
+                else None,
+            }
+            for m in measurements
+        ],
+    }
+    (RESULTS / "latest.json").write_text(json.dumps(raw, indent=2))
+    print(f"written to {RESULTS / 'latest.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
