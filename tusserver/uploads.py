@@ -358,7 +358,12 @@ class UploadService:
         updated = current.replace(offset=offset, expires_at=self._expiry())
         if declared_length is not None and updated.length is None:
             updated = await self._declare(updated, declared_length)
-        await self.ctx.state.update(updated)
+        if not (updated.is_complete and self.ctx.composer.finish_is_free):
+            # A complete upload on a store whose finish cannot fail (local: the bytes are
+            # already in place) is recorded once, by ``finish``, which the caller runs next:
+            # the offset is acknowledged only after that. Elsewhere the offset is recorded
+            # now, so a failed finish (S3 down) never loses track of stored bytes.
+            await self.ctx.state.update(updated)
         log.info(
             "upload.chunk_written",
             extra={"upload_id": updated.id, "offset": updated.offset},

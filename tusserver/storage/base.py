@@ -189,6 +189,9 @@ class StoreComposer:
     sidecars: Sidecars | None = None
     orphan_sweeper: OrphanSweeper | None = None
     presigner: Presigner | None = None
+    # True when ``core.finish`` does nothing that can fail (the bytes are whole as written),
+    # so a completing write need not record its offset before finishing.
+    finish_is_free: bool = False
 
     @classmethod
     def from_store(cls, store: DataStore) -> StoreComposer:
@@ -206,6 +209,7 @@ class StoreComposer:
             sidecars=store if isinstance(store, Sidecars) else None,
             orphan_sweeper=store if isinstance(store, OrphanSweeper) else None,
             presigner=store if isinstance(store, Presigner) else None,
+            finish_is_free=bool(getattr(store, "finish_is_free", False)),
         )
 
     def extensions(self, *, expiration: bool) -> list[str]:
