@@ -69,11 +69,15 @@ def upload(
     length: int | None = -1,
     **metadata: str | None,
 ) -> UploadInfo:
+    size = len(data) if length == -1 else length
+    stored = len(data) if offset is None else offset
     return UploadInfo(
         id=upload_id,
-        length=len(data) if length == -1 else length,
-        offset=len(data) if offset is None else offset,
+        length=size,
+        offset=stored,
         metadata=metadata,
+        # A complete upload has been finished (its object exists), as the service makes it.
+        finished_at=1.0 if size is not None and stored >= size else None,
     )
 
 
@@ -161,6 +165,8 @@ async def test_zero_length_upload_is_an_empty_200() -> None:
         upload(offset=4),  # bytes still missing
         upload(offset=0),
         upload(length=None, offset=10),  # deferred length: never finished
+        # every byte stored, but finishing failed (S3's CompleteMultipartUpload): no object
+        upload().replace(finished_at=None),
     ],
 )
 async def test_unfinished_upload_is_409(info: UploadInfo) -> None:

@@ -23,8 +23,10 @@ async def handle_get(request: Request, ctx: TusContext, info: UploadInfo) -> Res
     reader = ctx.composer.reader
     if reader is None:
         raise MethodNotAllowed("this storage backend does not serve downloads")
-    if not info.is_complete or info.length is None:
-        # Serving a prefix as if it were the file would hand out a truncated download.
+    if not info.is_complete or info.length is None or info.finished_at is None:
+        # Serving a prefix as if it were the file would hand out a truncated download; and
+        # all bytes stored but not yet finished (S3's CompleteMultipartUpload failed) means
+        # no object to read yet: the next HEAD or PATCH finishes it.
         raise NotFinished()
     media_type = safe_media_type(info.metadata.get("filetype"))
     disposition = content_disposition(
