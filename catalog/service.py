@@ -85,6 +85,7 @@ class Catalog:
         self._queue: asyncio.Queue[str] = asyncio.Queue(config.queue_size)
         self._workers: list[asyncio.Task[None]] = []
         self._queued: set[str] = set()
+        self._processing: dict[str, asyncio.Future[None]] = {}
 
     def now(self) -> datetime:
         return utc(self._clock())
@@ -194,7 +195,21 @@ class Catalog:
                 self._queue.task_done()
 
     async def process(self, file_id: str) -> None:
-        """Fill in the sha256 (if not hashed on the way in), media fields and thumbnail."""
+        """Fill in the sha256 (if not hashed on the way in), media fields and thumbnail.
+
+        A second caller for the same file (a request that needs the result now, while a
+        worker has it) waits for the run in progress instead of probing twice.
+        """
+        running = self._processing.get(file_id)
+        if running is not None:
+            await asyncio.shield(running)
+            return
+        task = asyncio.ensure_future(self._process(file_id))
+        self._processing[file_id] = task
+        task.add_done_callback(lambda _: self._processing.pop(file_id, None))
+        await task
+
+    async def _process(self, file_id: str) -> None:
         record = await self.repo.get_any(file_id)
         if record is None or record.deleted_at is not None or record.processed_at is not None:
             return
