@@ -8,7 +8,6 @@ offending parameter named; a database outage is a 503 with a neutral message.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
@@ -25,13 +24,13 @@ from catalog.service import Catalog
 from tusserver import errors
 from tusserver.jsonapi import ApiError, MethodRouter, json_response, read_json, validate
 from tusserver.principal import principal_of
+from tusserver.protocol import is_valid_upload_id
 
 PREFIX = "/api/v1/files"
 MAX_PAGE_SIZE = 50
 MAX_RECENT = 20
 MAX_SEARCH = 200
 MAX_METADATA_KEYS = 100
-_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class ListParams(BaseModel):
@@ -127,7 +126,7 @@ def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]
 
     def file_id(request: Request) -> str:
         value: str = request.path_params["file_id"]
-        if _ID.fullmatch(value) is None:
+        if not is_valid_upload_id(value):
             raise errors.FileNotFound()
         return value
 

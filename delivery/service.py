@@ -27,6 +27,7 @@ from tusserver.disposition import clean_filename, content_disposition, safe_medi
 from tusserver.download import serve_bytes
 from tusserver.models import UploadInfo
 from tusserver.principal import Principal
+from tusserver.protocol import is_valid_upload_id
 from tusserver.settings import Settings
 from tusserver.storage.base import StoreComposer
 
@@ -80,7 +81,11 @@ class Delivery:
             )
             record = await self._catalog.get_by_key(key, owner=owner)
         elif file_id is not None:
-            record = await self._catalog.get(file_id, owner=owner) if _is_id(file_id) else None
+            record = (
+                await self._catalog.get(file_id, owner=owner)
+                if is_valid_upload_id(file_id)
+                else None
+            )
         else:
             raise errors.ValidationFailed("give file_id or storage_key")
         if record is None:
@@ -177,7 +182,11 @@ class Delivery:
     async def serve(self, request: Request, token: str) -> Response:
         claims = self._signer.verify(token, now=self._clock())
         file_id, name = claims.get("f"), claims.get("n")
-        if not isinstance(file_id, str) or not _is_id(file_id) or not isinstance(name, str):
+        if (
+            not isinstance(file_id, str)
+            or not is_valid_upload_id(file_id)
+            or not isinstance(name, str)
+        ):
             raise errors.SignatureInvalid()
         record = await self._catalog.get(file_id, owner=None)
         reader = self._composer.reader
@@ -199,10 +208,6 @@ class Delivery:
             # The URL is the credential and expires; no shared cache may keep the bytes.
             cache_control="private, no-store",
         )
-
-
-def _is_id(value: str) -> bool:
-    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
 def _info(record: FileRecord) -> UploadInfo:

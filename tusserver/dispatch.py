@@ -23,17 +23,10 @@ from tusserver.handlers.patch import handle_patch
 from tusserver.handlers.post import handle_post
 from tusserver.principal import principal_of
 from tusserver.responses import error_response
+from tusserver.state.base import STATE_UNAVAILABLE
 from tusserver.uploads import UploadService
 
 log = logging.getLogger("tusserver.http")
-
-try:
-    from redis.exceptions import RedisError
-
-    # Redis (state and locks) failing is an outage to retry, like S3's: 503, never a 500.
-    _STATE_ERRORS: tuple[type[Exception], ...] = (RedisError,)
-except ImportError:  # the redis extra is not installed
-    _STATE_ERRORS = ()
 
 
 class ServiceSlot:
@@ -85,7 +78,7 @@ class TusDispatch:
             response = await self._route(service, request, method, upload_id)
         except errors.TusError as error:
             response = error_response(error, method=method)
-        except _STATE_ERRORS as exc:
+        except STATE_UNAVAILABLE as exc:
             log.warning(
                 "request.state_unavailable",
                 extra={"path": path, "method": method, "error": type(exc).__name__},

@@ -35,6 +35,7 @@ from tusserver.body import BodyEnd, BodyReader
 from tusserver.idempotent_http import idempotent_json
 from tusserver.jsonapi import MethodRouter, json_response, read_json, validate
 from tusserver.principal import principal_of
+from tusserver.protocol import is_valid_upload_id
 from tusserver.storage.parts import MAX_PARTS
 from tusserver.urls import public_base
 
@@ -45,7 +46,6 @@ _MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{
 # Lowercase segments of [a-z0-9_-], '/'-separated: no '.', so no '..'; no leading '/'.
 _KEY_PREFIX = re.compile(r"[a-z0-9_-]+(?:/[a-z0-9_-]+)*/?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _filename(value: str) -> str:
@@ -167,7 +167,7 @@ def _service(request: Request) -> DirectUploads:
 
 def _upload_id(request: Request) -> str:
     value: str = request.path_params["upload_id"]
-    if _ID.fullmatch(value) is None:
+    if not is_valid_upload_id(value):
         raise errors.NotFound()
     return value
 

@@ -51,6 +51,7 @@ from tusserver.models import UploadInfo
 from tusserver.principal import principal_of
 from tusserver.protocol import encode_metadata
 from tusserver.settings import Settings
+from tusserver.state.base import STATE_UNAVAILABLE
 from tusserver.uploads import UploadService
 
 log = logging.getLogger("tusserver.api")
@@ -68,12 +69,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # tus metadata keys: no spaces or commas (protocol._METADATA_KEY).
 _METADATA_KEY = re.compile(r"[\x21-\x2b\x2d-\x7e]{1,64}")
 _RESERVED_KEYS = frozenset({"filename", "filetype"})
-try:
-    from redis.exceptions import RedisError
-
-    _STATE_ERRORS: tuple[type[Exception], ...] = (OSError, RedisError)
-except ImportError:  # the redis extra is not installed
-    _STATE_ERRORS = (OSError,)
 
 
 class _UploadIdConvertor(Convertor[str]):
@@ -170,7 +165,7 @@ def status_json(info: UploadInfo) -> dict[str, Any]:
 def _translate(exc: Exception) -> errors.TusError | None:
     if isinstance(exc, SQLAlchemyError):
         return errors.CatalogUnavailable()
-    if isinstance(exc, _STATE_ERRORS):
+    if isinstance(exc, (OSError, *STATE_UNAVAILABLE)):
         return errors.StorageUnavailable()
     return None
 

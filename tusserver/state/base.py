@@ -86,3 +86,12 @@ class Locker(Protocol):
         up to ``wait`` seconds; then raise ``tusserver.errors.Locked``.
         """
         ...
+
+
+try:
+    from redis.exceptions import RedisError
+
+    # The state store failing (Redis down, failed over) is an outage to retry: 503, never 500.
+    STATE_UNAVAILABLE: tuple[type[Exception], ...] = (RedisError,)
+except ImportError:  # the redis extra is not installed
+    STATE_UNAVAILABLE = ()
