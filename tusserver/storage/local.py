@@ -27,7 +27,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tusserver.fsutil import atomic_write, check_writable_dir, fsync_dir
+from tusserver.fsutil import atomic_write, check_writable_dir, fsync_dir, start_writeback
 from tusserver.models import UploadInfo
 from tusserver.storage.base import (
     SIDECAR_NAMES,
@@ -86,6 +86,8 @@ def _write_batch(fd: int, buffers: Sequence[bytes], position: int, sync: bool) -
     _pwrite_all(fd, buffers, position)
     if sync:
         os.fdatasync(fd)
+    else:
+        start_writeback(fd, position, sum(len(b) for b in buffers))
 
 
 def _write_last_batch(fd: int, buffers: Sequence[bytes], position: int) -> None:
