@@ -36,3 +36,55 @@ def test_start_writeback_on_a_bad_descriptor_is_only_a_hint() -> None:
     os.close(read_end)
     os.close(write_end)
     fsutil.start_writeback(write_end, 0, 10)
+
+
+def test_concurrent_dir_fsyncs_share_work_and_all_return(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 32 threads each create an entry and ask for a directory fsync. Every call must return
+    # after an fsync that began after it was called; concurrent calls share fsyncs.
+    import threading
+    import time
+
+    calls: list[tuple[float, float]] = []
+    real = fsutil._fsync_dir_now
+
+    def slow_fsync(path: Path) -> None:
+        start = time.monotonic()
+        time.sleep(0.01)
+        real(path)
+        calls.append((start, time.monotonic()))
+
+    monkeypatch.setattr(fsutil, "_fsync_dir_now", slow_fsync)
+    covered: list[bool] = []
+
+    def worker(n: int) -> None:
+        (tmp_path / f"f{n}").write_bytes(b"x")
+        asked = time.monotonic()
+        fsutil.fsync_dir(tmp_path)
+        covered.append(any(start >= asked for start, _ in calls))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert covered == [True] * 32
+    assert len(calls) < 32
+
+
+def test_a_failed_dir_fsync_raises_and_the_next_call_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = [True]
+    real = fsutil._fsync_dir_now
+
+    def flaky(path: Path) -> None:
+        if failing.pop() if failing else False:
+            raise OSError(5, "EIO")
+        real(path)
+
+    monkeypatch.setattr(fsutil, "_fsync_dir_now", flaky)
+    with pytest.raises(OSError, match="EIO"):
+        fsutil.fsync_dir(tmp_path)
+    fsutil.fsync_dir(tmp_path)
