@@ -66,12 +66,24 @@ class UploadInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict; ``from_dict(to_dict(x)) == x``."""
-        data = dataclasses.asdict(self)
-        data["concat"] = self.concat.value
-        data["partials"] = list(self.partials)
-        data["metadata"] = dict(self.metadata)
-        data["storage"] = dict(self.storage)
-        return data
+        # Field by field rather than dataclasses.asdict, which deep-copies recursively and
+        # cost about a tenth of a small creation's CPU. ``storage`` values are JSON scalars.
+        return {
+            "id": self.id,
+            "length": self.length,
+            "offset": self.offset,
+            "metadata": dict(self.metadata),
+            "metadata_raw": self.metadata_raw,
+            "concat": self.concat.value,
+            "partials": list(self.partials),
+            "concat_raw": self.concat_raw,
+            "owner": self.owner,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "finished_at": self.finished_at,
+            "sha256": self.sha256,
+            "storage": dict(self.storage),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UploadInfo:
