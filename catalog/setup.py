@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.db import open_engine
 from catalog.media import MediaProber
-from catalog.migrate import current_revision, head_revision, upgrade
+from catalog.migrate import SCHEMA_HEAD, current_revision, upgrade
 from catalog.repository import FileRepository
 from catalog.service import Catalog, CatalogConfig
 from tusserver.settings import Settings
@@ -46,15 +46,16 @@ async def open_catalog(
     engine = open_engine(settings.catalog_url())
     stack.push_async_callback(engine.dispose)
     try:
-        if migrates_on_startup(settings):
-            await asyncio.wait_for(upgrade(engine), 60)
         current = await asyncio.wait_for(current_revision(engine), 30)
+        if current != SCHEMA_HEAD and migrates_on_startup(settings):
+            await asyncio.wait_for(upgrade(engine), 60)
+            current = await asyncio.wait_for(current_revision(engine), 30)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         # The class only: the driver's message may quote the URL, password included.
         raise CatalogStartupError(
             f"the catalog database is unreachable (TUS_DATABASE_URL): {type(exc).__name__}"
         ) from None
-    head = head_revision()
+    head = SCHEMA_HEAD
     if current != head:
         raise CatalogStartupError(
             f"the catalog schema is at {current or 'nothing'}, the code needs {head}: "

@@ -23,7 +23,7 @@ from tusserver.handlers.patch import handle_patch
 from tusserver.handlers.post import handle_post
 from tusserver.principal import principal_of
 from tusserver.responses import error_response
-from tusserver.state.base import STATE_UNAVAILABLE
+from tusserver.state.base import state_unavailable
 from tusserver.uploads import UploadService
 
 log = logging.getLogger("tusserver.http")
@@ -78,7 +78,7 @@ class TusDispatch:
             response = await self._route(service, request, method, upload_id)
         except errors.TusError as error:
             response = error_response(error, method=method)
-        except STATE_UNAVAILABLE as exc:
+        except state_unavailable() as exc:
             log.warning(
                 "request.state_unavailable",
                 extra={"path": path, "method": method, "error": type(exc).__name__},

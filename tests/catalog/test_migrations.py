@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from catalog.db import open_engine
-from catalog.migrate import current_revision, downgrade, head_revision, upgrade
+from catalog.migrate import SCHEMA_HEAD, current_revision, downgrade, head_revision, upgrade
 from catalog.models import Base, UTCDateTime
 
 
@@ -60,5 +60,30 @@ async def test_downgrade_to_base_and_back(database_url: str) -> None:
         await upgrade(engine)
         await upgrade(engine)  # a second upgrade is a no-op
         assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+def test_the_schema_head_constant_is_the_scripts_head() -> None:
+    # The server trusts SCHEMA_HEAD to skip loading Alembic; a new migration must bump it.
+    assert head_revision() == SCHEMA_HEAD
+
+
+async def test_current_revision_reads_what_alembic_reads(database_url: str) -> None:
+    engine = open_engine(database_url)
+
+    def alembic_says(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    try:
+        assert await current_revision(engine) is None  # no alembic_version table yet
+        for step in ("0001", "head", "base", "head"):
+            if step == "base":
+                await downgrade(engine, step)
+            else:
+                await upgrade(engine, step)
+            async with engine.connect() as connection:
+                expected = await connection.run_sync(alembic_says)
+            assert await current_revision(engine) == expected
     finally:
         await engine.dispose()

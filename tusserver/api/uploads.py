@@ -51,7 +51,7 @@ from tusserver.models import UploadInfo
 from tusserver.principal import principal_of
 from tusserver.protocol import encode_metadata
 from tusserver.settings import Settings
-from tusserver.state.base import STATE_UNAVAILABLE
+from tusserver.state.base import state_unavailable
 from tusserver.uploads import UploadService
 
 log = logging.getLogger("tusserver.api")
@@ -165,7 +165,7 @@ def status_json(info: UploadInfo) -> dict[str, Any]:
 def _translate(exc: Exception) -> errors.TusError | None:
     if isinstance(exc, SQLAlchemyError):
         return errors.CatalogUnavailable()
-    if isinstance(exc, (OSError, *STATE_UNAVAILABLE)):
+    if isinstance(exc, (OSError, *state_unavailable())):
         return errors.StorageUnavailable()
     return None
 

@@ -16,9 +16,8 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from starlette.requests import Request
 
 from tusserver import errors
@@ -27,6 +26,10 @@ from tusserver.hooks.signing import signed_headers
 from tusserver.protocol import ConcatRequest, encode_metadata
 from tusserver.settings import Settings
 
+if TYPE_CHECKING:
+    import httpx
+
+# httpx is imported when the hook starts: a server without hooks never loads it.
 log = logging.getLogger("tusserver.hooks")
 
 # More than any sensible answer; a hook cannot make us buffer more.
@@ -64,6 +67,8 @@ class PreCreateHook:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[PreCreateHook]:
+        import httpx
+
         self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
         try:
             yield self
@@ -73,6 +78,8 @@ class PreCreateHook:
 
     async def screen(self, upload: Mapping[str, Any]) -> dict[str, str]:
         """Ask the hook about a proposed upload; the metadata it adds, or a TusError."""
+        import httpx
+
         if self._client is None:  # not started (no lifespan): the gate is not there, so closed
             raise errors.HookUnavailable()
         event = build_event("upload.pre_create", upload, upload_id="", now=self._clock())

@@ -18,8 +18,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from tusserver.hooks.events import Event, build_event, stable_event_id, upload_view
 from tusserver.hooks.signing import signed_headers
@@ -27,6 +26,10 @@ from tusserver.listener import TerminationReason
 from tusserver.models import UploadInfo
 from tusserver.settings import WEBHOOK_EVENTS, Settings
 
+if TYPE_CHECKING:
+    import httpx
+
+# httpx is imported when the hook starts: a server without hooks never loads it.
 log = logging.getLogger("tusserver.webhook")
 
 
@@ -152,6 +155,8 @@ class WebhookListener:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[WebhookListener]:
+        import httpx
+
         self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
         self._sender = asyncio.create_task(self._send_forever(), name="webhook-sender")
         try:
@@ -208,6 +213,8 @@ class WebhookListener:
         log.error("webhook.failed", extra={**fields, "attempts": self._max_attempts})
 
     async def _attempt(self, event: Event) -> _Attempt:
+        import httpx
+
         assert self._client is not None
         headers = signed_headers(self._secret, event.id, event.body, self._clock())
         try:

@@ -8,6 +8,7 @@ request to time out.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
@@ -88,10 +89,9 @@ class Locker(Protocol):
         ...
 
 
-try:
-    from redis.exceptions import RedisError
-
-    # The state store failing (Redis down, failed over) is an outage to retry: 503, never 500.
-    STATE_UNAVAILABLE: tuple[type[Exception], ...] = (RedisError,)
-except ImportError:  # the redis extra is not installed
-    STATE_UNAVAILABLE = ()
+def state_unavailable() -> tuple[type[Exception], ...]:
+    """The exceptions that mean the state store is down (Redis down, failing over): an
+    outage to retry, 503, never 500. Only the distributed mode imports redis (6 MiB the
+    embedded server never loads), and no RedisError can be raised before it did."""
+    module = sys.modules.get("redis.exceptions")
+    return (module.RedisError,) if module is not None else ()
