@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from catalog.models import FileRecord
+
+# Rows per group insert: 32 rows of about 20 columns stay far below either database's limit
+# on bound parameters (SQLite 32766, Postgres 65535).
+_GROUP_MAX = 32
+
+log = logging.getLogger("tusserver.catalog")
 
 SortKey = Literal["created_at", "finished_at", "updated_at", "filename", "size"]
 SORT_KEYS: tuple[SortKey, ...] = ("created_at", "finished_at", "updated_at", "filename", "size")
@@ -64,6 +71,10 @@ class FileRepository:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._dialect = engine.dialect.name
         self._insert = _insert_unless_present()
+        self._insert_many_cache: dict[int, TextClause] = {}
+        # Rows waiting for the running group insert, and that insert's task (see ``add``).
+        self._queued: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
+        self._committer: asyncio.Task[None] | None = None
         # SQLite has one writer at a time, and a second connection that finds the database
         # locked sleeps in SQLite's busy handler (up to 100 ms a turn): 16 uploads finishing
         # together had a p99 of 677 ms. Queueing writes here costs microseconds instead.
@@ -87,13 +98,80 @@ class FileRepository:
 
         ``ON CONFLICT DO NOTHING`` on the primary key makes a retried finish (or two
         instances finishing the same upload) record it once, without a race window.
+
+        Group commit: adds that arrive while an insert is running are inserted together, in
+        one statement and one transaction, when it ends. Each caller still returns only once
+        its row is committed. A burst of small uploads finishing together (the 16 KiB
+        benchmark) paid a begin, an insert, a commit and a pool reset, each a thread hop
+        into the database driver, per file.
         """
-        # Core insert built once and fed parameters: compiled once per process, not per
-        # upload (on the final PATCH's path). Keys are column names: ``metadata``, not ``meta``.
+        # Keys are column names (``metadata``, not ``meta``); every column is a parameter
+        # of the one statement: absent ones are NULL (or {}).
         row = {("metadata" if key == "meta" else key): value for key, value in values.items()}
-        # Every column is a parameter of the one statement: absent ones are NULL (or {}).
         for column in FileRecord.__table__.columns:
             row.setdefault(column.name, {} if column.name == "metadata" else None)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queued.append((row, future))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_queued(), name="catalog-insert")
+        return await future
+
+    async def _commit_queued(self) -> None:
+        try:
+            while self._queued:
+                batch = self._queued[:_GROUP_MAX]
+                del self._queued[:_GROUP_MAX]
+                try:
+                    await self._commit_batch(batch)
+                except BaseException as exc:
+                    # Cancelled (shutdown) or a bug: no caller may wait for ever, neither in
+                    # this batch nor queued behind it.
+                    for _, future in [*batch, *self._queued]:
+                        if not future.done():
+                            future.set_exception(exc)
+                    self._queued.clear()
+                    raise
+        finally:
+            self._committer = None
+
+    async def _commit_batch(
+        self, batch: Sequence[tuple[dict[str, Any], asyncio.Future[bool]]]
+    ) -> None:
+        if len(batch) > 1:
+            params = {
+                f"{name}_{n}": value
+                for n, (row, _) in enumerate(batch)
+                for name, value in row.items()
+            }
+            inserted: set[str] | None = None
+            try:
+                async with self._writing(), self.engine.begin() as connection:
+                    result = await connection.execute(self._insert_many(len(batch)), params)
+                    inserted = set(result.scalars().all())
+            except Exception as exc:
+                # One bad row (a storage key taken, a value the column refuses) fails the
+                # whole statement: redo them one by one, so each caller gets its own answer.
+                log.debug("catalog.group_insert_split", extra={"error": type(exc).__name__})
+            if inserted is not None:
+                claimed: set[str] = set()
+                for row, future in batch:
+                    # The same id twice in one batch: the first row is the one inserted.
+                    created = row["id"] in inserted and row["id"] not in claimed
+                    claimed.add(row["id"])
+                    if not future.done():
+                        future.set_result(created)
+                return
+        for row, future in batch:
+            try:
+                created = await self._add_one(row)
+            except Exception as exc:  # handed to its caller, raised there
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(created)
+
+    async def _add_one(self, row: dict[str, Any]) -> bool:
         try:
             async with self._writing(), self.engine.begin() as connection:
                 result = await connection.execute(self._insert, row)
@@ -104,6 +182,12 @@ class FileRepository:
                 return False
             raise
         return bool(getattr(result, "rowcount", 0))
+
+    def _insert_many(self, count: int) -> TextClause:
+        statement = self._insert_many_cache.get(count)
+        if statement is None:
+            statement = self._insert_many_cache[count] = _insert_many_unless_present(count)
+        return statement
 
     async def update_fields(self, file_id: str, values: Mapping[str, Any]) -> None:
         async with self._writing(), self._sessions.begin() as session:
@@ -246,3 +330,20 @@ def _insert_unless_present() -> TextClause:
     values = ", ".join(f":{column.name}" for column in columns)
     statement = text(f"INSERT INTO files ({names}) VALUES ({values}) ON CONFLICT (id) DO NOTHING")  # noqa: S608
     return statement.bindparams(*(bindparam(c.name, type_=c.type) for c in columns))
+
+
+def _insert_many_unless_present(count: int) -> TextClause:
+    """``count`` rows in one ``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id``: the ids
+    returned are the rows inserted (SQLite 3.35+ and Postgres). Parameters are named
+    ``<column>_<row>``; compiled once per row count."""
+    columns = list(FileRecord.__table__.columns)
+    names = ", ".join(column.name for column in columns)
+    rows = ", ".join(
+        "(" + ", ".join(f":{column.name}_{n}" for column in columns) + ")" for n in range(count)
+    )
+    statement = text(
+        f"INSERT INTO files ({names}) VALUES {rows} ON CONFLICT (id) DO NOTHING RETURNING id"  # noqa: S608
+    )
+    return statement.bindparams(
+        *(bindparam(f"{c.name}_{n}", type_=c.type) for n in range(count) for c in columns)
+    )

@@ -15,7 +15,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -167,6 +167,47 @@ async def test_concurrent_adds_of_different_ids_all_insert(
     rows = [record(filename=f"{n}.mp4") for n in range(10)]
     assert await asyncio.gather(*(repo.add(row) for row in rows)) == [True] * 10
     assert await count_rows(engine) == 10
+
+
+async def test_concurrent_adds_share_insert_statements(
+    repo: FileRepository, engine: AsyncEngine
+) -> None:
+    # Group commit: 24 adds arriving together need far fewer INSERTs than rows.
+    inserts: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO FILES"):
+            inserts.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", note)
+    try:
+        rows = [record(filename=f"{n}.mp4") for n in range(24)]
+        assert await asyncio.gather(*(repo.add(row) for row in rows)) == [True] * 24
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", note)
+    assert await count_rows(engine) == 24
+    assert 1 <= len(inserts) <= 3
+    for row in rows:
+        stored = await repo.get_any(row["id"])
+        assert stored is not None
+        assert stored.filename == row["filename"]
+
+
+async def test_a_bad_row_in_a_group_fails_alone(repo: FileRepository, engine: AsyncEngine) -> None:
+    # One row with a taken storage key and one with a naive datetime, among good rows, all
+    # arriving together: each caller gets its own answer, the good rows are inserted.
+    taken = record()
+    await repo.add(taken)
+    good = [record(filename=f"good-{n}.mp4") for n in range(6)]
+    clash = record(storage_key=taken["storage_key"])
+    naive = record(created_at=datetime(2026, 1, 1))
+    calls = [repo.add(row) for row in (*good[:3], clash, naive, *good[3:])]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert results[:3] == [True] * 3
+    assert results[5:] == [True] * 3
+    assert isinstance(results[3], IntegrityError)
+    assert isinstance(results[4], StatementError)
+    assert await count_rows(engine) == 7
 
 
 async def test_metadata_json_round_trips(repo: FileRepository) -> None:
