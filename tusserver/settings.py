@@ -142,6 +142,22 @@ class Settings(BaseSettings):
     s3_max_parts_in_flight: int = Field(
         16, ge=1, description="Parts uploaded in parallel per process (bounds memory)."
     )
+    s3_spool_dir: Path | None = Field(
+        None,
+        description=(
+            "Directory where S3 parts fill once they outgrow `TUS_S3_SPOOL_MEMORY` (anonymous "
+            "temporary files); default: the system temp dir. Needs room for about part size "
+            "times (parts in flight + 2) per upload."
+        ),
+    )
+    s3_spool_memory: int = Field(
+        1024 * 1024,
+        ge=0,
+        description=(
+            "Bytes of a part kept in memory before it spills to disk (per upload); 0 writes "
+            "every piece as it arrives."
+        ),
+    )
     s3_sse: Literal["AES256", "aws:kms"] | None = Field(
         None, description="Server-side encryption for stored objects."
     )

@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+from tusserver.fsutil import check_writable_dir
 from tusserver.metrics import NO_METRICS, MetricsSink, instrument_s3
 from tusserver.settings import Settings
 from tusserver.state.base import Locker, StateStore
@@ -96,6 +97,17 @@ async def _open_s3(settings: Settings, stack: AsyncExitStack, metrics: MetricsSi
 
     from tusserver.storage.s3 import S3Config, S3Store
 
+    spool_dir = settings.s3_spool_dir
+    if spool_dir is not None:
+        # Checked now: a bad spool directory would otherwise fail every upload's first part.
+        try:
+            spool_dir.mkdir(parents=True, exist_ok=True)
+            check_writable_dir(spool_dir)
+        except OSError as exc:
+            raise StartupError(
+                f"TUS_S3_SPOOL_DIR {str(spool_dir)!r} is not a writable directory: "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
     session = get_session()
     client = await stack.enter_async_context(
         session.create_client(
@@ -139,6 +151,8 @@ async def _open_s3(settings: Settings, stack: AsyncExitStack, metrics: MetricsSi
         parts_in_flight=asyncio.Semaphore(settings.s3_max_parts_in_flight),
         sse=settings.s3_sse,
         kms_key_id=settings.s3_kms_key_id,
+        spool_dir=spool_dir,
+        spool_memory=settings.s3_spool_memory,
     )
     return S3Store(client, config)
 

@@ -4,8 +4,12 @@ concurrency bounds, recovery from S3 alone, cleanup, encryption, keys and metada
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -203,6 +207,111 @@ async def test_a_failed_part_reports_only_the_durable_prefix(s3: tuple[Any, str]
     assert await read_all(store, info) == pattern(0, 20 * MiB)
 
 
+class Bodies:
+    """Wraps the client: keeps the body of every part and tail upload, as it was passed."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.parts: list[Any] = []
+        self.tails: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def upload_part(self, **kwargs: Any) -> Any:
+        self.parts.append(kwargs["Body"])
+        await asyncio.sleep(0.02)  # parts overlap, so a cancellation finds some in flight
+        return await self._client.upload_part(**kwargs)
+
+    async def put_object(self, **kwargs: Any) -> Any:
+        if kwargs["Key"].endswith(".part"):
+            self.tails.append(kwargs["Body"])
+        return await self._client.put_object(**kwargs)
+
+    def files(self) -> list[Any]:
+        return [body for body in self.parts + self.tails if not isinstance(body, bytes)]
+
+
+async def test_parts_spill_to_anonymous_files_and_the_bytes_stay_exact(
+    s3: tuple[Any, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, bucket = s3
+    bodies = Bodies(client)
+    store = make_store(
+        bodies, bucket, fixed_part_size=6 * MiB, spool_memory=64 * KiB, spool_dir=tmp_path
+    )
+    size = 23 * MiB + 12345
+    data = os.urandom(size)
+    info = await store.create(make_info(length=size))
+    caplog.set_level(logging.DEBUG, logger="tusserver.storage")
+    # A tail above the memory limit: it spills, and the next write carries it on disk.
+    info = await write(store, info, data[: 300 * KiB])
+    # Parts 1 and 2 (the first starting with the carried tail), then a 1 MiB tail.
+    info = await write(store, info, data[300 * KiB : 13 * MiB])
+    # Part 3 (after the carried 1 MiB), then a remainder above 5 MiB: the final part 4.
+    info = await write(store, info, data[13 * MiB :])
+    spilled = [r for r in caplog.records if r.getMessage() == "storage.part_spilled"]
+    assert len(spilled) == 6  # two tails and four parts
+    assert len(bodies.parts) == 4
+    assert len(bodies.tails) == 2
+    assert len(bodies.files()) == 6  # no part or tail was sent from memory
+    # Every spooled body was closed once its upload ended; none was ever visible on disk.
+    assert all(body.closed for body in bodies.files())
+    assert os.listdir(tmp_path) == []
+    assert await parts_of(client, bucket, info) == [6 * MiB] * 3 + [5 * MiB + 12345]
+    await store.finish(info)
+    got = hashlib.sha256(await read_all(store, info)).hexdigest()
+    assert got == hashlib.sha256(data).hexdigest()
+
+
+async def test_spooled_files_are_closed_when_a_write_fails_or_is_cancelled(
+    s3: tuple[Any, str],
+) -> None:
+    client, bucket = s3
+    counting = Counting(client, fail_parts={2})
+    bodies = Bodies(counting)
+    store = make_store(bodies, bucket, concurrency=4, spool_memory=64 * KiB)
+    info = await store.create(make_info(length=40 * MiB))
+    with pytest.raises(errors.StorageUnavailable):
+        await store.write(info, feed(split(pattern(0, 20 * MiB))))
+    assert len(bodies.files()) >= 2
+    assert all(body.closed for body in bodies.files())
+
+    bodies.parts.clear()
+    counting.fail_parts.clear()
+    info = info.replace(offset=5 * MiB)
+    started = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        for piece in split(pattern(5 * MiB, 30 * MiB)):
+            if len(bodies.parts) >= 3:
+                started.set()
+            yield piece
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(store.write(info, slow()))
+    await asyncio.wait_for(started.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert bodies.files()
+    for _ in range(500):  # a file a thread still writes is closed once the thread is done
+        if all(body.closed for body in bodies.files()):
+            break
+        await asyncio.sleep(0.01)
+    assert all(body.closed for body in bodies.files())
+
+
+async def test_a_broken_spool_is_a_503_not_missing_data(
+    s3: tuple[Any, str], tmp_path: Path
+) -> None:
+    client, bucket = s3
+    store = make_store(client, bucket, spool_memory=0, spool_dir=tmp_path / "gone")
+    info = await store.create(make_info(length=MiB))
+    with pytest.raises(errors.StorageUnavailable):
+        await store.write(info, feed([b"x" * 1000]))
+
+
 async def test_zero_length_upload_is_an_empty_object(s3: tuple[Any, str]) -> None:
     client, bucket = s3
     store = make_store(client, bucket)
@@ -392,6 +501,7 @@ def test_bad_prefixes(prefix: str) -> None:
         {"concurrency": 0},
         {"fixed_part_size": 1},
         {"list_parts_page": 0},
+        {"spool_memory": -1},
     ],
 )
 def test_bad_config_is_refused(config: dict[str, Any]) -> None:

@@ -5,8 +5,12 @@ This module owns the S3 layout and the S3 write path's promises:
 * keys: data ``{prefix}{id}``, info ``{prefix}{id}.info`` (the upload record as JSON, written at
   creation and on length declaration), tail ``{prefix}{id}.part``;
 * incoming bytes are cut into parts of the size planned at creation (``parts.plan_part_size``)
-  and uploaded while the body still arrives, bounded per upload and per process, so memory per
-  upload is about part size * (parts in flight + 1);
+  and uploaded while the body still arrives, bounded per upload and per process;
+* a part fills in a ``PartBuffer``: in memory up to ``spool_memory``, then in an anonymous
+  temporary file under ``spool_dir``, which is the body S3 receives. Memory per upload is thus
+  a small constant (about ``spool_memory`` + one 1 MiB write batch) whatever the part size;
+  local disk holds about part size * (parts in flight + 2) per upload, and a part's file is
+  closed (so freed) as soon as its upload ends, however it ends;
 * bytes that do not fill a part (S3 refuses non-final parts below 5 MiB) are stored as the tail
   object, which the next write (on any instance) prepends; no part below 5 MiB is ever made
   except the last one, which ``finish`` uploads from the tail;
@@ -33,7 +37,8 @@ import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
@@ -46,6 +51,7 @@ from tusserver.storage.base import (
     ProgressCallback,
     check_sidecar_name,
 )
+from tusserver.storage.partbuffer import PartBuffer
 from tusserver.storage.parts import MAX_OBJECT as MAX_OBJECT_SIZE
 from tusserver.storage.parts import MAX_PART, MAX_PARTS, MIN_PART, plan_part_size
 
@@ -104,8 +110,13 @@ class S3Config:
     fixed_part_size: int | None = None
     max_size: int | None = None
     concurrency: int = 4
-    # Shared by every upload of the process: bounds the memory held by parts in flight.
+    # Shared by every upload of the process: bounds the parts in flight (connections, and
+    # the spooled parts they hold on disk).
     parts_in_flight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
+    # Where parts spill to disk (None: the system temp dir), and the bytes of a part kept in
+    # memory before they do.
+    spool_dir: Path | None = None
+    spool_memory: int = _MiB
     sse: Literal["AES256", "aws:kms"] | None = None
     kms_key_id: str | None = None
     # ListParts page size (S3's maximum is 1000); tests make it small to exercise paging.
@@ -117,6 +128,8 @@ class S3Config:
         validate_prefix(self.prefix)
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if self.spool_memory < 0:
+            raise ValueError("spool_memory must not be negative")
         if not 1 <= self.list_parts_page <= 1000:
             raise ValueError("list_parts_page must be within [1, 1000]")
         if self.sse not in (None, "AES256", "aws:kms"):
@@ -176,6 +189,20 @@ def _translated(what: str) -> Iterator[None]:
         raise errors.StorageUnavailable() from exc
 
 
+@contextlib.contextmanager
+def _spooling() -> Iterator[None]:
+    """A failure of the local spool (disk full, directory gone) is an outage of this store: a
+    503 the client retries, never a ``FileNotFoundError`` taken for missing upload data."""
+    try:
+        yield
+    except OSError as exc:
+        log.warning(
+            "storage.spool_failed",
+            extra={"error": type(exc).__name__, "errno": exc.errno},
+        )
+        raise errors.StorageUnavailable() from exc
+
+
 def _run(parts: Sequence[_Part]) -> list[_Part]:
     """The parts numbered 1, 2, 3... without a gap: only these can hold valid bytes."""
     run: list[_Part] = []
@@ -229,23 +256,33 @@ class _Pipeline:
         self._global = store.config.parts_in_flight
         self._pending: deque[tuple[int, asyncio.Task[str]]] = deque()
 
-    async def submit(self, number: int, data: bytes, end: int) -> None:
-        # Waiting here stops the body from being read: that is the memory bound.
-        await self._local.acquire()
+    async def submit(self, number: int, part: PartBuffer, end: int) -> None:
+        """Upload the full ``part`` as part ``number``; this takes ownership of it."""
         try:
-            await self._global.acquire()
+            with _spooling():
+                body = await part.seal()
+            # Waiting here stops the body from being read: that bounds the parts on disk.
+            await self._local.acquire()
+            try:
+                await self._global.acquire()
+            except BaseException:
+                self._local.release()
+                raise
         except BaseException:
-            self._local.release()
+            part.close()
             raise
         task = asyncio.create_task(
-            self._store._upload_part(self._key, self._upload_id, number, data)
+            self._store._upload_part(self._key, self._upload_id, number, body)
         )
-        task.add_done_callback(self._release)
+        # A done callback, not a `finally` in the task: it also runs for a task cancelled
+        # before it started. The file is freed as soon as the part is uploaded (or not).
+        task.add_done_callback(lambda _: self._release(part))
         self._pending.append((end, task))
 
-    def _release(self, _: asyncio.Task[str]) -> None:
+    def _release(self, part: PartBuffer) -> None:
         self._global.release()
         self._local.release()
+        part.close()
 
     def durable(self) -> tuple[int | None, BaseException | None]:
         """Pop the finished parts at the front, in order.
@@ -390,7 +427,7 @@ class S3Store:
         raw = resp.get("Metadata", {}).get(_TAIL_START, "")
         return _Tail(int(raw) if raw.isdigit() else -1, data)
 
-    async def _put_tail(self, upload_id: str, start: int, data: bytes) -> None:
+    async def _put_tail(self, upload_id: str, start: int, data: bytes | BinaryIO) -> None:
         with _translated("tail object"):
             await self._client.put_object(
                 Bucket=self._bucket,
@@ -400,7 +437,9 @@ class S3Store:
                 **self._sse(),
             )
 
-    async def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+    async def _upload_part(
+        self, key: str, upload_id: str, number: int, data: bytes | BinaryIO
+    ) -> str:
         with _translated("upload part"):
             resp = await self._client.upload_part(
                 Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
@@ -468,27 +507,42 @@ class S3Store:
                 )
             else:
                 raise FileNotFoundError(f"S3 holds fewer bytes than offset {start} of {info.id}")
+        trim = bool(carry) and tail is not None and len(tail.data) > len(carry)
+        # The carried bytes start the first part's buffer (spilled to disk if they exceed
+        # the memory limit); this frame lets go of them, so they are not held all request.
+        buffer = self._part_buffer()
+        try:
+            with _spooling():
+                await buffer.append(carry)
+        except BaseException:
+            buffer.close()
+            raise
+        del carry, tail
         return await self._pump(
             info,
             _Cursor(key, upload_id, part_size, k + 1, base),
-            carry,
-            trim=bool(carry) and tail is not None and len(tail.data) > len(carry),
+            buffer,
+            trim=trim,
             skip=skip,
             chunks=chunks,
             on_progress=on_progress,
         )
 
+    def _part_buffer(self) -> PartBuffer:
+        return PartBuffer(memory_limit=self.config.spool_memory, spool_dir=self.config.spool_dir)
+
     async def _pump(
         self,
         info: UploadInfo,
         cursor: _Cursor,
-        carry: bytes,
+        buffer: PartBuffer,
         *,
         trim: bool,
         skip: int,
         chunks: AsyncIterable[bytes],
         on_progress: ProgressCallback | None,
     ) -> int:
+        """Cut ``chunks`` into parts after what ``buffer`` (owned from here on) holds."""
         key, upload_id, part_size = cursor.key, cursor.upload_id, cursor.part_size
         number, position = cursor.number, cursor.position
         first_new = position
@@ -517,8 +571,6 @@ class S3Store:
                 raise error
 
         pipeline = _Pipeline(self, key, upload_id)
-        pending: list[bytes | memoryview] = [carry] if carry else []
-        pending_len = len(carry)
         received = 0
         try:
             async for chunk in chunks:
@@ -533,45 +585,50 @@ class S3Store:
                     view = view[dropped:]
                     await advance(position - skip)
                 while len(view):
-                    take = view[: part_size - pending_len]
+                    take = view[: part_size - buffer.size]
                     view = view[len(take) :]
-                    pending.append(take)
-                    pending_len += len(take)
-                    if pending_len == part_size:
+                    with _spooling():
+                        await buffer.append(take)
+                    if buffer.size == part_size:
                         if number > MAX_PARTS:
                             raise errors.SizeExceeded(
                                 f"the upload needs more than {MAX_PARTS} parts of {part_size}"
                             )
-                        data = b"".join(pending)
-                        pending.clear()
-                        pending_len = 0
-                        await pipeline.submit(number, data, position + part_size)
-                        del data  # the task holds the only reference: freed once uploaded
+                        # The pipeline owns the full buffer from here on (and closes it).
+                        full, buffer = buffer, self._part_buffer()
+                        await pipeline.submit(number, full, position + part_size)
                         number += 1
                         position += part_size
                 await collect()
             await pipeline.wait()
             await collect()
-            remainder = b"".join(pending)
-            pending.clear()
-            if len(remainder) >= MIN_PART:
+            size = buffer.size
+            if size >= MIN_PART:
                 if number > MAX_PARTS:
                     raise errors.SizeExceeded()
-                await self._upload_part(key, upload_id, number, remainder)
-                await advance(position + len(remainder))
-            elif remainder and (received or trim):
+                with _spooling():
+                    body = await buffer.seal()
+                await self._upload_part(key, upload_id, number, body)
+                buffer.close()
+                await advance(position + size)
+            elif size and (received or trim):
                 # Replaces any older tail in one step; the bytes before it are in parts.
-                await self._put_tail(info.id, position, remainder)
+                with _spooling():
+                    body = await buffer.seal()
+                await self._put_tail(info.id, position, body)
+                buffer.close()
                 tail_may_exist = False
-                await advance(position + len(remainder))
+                await advance(position + size)
             return reported - start
         except asyncio.CancelledError:
+            buffer.close()
             await pipeline.cancel()
             raise
         except BaseException:
             # Whatever failed (the client, S3, a callback): report what is durable, then let
             # the error propagate. The buffered bytes are dropped: the offset never moved past
             # them, so the client sends them again.
+            buffer.close()
             await pipeline.wait()
             with contextlib.suppress(Exception):
                 end, _ = pipeline.durable()
@@ -579,6 +636,9 @@ class S3Store:
                     await advance(end)
             await pipeline.cancel()
             raise
+        finally:
+            # Also on success: a buffer left unsealed (nothing to store) holds memory or a file.
+            buffer.close()
 
     async def finish(self, info: UploadInfo) -> UploadInfo:
         if info.length is None:
