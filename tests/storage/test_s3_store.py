@@ -412,6 +412,44 @@ async def test_terminate_leaves_nothing(s3: tuple[Any, str]) -> None:
         await store.write(info.replace(offset=7 * MiB), feed([b"late"]))
 
 
+async def test_finish_copies_the_tail_inside_s3(s3: tuple[Any, str]) -> None:
+    # The tail's bytes become the last part (or the object) by server-side copy; the
+    # process never downloads them. Counted with botocore's own event hooks.
+    client, bucket = s3
+    calls: list[str] = []
+    client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    store = make_store(client, bucket)
+    small = await store.create(make_info(length=3000))
+    small = await write(store, small, pattern(0, 3000))
+    big = await store.create(make_info(length=5 * MiB + 7))
+    big = await write(store, big, pattern(0, 5 * MiB + 7))
+    calls.clear()
+    await store.finish(small)
+    await store.finish(big)
+    assert "GetObject" not in calls
+    assert calls.count("CopyObject") == 1
+    assert calls.count("UploadPartCopy") == 1
+    assert await read_all(store, small) == pattern(0, 3000)
+    assert await read_all(store, big) == pattern(0, 5 * MiB + 7)
+    assert await keys(client, bucket) == {small.id, f"{small.id}.info", big.id, f"{big.id}.info"}
+
+
+async def test_a_tail_longer_than_the_upload_is_cut_at_its_length(s3: tuple[Any, str]) -> None:
+    # Never written by us, but S3 is shared: the object gets exactly the upload's bytes.
+    client, bucket = s3
+    store = make_store(client, bucket)
+    info = await store.create(make_info(length=10))
+    info = await write(store, info, b"0123456789")
+    await client.put_object(
+        Bucket=bucket,
+        Key=f"{info.id}.part",
+        Body=b"0123456789abcde",
+        Metadata={"tus-tail-start": "0"},
+    )
+    await store.finish(info)
+    assert await read_all(store, info) == b"0123456789"
+
+
 @pytest.mark.parametrize(("sse", "kms_key_id"), [("AES256", None), ("aws:kms", "alias/tus-test")])
 async def test_server_side_encryption_is_requested(
     s3: tuple[Any, str], sse: str, kms_key_id: str | None

@@ -165,6 +165,13 @@ class _Tail(NamedTuple):
     data: bytes
 
 
+class _TailSize(NamedTuple):
+    """Where the tail object starts and how long it is, read without its bytes."""
+
+    start: int  # -1 when the object carries no (valid) start: never matches
+    size: int
+
+
 def _error_code(exc: ClientError) -> tuple[str, int]:
     error: Any = exc.response.get("Error", {})
     meta: Any = exc.response.get("ResponseMetadata", {})
@@ -427,6 +434,20 @@ class S3Store:
         raw = resp.get("Metadata", {}).get(_TAIL_START, "")
         return _Tail(int(raw) if raw.isdigit() else -1, data)
 
+    async def _head_tail(self, upload_id: str) -> _TailSize | None:
+        try:
+            with _translated("tail object"):
+                resp = await self._client.head_object(
+                    Bucket=self._bucket, Key=self._tail_key(upload_id)
+                )
+        except FileNotFoundError:
+            return None
+        raw = resp.get("Metadata", {}).get(_TAIL_START, "")
+        return _TailSize(int(raw) if raw.isdigit() else -1, resp["ContentLength"])
+
+    def _tail_source(self, upload_id: str) -> dict[str, str]:
+        return {"Bucket": self._bucket, "Key": self._tail_key(upload_id)}
+
     async def _put_tail(self, upload_id: str, start: int, data: bytes | BinaryIO) -> None:
         with _translated("tail object"):
             await self._client.put_object(
@@ -656,12 +677,14 @@ class S3Store:
             return info
         run = _run(parts)
         ends = _cumulative(run)
-        tail = await self._get_tail(info.id)
+        # The tail's bytes never pass through this process: S3 copies them into the last
+        # part (or the object) itself. 100 uploads finishing together held 100 tails.
+        tail = await self._head_tail(info.id)
         chosen: list[_Part] | None = None
-        last = b""
+        last = 0  # bytes of the tail that end the upload
         for j, end in enumerate(ends):
-            if tail is not None and tail.start == end and end + len(tail.data) >= info.length:
-                chosen, last = run[:j], tail.data[: info.length - end]
+            if tail is not None and tail.start == end and end + tail.size >= info.length:
+                chosen, last = run[:j], info.length - end
                 break
             if end == info.length:
                 chosen = run[:j]
@@ -671,10 +694,7 @@ class S3Store:
         if not chosen:
             # Under 5 MiB in all (or empty): one plain object; S3 cannot complete a multipart
             # upload without parts. Written before the abort, so a retry finds the upload.
-            with _translated("put object"):
-                await self._client.put_object(
-                    Bucket=self._bucket, Key=key, Body=last, **self._object_args(info)
-                )
+            await self._store_small(info, key, last, tail)
             await self._abort(key, upload_id)
         else:
             completed: list[CompletedPartTypeDef] = [
@@ -682,8 +702,16 @@ class S3Store:
             ]
             if last:
                 number = len(chosen) + 1
-                etag = await self._upload_part(key, upload_id, number, last)
-                completed.append({"PartNumber": number, "ETag": etag})
+                with _translated("upload part copy"):
+                    resp = await self._client.upload_part_copy(
+                        Bucket=self._bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource=self._tail_source(info.id),  # type: ignore[arg-type]
+                        CopySourceRange=f"bytes=0-{last - 1}",
+                    )
+                completed.append({"PartNumber": number, "ETag": resp["CopyPartResult"]["ETag"]})
             with _translated("complete multipart upload"):
                 await self._client.complete_multipart_upload(
                     Bucket=self._bucket,
@@ -691,8 +719,35 @@ class S3Store:
                     UploadId=upload_id,
                     MultipartUpload={"Parts": completed},
                 )
-        await self._delete(self._tail_key(info.id))
+        if tail is not None:  # finish runs under the upload's lock: no tail appeared since
+            await self._delete(self._tail_key(info.id))
         return info
+
+    async def _store_small(
+        self, info: UploadInfo, key: str, size: int, tail: _TailSize | None
+    ) -> None:
+        """Write the whole upload, ``size`` bytes at the start of the tail, as the object."""
+        if tail is not None and tail.size == size and size:
+            with _translated("copy object"):
+                await self._client.copy_object(
+                    Bucket=self._bucket,
+                    Key=key,
+                    CopySource=self._tail_source(info.id),  # type: ignore[arg-type]
+                    MetadataDirective="REPLACE",
+                    **self._object_args(info),
+                )
+            return
+        # Empty, or a tail longer than the upload (never written by us): by value.
+        data = b""
+        if size:
+            full = await self._get_tail(info.id)
+            if full is None or len(full.data) < size:
+                raise FileNotFoundError(f"S3 holds fewer than {info.length} bytes of {info.id}")
+            data = full.data[:size]
+        with _translated("put object"):
+            await self._client.put_object(
+                Bucket=self._bucket, Key=key, Body=data, **self._object_args(info)
+            )
 
     # -- Terminater ----------------------------------------------------------------------
 
@@ -943,10 +998,10 @@ class S3Store:
         run = _run(parts)
         ends = _cumulative(run)
         offset = ends[-1]
-        tail = await self._get_tail(upload_id)
+        tail = await self._head_tail(upload_id)
         if tail is not None and tail.start in ends:
             # A tail always ends the durable bytes; parts past its start were never reported.
-            offset = tail.start + len(tail.data)
+            offset = tail.start + tail.size
         if info.length is not None:
             offset = min(offset, info.length)
         return info.replace(offset=offset)
