@@ -63,7 +63,7 @@ e2e: install
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.run --no-catalog $(BENCH_ARGS)
 
 bench-quick: install
 	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)

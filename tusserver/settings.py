@@ -140,7 +140,11 @@ class Settings(BaseSettings):
     )
     s3_concurrency: int = Field(4, ge=1, description="Parts uploaded in parallel per upload.")
     s3_max_parts_in_flight: int = Field(
-        16, ge=1, description="Parts uploaded in parallel per process (bounds memory)."
+        16,
+        ge=1,
+        description=(
+            "Parts uploaded in parallel per process (bounds S3 connections and spool disk)."
+        ),
     )
     s3_spool_dir: Path | None = Field(
         None,
