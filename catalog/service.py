@@ -74,9 +74,13 @@ class Catalog:
         prober: MediaProber | None,
         config: CatalogConfig,
         clock: Callable[[], float],
+        head_cache: Callable[[str], bytes | None] | None = None,
     ) -> None:
         self.repo = repo
         self._reader = reader
+        # The upload service's copy of a finished upload's first bytes (see
+        # tusserver.digests); storage is read only when it has none.
+        self._head_cache = head_cache
         self._locator = locator
         self._sidecars = sidecars
         self._prober = prober
@@ -162,7 +166,13 @@ class Catalog:
         return created
 
     async def _head(self, info: UploadInfo) -> bytes:
-        if self._reader is None or not info.length:
+        if not info.length:
+            return b""
+        wanted = min(SNIFF_BYTES, info.length)
+        cached = self._head_cache(info.id) if self._head_cache is not None else None
+        if cached is not None and len(cached) >= wanted:
+            return cached[:wanted]
+        if self._reader is None:
             return b""
         pieces = []
         async for piece in self._reader.read(info, 0, min(SNIFF_BYTES, info.length)):

@@ -42,6 +42,7 @@ async def open_catalog(
     stack: AsyncExitStack,
     *,
     clock: Callable[[], float],
+    head_cache: Callable[[str], bytes | None] | None = None,
 ) -> Catalog:
     engine = open_engine(settings.catalog_url())
     stack.push_async_callback(engine.dispose)
@@ -78,6 +79,7 @@ async def open_catalog(
             deleted_grace=settings.deleted_grace,
         ),
         clock=clock,
+        head_cache=head_cache,
     )
     catalog.start()
     stack.push_async_callback(catalog.stop)

@@ -6,7 +6,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 
-from tusserver.digests import EMPTY_SHA256, ContentDigests
+from tusserver.digests import EMPTY_SHA256, HEAD_BYTES, ContentDigests
 
 MiB = 1024 * 1024
 
@@ -80,3 +80,38 @@ async def test_entries_are_bounded() -> None:
 
 def test_an_empty_upload_has_the_empty_digest() -> None:
     assert ContentDigests().finish("never-written", 0) == EMPTY_SHA256
+
+
+async def test_the_head_is_kept_for_the_catalog_across_small_writes() -> None:
+    # Writes of 3000 bytes: the first HEAD_BYTES are gathered across three of them.
+    data = os.urandom(20_000)
+    digests = ContentDigests()
+    for start in range(0, len(data), 3000):
+        await consume(digests, "u", start, data[start : start + 3000])
+    assert digests.take_head("u") is None  # only once the upload is finished
+    assert digests.finish("u", len(data)) is not None
+    assert digests.take_head("u") == data[:HEAD_BYTES]
+    assert digests.take_head("u") is None  # taken
+
+
+async def test_no_head_for_an_upload_not_seen_whole() -> None:
+    data = os.urandom(10_000)
+    digests = ContentDigests()
+    await consume(digests, "u", 0, data[:4000])
+    digests.discard("u")  # say another instance took a PATCH
+    assert digests.start("u", 4000) is None
+    assert digests.finish("u", len(data)) is None
+    assert digests.take_head("u") is None
+
+
+async def test_a_short_upload_has_a_short_head() -> None:
+    digests = ContentDigests()
+    await consume(digests, "u", 0, b"%PDF-1.7 tiny")
+    assert digests.finish("u", 13) is not None
+    assert digests.take_head("u") == b"%PDF-1.7 tiny"
+
+
+def test_the_catalog_sniffs_no_more_than_the_head_holds() -> None:
+    from catalog.sniff import SNIFF_BYTES
+
+    assert SNIFF_BYTES <= HEAD_BYTES

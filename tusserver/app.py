@@ -172,7 +172,13 @@ def create_app(
             catalog = None
             if catalog_listener is not None:
                 try:
-                    catalog = await open_catalog(settings, service.ctx.composer, stack, clock=clock)
+                    catalog = await open_catalog(
+                        settings,
+                        service.ctx.composer,
+                        stack,
+                        clock=clock,
+                        head_cache=service.digests.take_head,
+                    )
                 except CatalogStartupError as exc:
                     log.error("startup.failed: %s", exc)
                     raise

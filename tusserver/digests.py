@@ -7,6 +7,10 @@ else (a restart, a PATCH served by another instance, a chunk rolled back, an off
 moved) drops it, and the catalog computes the digest from the stored bytes instead, off the
 request path. Hashing runs in a worker thread in batches (hashlib releases the GIL on large
 updates), so it overlaps with the network and the disk instead of stalling the event loop.
+
+The same feed keeps a copy of the upload's first ``HEAD_BYTES``: the catalog sniffs the
+content type from them (``take_head``) instead of reading them back from storage (two
+thread hops on disk, a ranged GET on S3, per finished upload).
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from typing import Any
 
 # Bytes collected before one thread hop; bounded so memory stays a small constant.
 _BATCH = 1024 * 1024
+# The prefix kept for content sniffing (catalog.sniff.SNIFF_BYTES may not exceed it).
+HEAD_BYTES = 8192
+# Heads of finished uploads waiting for the catalog: it takes each at once, so few wait.
+_MAX_HEADS = 256
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
@@ -34,10 +42,13 @@ class Feed:
     (whether or not it read the body to the end) before the hash may be used.
     """
 
-    def __init__(self, hasher: Any, offset: int) -> None:
+    def __init__(self, hasher: Any, offset: int, head: bytes = b"") -> None:
         self.hasher = hasher
         self.offset = offset
         self.hashed = 0
+        # The upload's first bytes, while fewer than HEAD_BYTES are known (the hash is only
+        # ever continued at its end, so a short head always ends where this feed starts).
+        self.head = head
         self._batch: list[bytes] = []
         self._batch_size = 0
         self._pending: asyncio.Future[None] | None = None
@@ -47,6 +58,8 @@ class Feed:
             self._batch.append(chunk)
             self._batch_size += len(chunk)
             self.hashed += len(chunk)
+            if len(self.head) < HEAD_BYTES:
+                self.head += chunk[: HEAD_BYTES - len(self.head)]
             if self._batch_size >= _BATCH:
                 # One batch in the thread at a time keeps the updates in order.
                 if self._pending is not None:
@@ -74,7 +87,8 @@ class ContentDigests:
     def __init__(self, max_entries: int = 4096, *, enabled: bool = True) -> None:
         self._enabled = enabled
         self._max = max_entries
-        self._running: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._running: OrderedDict[str, tuple[int, Any, bytes]] = OrderedDict()
+        self._heads: OrderedDict[str, bytes] = OrderedDict()
 
     def start(self, upload_id: str, offset: int) -> Feed | None:
         """A feed continuing the hash at ``offset``, or None when it cannot be continued."""
@@ -84,7 +98,7 @@ class ContentDigests:
         if offset == 0:
             return Feed(hashlib.sha256(), 0)
         if entry is not None and entry[0] == offset:
-            return Feed(entry[1], offset)
+            return Feed(entry[1], offset, entry[2])
         return None
 
     async def commit(self, upload_id: str, feed: Feed | None, stored: int) -> None:
@@ -94,7 +108,7 @@ class ContentDigests:
         await feed.settle()
         if feed.hashed != stored:
             return
-        self._running[upload_id] = (feed.offset + stored, feed.hasher)
+        self._running[upload_id] = (feed.offset + stored, feed.hasher, feed.head)
         self._running.move_to_end(upload_id)
         while len(self._running) > self._max:
             self._running.popitem(last=False)
@@ -106,7 +120,15 @@ class ContentDigests:
             return EMPTY_SHA256
         if entry is None or entry[0] != length:
             return None
+        self._heads[upload_id] = entry[2]
+        while len(self._heads) > _MAX_HEADS:
+            self._heads.popitem(last=False)
         return str(entry[1].hexdigest())
+
+    def take_head(self, upload_id: str) -> bytes | None:
+        """The first bytes (up to ``HEAD_BYTES``) of an upload ``finish`` saw whole, once."""
+        return self._heads.pop(upload_id, None)
 
     def discard(self, upload_id: str) -> None:
         self._running.pop(upload_id, None)
+        self._heads.pop(upload_id, None)

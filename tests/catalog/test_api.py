@@ -97,6 +97,28 @@ async def test_a_finished_upload_is_listed_with_size_sha256_and_sniffed_type(
     assert item["created_at"].endswith("Z")
 
 
+async def test_the_sniffed_type_comes_from_the_streamed_bytes_not_a_read_back(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The upload service kept the first bytes as they streamed in; the catalog uses them
+    # and the store is never read for sniffing (a spy on the real LocalStore.read).
+    from tusserver.storage.local import LocalStore
+
+    reads: list[str] = []
+    real_read = LocalStore.read
+
+    def spy(self: LocalStore, info: Any, *args: Any) -> Any:
+        reads.append(info.id)
+        return real_read(self, info, *args)
+
+    monkeypatch.setattr(LocalStore, "read", spy)
+    data = PNG + bytes(20_000)
+    upload_id = await upload(client, data, filetype="image/png")
+    response = await client.get(f"{API}/{upload_id}", headers={"X-Test-User": "alice"})
+    assert response.json()["content_type"] == "image/png"
+    assert reads == []
+
+
 async def test_a_chunked_upload_gets_the_sha256_of_all_its_bytes(
     client: httpx.AsyncClient,
 ) -> None:
