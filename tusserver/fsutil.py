@@ -10,8 +10,29 @@ import secrets
 import stat
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+# pwritev takes at most IOV_MAX buffers per call (1024 on Linux).
+_IOV_MAX = 1024
+
+
+def pwrite_all(fd: int, buffers: Sequence[bytes | memoryview], position: int) -> None:
+    """Write ``buffers`` back to back at ``position`` with ``pwritev``: the pieces go to the
+    kernel as they are, never copied into one big buffer first. A short write is legal: the
+    rest is written from where it stopped."""
+    views = [memoryview(b) for b in buffers if len(b)]
+    while views:
+        written = os.pwritev(fd, views[:_IOV_MAX], position)
+        if written <= 0:
+            raise OSError(errno.EIO, "pwritev made no progress")
+        position += written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
+
 
 # sync_file_range(2) flag: start writeback of the range's dirty pages, do not wait for it.
 _SYNC_FILE_RANGE_WRITE = 2

@@ -27,7 +27,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tusserver.fsutil import atomic_write, check_writable_dir, fsync_dir, start_writeback
+from tusserver.fsutil import (
+    atomic_write,
+    check_writable_dir,
+    fsync_dir,
+    pwrite_all,
+    start_writeback,
+)
 from tusserver.models import UploadInfo
 from tusserver.storage.base import (
     SIDECAR_NAMES,
@@ -61,29 +67,8 @@ def _check_id(upload_id: str) -> str:
     return upload_id
 
 
-# pwritev takes at most IOV_MAX buffers per call (1024 on Linux).
-_IOV_MAX = 1024
-
-
-def _pwrite_all(fd: int, buffers: Sequence[bytes], position: int) -> None:
-    """Write ``buffers`` back to back at ``position`` with ``pwritev``: the body's chunks go
-    to the kernel as they arrived, never copied into one big buffer first. A short write is
-    legal: the rest is written from where it stopped."""
-    views = [memoryview(b) for b in buffers if b]
-    while views:
-        written = os.pwritev(fd, views[:_IOV_MAX], position)
-        if written <= 0:
-            raise OSError(errno.EIO, "pwritev made no progress")
-        position += written
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if written:
-            views[0] = views[0][written:]
-
-
 def _write_batch(fd: int, buffers: Sequence[bytes], position: int, sync: bool) -> None:
-    _pwrite_all(fd, buffers, position)
+    pwrite_all(fd, buffers, position)
     if sync:
         os.fdatasync(fd)
     else:
@@ -91,7 +76,7 @@ def _write_batch(fd: int, buffers: Sequence[bytes], position: int, sync: bool) -
 
 
 def _write_last_batch(fd: int, buffers: Sequence[bytes], position: int) -> None:
-    _pwrite_all(fd, buffers, position)
+    pwrite_all(fd, buffers, position)
     # Cut off whatever an earlier, longer and never acknowledged write left past the new end.
     os.ftruncate(fd, position + sum(len(b) for b in buffers))
     os.fdatasync(fd)
@@ -116,7 +101,7 @@ def _copy_range(src: int, dst: int, length: int, dst_position: int) -> None:
                 continue
         else:
             data = os.pread(src, min(remaining, _COPY_PIECE), src_position)
-            _pwrite_all(dst, [data], dst_position)
+            pwrite_all(dst, [data], dst_position)
             copied = len(data)
         if copied == 0:
             raise EOFError(f"source holds {src_position} bytes, expected {length}")

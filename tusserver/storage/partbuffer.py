@@ -21,13 +21,13 @@ streams as a request body (botocore seeks it back to 0 before a retry).
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
+
+from tusserver.fsutil import pwrite_all
 
 log = logging.getLogger("tusserver.storage")
 
@@ -36,24 +36,6 @@ Piece = bytes | memoryview
 # Bytes handed to one thread write once the buffer spilled: large enough that the thread hop
 # costs little per byte, small enough that two of them are a small constant per upload.
 BATCH = 1024 * 1024
-# pwritev takes at most IOV_MAX buffers per call (1024 on Linux).
-_IOV_MAX = 1024
-
-
-def _pwrite_all(fd: int, pieces: Sequence[Piece], position: int) -> None:
-    """Write ``pieces`` back to back at ``position`` with ``pwritev`` (no joining copy). A
-    short write is legal: the rest is written from where it stopped."""
-    views = [memoryview(piece) for piece in pieces if len(piece)]
-    while views:
-        written = os.pwritev(fd, views[:_IOV_MAX], position)
-        if written <= 0:
-            raise OSError(errno.EIO, "pwritev made no progress")
-        position += written
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if written:
-            views[0] = views[0][written:]
 
 
 def _create(directory: Path | None) -> BinaryIO:
@@ -72,7 +54,7 @@ def _close_created(creating: asyncio.Future[BinaryIO]) -> None:
 
 def _write(file: BinaryIO, pieces: Sequence[Piece], position: int) -> None:
     """Write one batch at its offset (in a worker thread)."""
-    _pwrite_all(file.fileno(), pieces, position)
+    pwrite_all(file.fileno(), pieces, position)
 
 
 class PartBuffer:
