@@ -46,6 +46,22 @@ async def test_missing_bucket_is_named(tmp_path: Path, monkeypatch: pytest.Monke
             await open_components(settings, stack)
 
 
+async def test_an_unusable_spool_dir_is_named(tmp_path: Path) -> None:
+    # A file where the S3 part spool should be: refused at startup, not on the first part.
+    blocker = tmp_path / "spool"
+    blocker.write_text("not a directory")
+    settings = Settings(
+        data_dir=tmp_path,
+        storage="s3",
+        s3_bucket="any-bucket",
+        s3_spool_dir=blocker,
+        max_size=1 << 30,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        with pytest.raises(StartupError, match="TUS_S3_SPOOL_DIR"):
+            await open_components(settings, stack)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
