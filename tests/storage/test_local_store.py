@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.iospy import PwritevSpy
 from tusserver.models import ConcatKind, UploadInfo
 from tusserver.state.base import AlreadyExists
 from tusserver.state.local import LocalStateStore
@@ -171,38 +172,16 @@ async def test_write_to_a_missing_file_creates_nothing(root: Path) -> None:
 async def test_writes_are_batched_in_threads_one_at_a_time(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_pwritev = os.pwritev
-    lock = threading.Lock()
-    in_flight = 0
-    peak = 0
-    sizes: list[int] = []
-    loop_thread = threading.get_ident()
-    threads: set[int] = set()
-
-    def pwritev(fd: int, buffers: Any, position: int) -> int:
-        nonlocal in_flight, peak
-        with lock:
-            in_flight += 1
-            peak = max(peak, in_flight)
-        threads.add(threading.get_ident())
-        try:
-            time.sleep(0.002)  # give the next batch time to fill (and overlap, if it could)
-            sizes.append(sum(len(b) for b in buffers))
-            return real_pwritev(fd, buffers, position)
-        finally:
-            with lock:
-                in_flight -= 1
-
-    monkeypatch.setattr(os, "pwritev", pwritev)
+    spy = PwritevSpy(monkeypatch, delay=0.002)
     store = LocalStore(root, write_buffer=1 * MiB, checkpoint_interval=3600)
     info = await store.create(make_info())
     data = os.urandom(4 * MiB + 100)
     assert await store.write(info, feed(split(data, 64 * KiB))) == len(data)
     assert (root / f"{info.id}.bin").read_bytes() == data
     # One pwritev per full buffer plus the tail, never one per chunk, never on the loop.
-    assert sizes == [MiB, MiB, MiB, MiB, 100]
-    assert peak == 1
-    assert loop_thread not in threads
+    assert spy.sizes == [MiB, MiB, MiB, MiB, 100]
+    assert spy.peak == 1
+    assert not spy.on_the_loop
 
 
 async def test_a_big_chunk_is_written_as_is(root: Path) -> None:

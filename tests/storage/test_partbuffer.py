@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
+from tests.iospy import PwritevSpy
 from tusserver.storage.partbuffer import BATCH, PartBuffer
 
 KiB = 1024
@@ -189,28 +190,7 @@ async def test_empty_buffer_seals_to_nothing(files: Files) -> None:
 async def test_batches_are_about_a_mebibyte_one_at_a_time_off_the_loop(
     files: Files, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_pwritev = os.pwritev
-    lock = threading.Lock()
-    in_flight = 0
-    peak = 0
-    sizes: list[int] = []
-    loop_thread = threading.get_ident()
-    threads: set[int] = set()
-
-    def pwritev(fd: int, buffers: Any, position: int) -> int:
-        nonlocal in_flight, peak
-        with lock:
-            in_flight += 1
-            peak = max(peak, in_flight)
-        threads.add(threading.get_ident())
-        try:
-            sizes.append(sum(len(b) for b in buffers))
-            return real_pwritev(fd, buffers, position)
-        finally:
-            with lock:
-                in_flight -= 1
-
-    monkeypatch.setattr(os, "pwritev", pwritev)
+    spy = PwritevSpy(monkeypatch)
     buffer = PartBuffer(memory_limit=MiB)
     data = os.urandom(5 * MiB + 100)
     for i in range(0, len(data), 64 * KiB):
@@ -218,11 +198,11 @@ async def test_batches_are_about_a_mebibyte_one_at_a_time_off_the_loop(
     assert sealed_bytes(await buffer.seal()) == data
     buffer.close()
     # The first spill is the limit plus the piece past it; then 1 MiB batches, then the rest.
-    assert sizes[0] == MiB + 64 * KiB
-    assert all(size == MiB for size in sizes[1:-1])
-    assert sum(sizes) == len(data)
-    assert peak == 1
-    assert loop_thread not in threads
+    assert spy.sizes[0] == MiB + 64 * KiB
+    assert all(size == MiB for size in spy.sizes[1:-1])
+    assert sum(spy.sizes) == len(data)
+    assert spy.peak == 1
+    assert not spy.on_the_loop
 
 
 async def test_close_before_seal_closes_the_file(files: Files) -> None:
