@@ -8,6 +8,7 @@ import os
 import random
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -49,6 +50,26 @@ def sealed_bytes(body: bytes | BinaryIO) -> bytes:
     data = body.read()
     body.seek(0)
     return data
+
+
+async def cancel_then_release(
+    task: asyncio.Task[Any], buffer: PartBuffer, release: threading.Event
+) -> None:
+    """Cancel the task waiting on a held-up thread, close the buffer, then let the thread go."""
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    buffer.close()
+    release.set()
+
+
+async def first_file_closed(created: Sequence[Any]) -> None:
+    """Wait (up to 2 s) until the first spool file created is closed."""
+    for _ in range(200):
+        if created and created[0].closed:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the spool file was never closed")
 
 
 async def test_stays_in_memory_up_to_the_limit(files: Files) -> None:
@@ -292,16 +313,8 @@ async def test_a_file_created_for_a_cancelled_spill_is_closed(
     buffer = PartBuffer(memory_limit=0)
     task = asyncio.create_task(buffer.append(b"x"))
     await asyncio.to_thread(entered.wait, 10)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    buffer.close()
-    release.set()
-    for _ in range(200):
-        if created and created[0].closed:
-            break
-        await asyncio.sleep(0.01)
-    assert created[0].closed
+    await cancel_then_release(task, buffer, release)
+    await first_file_closed(created)
 
 
 async def test_cancelled_seal_is_clean_too(files: Files, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -324,15 +337,8 @@ async def test_cancelled_seal_is_clean_too(files: Files, monkeypatch: pytest.Mon
     await buffer.append(b"a" * 100)
     task = asyncio.create_task(buffer.seal())
     await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    buffer.close()
-    release.set()
-    for _ in range(200):
-        if files.created and files.created[0].closed:
-            break
-        await asyncio.sleep(0.01)
+    await cancel_then_release(task, buffer, release)
+    await first_file_closed(files.created)
     assert files.created[0].closed
     assert outcomes == [100]
 
