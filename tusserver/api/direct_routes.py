@@ -199,29 +199,40 @@ async def _finished_json(direct: DirectUploads, upload: DirectUpload) -> dict[st
     return file_json(record) if record is not None else upload_json(direct, upload)
 
 
+def _new_upload(
+    params: PresignedRequest | MultipartRequest, *, part_size: int | None = None
+) -> NewUpload:
+    return NewUpload(
+        filename=params.filename,
+        content_type=params.content_type,
+        size=params.file_size,
+        key_prefix=params.key_prefix,
+        part_size=part_size,
+    )
+
+
+def _expires_in(direct: DirectUploads, upload: DirectUpload) -> int:
+    """Seconds the upload's signed URLs stay valid (0 once past)."""
+    return max(0, int(direct.url_expiry(upload) - direct.now()))
+
+
 # -- presigned (one PUT) -------------------------------------------------------------------
 
 
 async def create_presigned(request: Request, body: Any) -> Response:
     direct = _service(request)
     params = validate(PresignedRequest, body)
-    new = NewUpload(
-        filename=params.filename,
-        content_type=params.content_type,
-        size=params.file_size,
-        key_prefix=params.key_prefix,
-    )
+    new = _new_upload(params)
     upload, target = await direct.create_single(
         principal_of(request), new, base_url=public_base(request, direct.settings)
     )
-    expires = direct.url_expiry(upload)
     return json_response(
         {
             **upload_json(direct, upload),
             "upload_url": target.url,
             "method": target.method,
             "headers": dict(target.headers),
-            "expires_in": max(0, int(expires - direct.now())),
+            "expires_in": _expires_in(direct, upload),
         },
         status=201,
     )
@@ -258,24 +269,17 @@ def _abort(kind: Kind) -> Any:
 async def create_multipart(request: Request, body: Any) -> Response:
     direct = _service(request)
     params = validate(MultipartRequest, body)
-    new = NewUpload(
-        filename=params.filename,
-        content_type=params.content_type,
-        size=params.file_size,
-        key_prefix=params.key_prefix,
-        part_size=params.part_size,
-    )
+    new = _new_upload(params, part_size=params.part_size)
     upload, targets = await direct.create_multipart(
         principal_of(request), new, base_url=public_base(request, direct.settings)
     )
-    expires = direct.url_expiry(upload)
     return json_response(
         {
             **upload_json(direct, upload),
             "parts": [
                 {"part_number": n, **_target_json(t)} for n, t in enumerate(targets, start=1)
             ],
-            "expires_in": max(0, int(expires - direct.now())),
+            "expires_in": _expires_in(direct, upload),
         },
         status=201,
     )
@@ -291,12 +295,11 @@ async def part_url(request: Request) -> Response:
         raise errors.InvalidUploadState(f"the upload is {upload.status.value}")
     number = int(raw)
     target = await direct.target(upload, number, base_url=public_base(request, direct.settings))
-    expires = direct.url_expiry(upload)
     return json_response(
         {
             "part_number": number,
             **_target_json(target),
-            "expires_in": max(0, int(expires - direct.now())),
+            "expires_in": _expires_in(direct, upload),
         }
     )
 
