@@ -34,6 +34,7 @@ from starlette.types import Message
 
 from tusserver.app import create_app
 from tusserver.settings import Settings
+from tusserver.state.local import read_record
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(120)]
 
@@ -150,13 +151,11 @@ class Harness:
 
     def state(self, known: Known) -> tuple[int, int | None, bytes] | None:
         """(offset, length, stored bytes up to the offset), or None if the upload is gone."""
-        info_path = self.data_dir / f"{known.id}.json"
-        if not info_path.exists():
+        info = read_record(self.data_dir / f"{known.id}.json", known.id)
+        if info is None:
             return None
-        info = json.loads(info_path.read_text())
-        offset = int(info["offset"])
-        data = (self.data_dir / f"{known.id}.bin").read_bytes()[:offset]
-        return offset, info["length"], data
+        data = (self.data_dir / f"{known.id}.bin").read_bytes()[: info.offset]
+        return info.offset, info.length, data
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import pytest
 
 from tests.iospy import PwritevSpy
 from tusserver.models import ConcatKind, UploadInfo
+from tusserver.state import slots
 from tusserver.state.base import AlreadyExists
 from tusserver.state.local import LocalStateStore
 from tusserver.storage.local import LocalStore
@@ -83,7 +84,8 @@ async def test_layout_bin_and_json_side_by_side(root: Path) -> None:
     await state.create(info)
     assert await store.write(info, feed([b"hello"])) == 5
     assert (root / f"{info.id}.bin").read_bytes() == b"hello"
-    assert json.loads((root / f"{info.id}.json").read_text()) == info.to_dict()
+    record = slots.parse((root / f"{info.id}.json").read_bytes())
+    assert json.loads(record.payload) == info.to_dict()
     await state.update(info.replace(offset=5))
     assert names(root) == [f"{info.id}.bin", f"{info.id}.json"]
     for name in (f"{info.id}.bin", f"{info.id}.json"):
@@ -449,8 +451,22 @@ async def test_reconcile_logs_what_it_lowered(root: Path, caplog: pytest.LogCapt
 # -- local state --------------------------------------------------------------------------------
 
 
+BAD_CRC = slots.encode_file(b'{"id": "x"}').replace(b'"x"', b'"y"')
+
+
 @pytest.mark.parametrize(
-    "content", [b"{not json", b'{"id": "', b"[1, 2]", b"\xff\xfe", b'{"length": 5}', b""]
+    "content",
+    [
+        b"{not json",
+        b'{"id": "',
+        b"[1, 2]",
+        b"\xff\xfe",
+        b'{"length": 5}',
+        b"",
+        BAD_CRC,
+        slots.encode_file(b"{}")[:1500],
+        slots.encode_file(b"[1, 2]"),
+    ],
 )
 async def test_corrupt_state_reads_as_missing(
     root: Path, caplog: pytest.LogCaptureFixture, content: bytes
@@ -487,26 +503,119 @@ async def test_expired_skips_everything_but_records(root: Path) -> None:
     assert [i.id async for i in state.expired(2.0)] == [old.id]
 
 
-async def test_update_leaves_no_temp_files_and_fails_cleanly(
+async def test_updates_rewrite_the_record_in_place(root: Path) -> None:
+    state = LocalStateStore(root)
+    info = make_info()
+    await state.create(info)
+    path = root / f"{info.id}.json"
+    before = path.stat()
+    for offset in range(1, 41):
+        await state.update(info.replace(offset=offset))
+        assert await state.get(info.id) == info.replace(offset=offset)
+    after = path.stat()
+    # No inode is created or freed per update, and no temporary file is left.
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
+    assert names(root) == [f"{info.id}.json"]
+    assert slots.parse(path.read_bytes()).seq == 41
+
+
+async def test_a_torn_newest_slot_falls_back_to_the_previous_record(root: Path) -> None:
+    state = LocalStateStore(root)
+    info = make_info()
+    await state.create(info)
+    await state.update(info.replace(offset=1))
+    await state.update(info.replace(offset=2))
+    path = root / f"{info.id}.json"
+    raw = bytearray(path.read_bytes())
+    newest = slots.parse(bytes(raw))
+    start = newest.index * newest.slot_size
+    # A crash mid-write leaves the slot half old, half new: its CRC fails.
+    raw[start + slots.HEADER_SIZE + 10] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    assert await state.get(info.id) == info.replace(offset=1)
+    # The next update goes to the torn slot, over the record it could not read.
+    await state.update(info.replace(offset=3))
+    assert await state.get(info.id) == info.replace(offset=3)
+    assert slots.parse(path.read_bytes()).seq == 3
+
+
+async def test_bare_json_records_of_earlier_versions_are_read_and_upgraded(root: Path) -> None:
+    state = LocalStateStore(root)
+    info = make_info(length=10)
+    path = root / f"{info.id}.json"
+    path.write_text(json.dumps(info.to_dict()))
+    assert await state.get(info.id) == info
+    await state.update(info.replace(offset=4))
+    assert slots.is_slotted(path.read_bytes())
+    assert await state.get(info.id) == info.replace(offset=4)
+    assert names(root) == [f"{info.id}.json"]
+
+
+async def test_a_record_that_outgrows_its_slots_is_rewritten_larger(root: Path) -> None:
+    state = LocalStateStore(root)
+    info = make_info()
+    await state.create(info)
+    path = root / f"{info.id}.json"
+    small = path.stat()
+    grown = info.replace(metadata={"notes": "x" * 5000}, offset=1)
+    await state.update(grown)
+    big = path.stat()
+    assert big.st_size > small.st_size
+    assert big.st_ino != small.st_ino
+    assert await state.get(info.id) == grown
+    await state.update(grown.replace(offset=2))
+    assert path.stat().st_ino == big.st_ino
+    assert await state.get(info.id) == grown.replace(offset=2)
+    assert slots.parse(path.read_bytes()).seq == 3
+    assert names(root) == [f"{info.id}.json"]
+
+
+async def test_a_failed_update_keeps_the_previous_record(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = LocalStateStore(root)
     info = make_info()
     await state.create(info)
-    for offset in range(1, 20):
-        await state.update(info.replace(offset=offset))
-    assert names(root) == [f"{info.id}.json"]
+    await state.update(info.replace(offset=19))
 
-    def broken_replace(src: Any, dst: Any) -> None:
+    def disk_gone(*args: Any) -> None:
         raise OSError(errno.EIO, "disk gone")
 
-    monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk gone"):
-        await state.update(info.replace(offset=99))
+    # In place: the spare slot cannot be written.
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "pwritev", disk_gone)
+        with pytest.raises(OSError, match="disk gone"):
+            await state.update(info.replace(offset=99))
+    assert await state.get(info.id) == info.replace(offset=19)
+    # Rewritten whole (the record outgrew its slots): the new file is never put in place.
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "replace", disk_gone)
+        with pytest.raises(OSError, match="disk gone"):
+            await state.update(info.replace(offset=99, metadata={"notes": "x" * 5000}))
+    assert await state.get(info.id) == info.replace(offset=19)
     assert names(root) == [f"{info.id}.json"]
-    got = await state.get(info.id)
-    assert got is not None
-    assert got.offset == 19
+
+
+async def test_concurrent_updates_leave_one_whole_record(root: Path) -> None:
+    # The upload lock keeps writers of one record apart; the file lock must hold even
+    # without it, across in-place writes and whole-file rewrites racing each other.
+    state = LocalStateStore(root)
+    info = make_info()
+    await state.create(info)
+    wanted = [
+        info.replace(offset=n, metadata={"notes": "x" * (n * 300)} if n % 5 == 0 else {})
+        for n in range(1, 31)
+    ]
+    await asyncio.gather(*(state.update(w) for w in wanted))
+    assert await state.get(info.id) in wanted
+    assert names(root) == [f"{info.id}.json"]
+
+
+async def test_an_update_of_a_missing_record_creates_it_as_a_rename_did(root: Path) -> None:
+    state = LocalStateStore(root)
+    info = make_info()
+    await state.update(info.replace(offset=3))
+    assert await state.get(info.id) == info.replace(offset=3)
 
 
 async def test_concurrent_creates_of_one_id_have_one_winner(root: Path) -> None:

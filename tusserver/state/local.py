@@ -1,9 +1,12 @@
 """Upload state on local disk: one JSON file per upload, ``<root>/<id>.json``.
 
-This module owns that layout and its crash behaviour. Every record is written whole to a
-temporary file, fsync'ed, then put in place by a single atomic step (``os.link`` for create,
-which also refuses an existing id; ``os.replace`` for update), so a reader or a process killed
-at any moment sees either the old record or the new one, never half of one.
+This module owns that layout and its crash behaviour; the bytes of a record are
+``state.slots``' two-slot layout. A new record is written whole to a temporary file,
+fsync'ed, then linked into place (``os.link`` also refuses an existing id). An update writes
+the record's spare slot in place and fdatasyncs it: a reader or a process killed at any
+moment sees either the old record or the new one, never half of one. Only a record that
+outgrows its slots, or one in the bare-JSON layout of earlier versions, is rewritten through
+a temporary file and ``os.replace``.
 
 The finals waiting for a partial live apart from its record, in ``<root>/<partial id>.waiters``
 (one final id per line, appended), because the partial's PATCH rewrites its record while a
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -25,8 +29,9 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from tusserver.fsutil import check_writable_dir, fsync_dir
+from tusserver.fsutil import check_writable_dir, fsync_dir, pwrite_all
 from tusserver.models import UploadInfo
+from tusserver.state import slots
 from tusserver.state.base import AlreadyExists
 
 log = logging.getLogger("tusserver.state")
@@ -46,6 +51,34 @@ def _check_id(upload_id: str) -> str:
 
 def _encode(info: UploadInfo) -> bytes:
     return json.dumps(info.to_dict(), separators=(",", ":")).encode()
+
+
+def read_record(path: Path, upload_id: str) -> UploadInfo | None:
+    """The record at ``path`` (None if there is none); a corrupt one is logged and reads as
+    missing. Both layouts are read: two slots, and the bare JSON of earlier versions."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        payload = slots.parse(raw).payload if slots.is_slotted(raw) else raw
+        data = json.loads(payload)
+        if not isinstance(data, dict):
+            raise TypeError(f"expected an object, got {type(data).__name__}")
+        info = UploadInfo.from_dict(data)
+        if info.id != upload_id:
+            raise ValueError(f"record holds id {info.id!r}")
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # Atomic writes should make this impossible; if it happens anyway (disk fault,
+        # hand edits) the upload reads as missing instead of failing every request.
+        log.error("state.corrupt", extra={"upload_id": upload_id, "error": str(exc)})
+        return None
+    return info
+
+
+def _read_fd(fd: int) -> bytes:
+    # A record file is a few KiB: one pread has it all (a short one fails parse()).
+    return os.pread(fd, os.fstat(fd).st_size, 0)
 
 
 def _unlink_all(paths: Sequence[Path]) -> None:
@@ -99,7 +132,8 @@ class LocalStateStore:
 
     async def create(self, info: UploadInfo) -> None:
         path = self._path(info.id)
-        await asyncio.to_thread(self._create_sync, info.id, path, _encode(info))
+        data = slots.encode_file(_encode(info))
+        await asyncio.to_thread(self._create_sync, info.id, path, data)
 
     def _create_sync(self, upload_id: str, path: Path, data: bytes) -> None:
         temp = self._write_temp(upload_id, data)
@@ -120,29 +154,51 @@ class LocalStateStore:
 
     @staticmethod
     def _load(upload_id: str, path: Path) -> UploadInfo | None:
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict):
-                raise TypeError(f"expected an object, got {type(data).__name__}")
-            info = UploadInfo.from_dict(data)
-            if info.id != upload_id:
-                raise ValueError(f"record holds id {info.id!r}")
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            # Atomic writes should make this impossible; if it happens anyway (disk fault,
-            # hand edits) the upload reads as missing instead of failing every request.
-            log.error("state.corrupt", extra={"upload_id": upload_id, "error": str(exc)})
-            return None
-        return info
+        return read_record(path, upload_id)
 
     async def update(self, info: UploadInfo) -> None:
         path = self._path(info.id)
         await asyncio.to_thread(self._update_sync, info.id, path, _encode(info))
 
-    def _update_sync(self, upload_id: str, path: Path, data: bytes) -> None:
+    def _update_sync(self, upload_id: str, path: Path, payload: bytes) -> None:
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                # Gone (deleted meanwhile): written anew, as a replace would have.
+                self._replace(upload_id, path, slots.encode_file(payload))
+                return
+            try:
+                # Writers of one record take turns (the upload lock should already make
+                # them), and one that waited on a file since replaced starts over on the
+                # new one instead of writing into a name-less inode.
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino:
+                    continue
+                self._update_fd(upload_id, path, fd, payload)
+                return
+            except FileNotFoundError:
+                continue
+            finally:
+                os.close(fd)
+
+    def _update_fd(self, upload_id: str, path: Path, fd: int, payload: bytes) -> None:
+        raw = _read_fd(fd)
+        current: slots.Current | None = None
+        if slots.is_slotted(raw):
+            with contextlib.suppress(ValueError):
+                current = slots.parse(raw)
+        if current is None or not current.fits(len(payload)):
+            # Bare JSON of an earlier version, a record grown past its slots, or an
+            # unreadable file: rewritten whole, in the two-slot layout with fresh room.
+            seq = current.seq + 1 if current is not None else 1
+            self._replace(upload_id, path, slots.encode_file(payload, seq))
+            return
+        pwrite_all(fd, [slots.encode_slot(payload, current.seq + 1)], current.next_position)
+        # Data only: the file's size and blocks did not change.
+        os.fdatasync(fd)
+
+    def _replace(self, upload_id: str, path: Path, data: bytes) -> None:
         temp = self._write_temp(upload_id, data)
         try:
             os.replace(temp, path)
