@@ -4,6 +4,7 @@ double-buffered write path and its durability ordering, fd hygiene, and crash sa
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import json
 import logging
@@ -332,6 +333,65 @@ async def test_cancellation_waits_for_the_thread_before_closing_the_fd(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert errors == []
+    assert open_fds() == baseline
+
+
+class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=4)
+        self.calls: list[str] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(getattr(fn, "__name__", repr(fn)))
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_a_body_within_one_batch_is_written_in_one_thread_call(root: Path) -> None:
+    store = LocalStore(root, write_buffer=64 * KiB)
+    info = await store.create(make_info())
+    assert await store.write(info, feed([b"a" * 100])) == 100
+    baseline = open_fds()
+    executor = CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+    # Open, write, cut off what an earlier longer write left, fdatasync, close: one call.
+    assert await store.write(info, feed([b"bb", b"b" * 8])) == 10
+    assert executor.calls == ["_write_whole"]
+    assert (root / f"{info.id}.bin").read_bytes() == b"b" * 10
+    assert open_fds() == baseline
+    # A body past one batch still opens the file once and writes batch by batch.
+    executor.calls.clear()
+    data = os.urandom(200 * KiB)
+    assert await store.write(info, feed(split(data, 50 * KiB))) == len(data)
+    assert executor.calls == ["open", "_write_batch", "_write_batch", "_write_last_batch"]
+    assert (root / f"{info.id}.bin").read_bytes() == data
+    assert open_fds() == baseline
+
+
+async def test_cancelling_a_one_call_write_waits_for_the_thread(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_pwritev = os.pwritev
+    started, finished = threading.Event(), threading.Event()
+
+    def slow_pwritev(fd: int, buffers: Any, position: int) -> int:
+        started.set()
+        time.sleep(0.3)
+        written = real_pwritev(fd, buffers, position)
+        finished.set()
+        return written
+
+    monkeypatch.setattr(os, "pwritev", slow_pwritev)
+    store = LocalStore(root, write_buffer=64 * KiB)
+    info = await store.create(make_info())
+    baseline = open_fds()
+    task = asyncio.create_task(store.write(info, feed([b"small"])))
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Not returned while the thread still wrote: the next request on this upload would
+    # race with it.
+    assert finished.is_set()
     assert open_fds() == baseline
 
 

@@ -169,11 +169,26 @@ def _close_after(fd: int, done: asyncio.Future[Any]) -> None:
     os.close(fd)
 
 
-class _BatchWriter:
-    """The double buffer of one ``write`` call: at most one batch in flight in a thread."""
+def _write_whole(path: Path, buffers: Sequence[bytes], position: int) -> None:
+    # No O_CREAT: a missing file means the upload was terminated (see LocalStore.write).
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        _write_last_batch(fd, buffers, position)
+    finally:
+        os.close(fd)
 
-    def __init__(self, fd: _ThreadFd, position: int) -> None:
-        self._fd = fd
+
+class _BatchWriter:
+    """The double buffer of one ``write`` call: at most one batch in flight in a thread.
+
+    The file is opened by the first batch. A body that ends before its first batch is full
+    (most small uploads and chunks) is opened, written, synced and closed in a single worker
+    thread call instead of three.
+    """
+
+    def __init__(self, path: Path, position: int) -> None:
+        self._path = path
+        self._fd: _ThreadFd | None = None
         # Where the next batch starts: everything before it is written or being written.
         self.end = position
         self._in_flight: asyncio.Future[None] | None = None
@@ -198,6 +213,8 @@ class _BatchWriter:
         """Start writing ``data`` (``size`` bytes) once the previous batch is done; return
         that batch's durable end (see ``collect``)."""
         durable = await self.collect()
+        if self._fd is None:
+            self._fd = await _ThreadFd.open(self._path, os.O_WRONLY | os.O_CLOEXEC)
         self._in_flight = self._fd.start(_write_batch, data, self.end, sync)
         self.end += size
         self._in_flight_end = self.end
@@ -208,11 +225,27 @@ class _BatchWriter:
         """Write the last batch, cut the file there and make it all durable; return the end."""
         await self.collect()
         # Tracked like any batch, so a cancellation here still closes the fd only afterwards.
-        self._in_flight = self._fd.start(_write_last_batch, data, self.end)
+        if self._fd is None:
+            loop = asyncio.get_running_loop()
+            self._in_flight = loop.run_in_executor(None, _write_whole, self._path, data, self.end)
+        else:
+            self._in_flight = self._fd.start(_write_last_batch, data, self.end)
         self._in_flight_synced = False
         await self.collect()
         self.end += size
         return self.end
+
+    async def close(self) -> None:
+        """Wait until no thread writes for this call any more, then close the file. Returning
+        while a batch is still being written would let it race with the next request on this
+        upload (stale bytes landing after newer ones)."""
+        if self._fd is not None:
+            try:
+                await self._fd.settle()
+            finally:
+                self._fd.close()
+        elif self._in_flight is not None and not self._in_flight.done():
+            await asyncio.wait([self._in_flight])
 
 
 class LocalStore:
@@ -301,19 +334,13 @@ class LocalStore:
         chunks: AsyncIterable[bytes],
         on_progress: ProgressCallback | None = None,
     ) -> int:
-        # No O_CREAT: a missing file means the upload was terminated, which must not be
-        # undone by a late PATCH (FileNotFoundError reaches the caller).
-        fd = await _ThreadFd.open(self._bin(info.id), os.O_WRONLY)
-        writer = _BatchWriter(fd, info.offset)
+        # The file is opened without O_CREAT: a missing one means the upload was terminated,
+        # which must not be undone by a late PATCH (FileNotFoundError reaches the caller).
+        writer = _BatchWriter(self._bin(info.id), info.offset)
         try:
             end = await self._pump(writer, chunks, on_progress)
         finally:
-            try:
-                # Returning while a batch is still being written would let it race with the
-                # next request on this upload (stale bytes landing after newer ones).
-                await fd.settle()
-            finally:
-                fd.close()
+            await writer.close()
         return end - info.offset
 
     async def _pump(
