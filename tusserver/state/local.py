@@ -169,9 +169,10 @@ class LocalStateStore:
                 self._replace(upload_id, path, slots.encode_file(payload))
                 return
             try:
-                # Writers of one record take turns (the upload lock should already make
-                # them), and one that waited on a file since replaced starts over on the
-                # new one instead of writing into a name-less inode.
+                # Writers of one record take turns (the upload lock already orders them;
+                # this holds without it), and one that waited on a file that was replaced
+                # meanwhile starts over on the new one instead of writing into an unlinked
+                # inode.
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino:
                     continue
