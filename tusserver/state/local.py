@@ -150,11 +150,7 @@ class LocalStateStore:
 
     async def get(self, upload_id: str) -> UploadInfo | None:
         path = self._path(upload_id)
-        return await asyncio.to_thread(self._load, upload_id, path)
-
-    @staticmethod
-    def _load(upload_id: str, path: Path) -> UploadInfo | None:
-        return read_record(path, upload_id)
+        return await asyncio.to_thread(read_record, path, upload_id)
 
     async def update(self, info: UploadInfo) -> None:
         path = self._path(info.id)
@@ -255,5 +251,5 @@ class LocalStateStore:
 
     def _load_many(self, ids: Sequence[str]) -> list[UploadInfo]:
         # Records deleted since the listing read as None and are skipped.
-        loaded = (self._load(upload_id, self._path(upload_id)) for upload_id in ids)
+        loaded = (read_record(self._path(upload_id), upload_id) for upload_id in ids)
         return [info for info in loaded if info is not None]
