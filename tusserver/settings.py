@@ -100,14 +100,6 @@ class Settings(BaseSettings):
             "received, with one `pwritev`)."
         ),
     )
-    direct_io: bool = Field(
-        True,
-        description=(
-            "Write the aligned middle of large batches with O_DIRECT, past the page cache "
-            "(about a third less CPU per byte; falls back by itself where the file system "
-            "refuses it). Local storage only."
-        ),
-    )
     checkpoint_interval: float = Field(
         1.0,
         gt=0,

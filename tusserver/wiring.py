@@ -60,7 +60,6 @@ def _local_store(settings: Settings) -> LocalStore:
         settings.data_dir,
         write_buffer=settings.write_buffer,
         checkpoint_interval=settings.checkpoint_interval,
-        direct_io=settings.direct_io,
     )
 
 

@@ -176,8 +176,7 @@ async def test_writes_are_batched_in_threads_one_at_a_time(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spy = PwritevSpy(monkeypatch, delay=0.002)
-    # Buffered, so every byte goes through the spied pwritev (directio's tests cover the rest).
-    store = LocalStore(root, write_buffer=1 * MiB, checkpoint_interval=3600, direct_io=False)
+    store = LocalStore(root, write_buffer=1 * MiB, checkpoint_interval=3600)
     info = await store.create(make_info())
     data = os.urandom(4 * MiB + 100)
     assert await store.write(info, feed(split(data, 64 * KiB))) == len(data)

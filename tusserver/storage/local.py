@@ -41,7 +41,6 @@ from tusserver.storage.base import (
     ProgressCallback,
     check_sidecar_name,
 )
-from tusserver.storage.directio import pwrite_batch
 
 log = logging.getLogger("tusserver.storage")
 
@@ -68,22 +67,16 @@ def _check_id(upload_id: str) -> str:
     return upload_id
 
 
-# How a batch reaches the file: fsutil.pwrite_all, or directio.pwrite_batch (see LocalStore).
-_Write = Callable[[int, Sequence[bytes], int], None]
-
-
-def _write_batch(
-    fd: int, buffers: Sequence[bytes], position: int, sync: bool, write: _Write
-) -> None:
-    write(fd, buffers, position)
+def _write_batch(fd: int, buffers: Sequence[bytes], position: int, sync: bool) -> None:
+    pwrite_all(fd, buffers, position)
     if sync:
         os.fdatasync(fd)
     else:
         start_writeback(fd, position, sum(len(b) for b in buffers))
 
 
-def _write_last_batch(fd: int, buffers: Sequence[bytes], position: int, write: _Write) -> None:
-    write(fd, buffers, position)
+def _write_last_batch(fd: int, buffers: Sequence[bytes], position: int) -> None:
+    pwrite_all(fd, buffers, position)
     # Cut off whatever an earlier, longer and never acknowledged write left past the new end.
     os.ftruncate(fd, position + sum(len(b) for b in buffers))
     os.fdatasync(fd)
@@ -176,11 +169,11 @@ def _close_after(fd: int, done: asyncio.Future[Any]) -> None:
     os.close(fd)
 
 
-def _write_whole(path: Path, buffers: Sequence[bytes], position: int, write: _Write) -> None:
+def _write_whole(path: Path, buffers: Sequence[bytes], position: int) -> None:
     # No O_CREAT: a missing file means the upload was terminated (see LocalStore.write).
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        _write_last_batch(fd, buffers, position, write)
+        _write_last_batch(fd, buffers, position)
     finally:
         os.close(fd)
 
@@ -193,9 +186,8 @@ class _BatchWriter:
     thread call instead of three.
     """
 
-    def __init__(self, path: Path, position: int, write: _Write) -> None:
+    def __init__(self, path: Path, position: int) -> None:
         self._path = path
-        self._write = write
         self._fd: _ThreadFd | None = None
         # Where the next batch starts: everything before it is written or being written.
         self.end = position
@@ -223,7 +215,7 @@ class _BatchWriter:
         durable = await self.collect()
         if self._fd is None:
             self._fd = await _ThreadFd.open(self._path, os.O_WRONLY | os.O_CLOEXEC)
-        self._in_flight = self._fd.start(_write_batch, data, self.end, sync, self._write)
+        self._in_flight = self._fd.start(_write_batch, data, self.end, sync)
         self.end += size
         self._in_flight_end = self.end
         self._in_flight_synced = sync
@@ -235,11 +227,9 @@ class _BatchWriter:
         # Tracked like any batch, so a cancellation here still closes the fd only afterwards.
         if self._fd is None:
             loop = asyncio.get_running_loop()
-            self._in_flight = loop.run_in_executor(
-                None, _write_whole, self._path, data, self.end, self._write
-            )
+            self._in_flight = loop.run_in_executor(None, _write_whole, self._path, data, self.end)
         else:
-            self._in_flight = self._fd.start(_write_last_batch, data, self.end, self._write)
+            self._in_flight = self._fd.start(_write_last_batch, data, self.end)
         self._in_flight_synced = False
         await self.collect()
         self.end += size
@@ -270,7 +260,6 @@ class LocalStore:
         *,
         write_buffer: int = _MiB,
         checkpoint_interval: float = 1.0,
-        direct_io: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if write_buffer <= 0:
@@ -279,8 +268,6 @@ class LocalStore:
         self._root.mkdir(parents=True, exist_ok=True)
         self._write_buffer = write_buffer
         self._checkpoint_interval = checkpoint_interval
-        # Large batches bypass the page cache where the file system allows (see directio).
-        self._write: _Write = pwrite_batch if direct_io else pwrite_all
         self._clock = clock
 
     @property
@@ -349,7 +336,7 @@ class LocalStore:
     ) -> int:
         # The file is opened without O_CREAT: a missing one means the upload was terminated,
         # which must not be undone by a late PATCH (FileNotFoundError reaches the caller).
-        writer = _BatchWriter(self._bin(info.id), info.offset, self._write)
+        writer = _BatchWriter(self._bin(info.id), info.offset)
         try:
             end = await self._pump(writer, chunks, on_progress)
         finally:
