@@ -11,8 +11,12 @@ machine hits all of them alike. Servers start fresh for each scenario (after a s
 and run side by side (an idle one costs nothing); moto and redis live for the whole backend.
 Before each run the server's peak RSS is reset; after it the server's CPU is read once it is
 idle again (work the run left behind counts), two uploads are checked with HEAD, every upload
-is removed (tus DELETE; on S3, a moto reset) and dirty pages are synced, so one server's
-writeback never lands in the other's run.
+is removed and dirty pages are synced, so one server's writeback never lands in the other's
+run. On S3 a moto reset removes the uploads after each run (moto keeps them in memory). On
+local disk they are deleted (tus DELETE) only once the scenario's rounds are over: on ext4
+without a journal, creating a file skips every inode freed in the last minute or more, so
+deleting one server's thousands of small uploads just before the next server runs would
+slow that server's file creation, whichever it is.
 
 Usage: ``python -m bench.run [--quick] [--only local|s3] [--scenarios chunked,concurrent,
 small,single-256,single] [--rounds N] [--no-catalog] [--env TUS_NAME=value ...]``.
@@ -401,16 +405,33 @@ def measure(
                     f"{contender.label}: {path} reports offset {offset}, length {length}; "
                     f"{scenario.size} bytes were sent"
                 )
-    contender.cleanup(contender, result.locations)
     os.sync()  # the reference's file store leaves dirty pages; flush them outside any run
     return result, cpu, peak, services_cpu
 
 
-def warm_up(contenders: Sequence[Contender], payload: Payload) -> None:
+class Leftovers:
+    """Uploads to remove: at once on S3, at the end of the scenario on local disk."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Contender, list[str]]] = []
+
+    def add(self, contender: Contender, locations: list[str]) -> None:
+        if contender.backend == "local":
+            self._pending.append((contender, locations))
+        else:
+            contender.cleanup(contender, locations)
+
+    def remove_all(self) -> None:
+        for contender, locations in self._pending:
+            contender.cleanup(contender, locations)
+        self._pending.clear()
+
+
+def warm_up(contenders: Sequence[Contender], payload: Payload, leftovers: Leftovers) -> None:
     for contender in contenders:
         for scenario in WARMUP:
             result = run_async(run_scenario(contender.port, scenario, payload))
-            contender.cleanup(contender, result.locations)
+            leftovers.add(contender, result.locations)
 
 
 def run_backend(
@@ -424,15 +445,17 @@ def run_backend(
     """Each scenario on freshly started servers: warm-up, then ``rounds`` rounds A B A B."""
     for scenario in plan:
         contenders = backend.start_servers()
+        leftovers = Leftovers()
         try:
             contenders += extra()
-            warm_up(contenders, payload)
+            warm_up(contenders, payload, leftovers)
             for round_no in range(1, rounds + 1):
                 for contender in contenders:
                     services = backend.services if contender.backend == "s3" else None
                     result, cpu, peak, services_cpu = measure(
                         contender, scenario, payload, services
                     )
+                    leftovers.add(contender, result.locations)
                     out.append(
                         Measurement(
                             scenario.key, backend.name, contender.key, contender.label,
@@ -446,6 +469,7 @@ def run_backend(
                         f"client load {result.client_load:.2f}",
                         flush=True,
                     )
+            leftovers.remove_all()
         finally:
             stop_all(contenders)
 
