@@ -469,6 +469,64 @@ async def test_a_resent_end_of_upload_is_skipped_and_the_bytes_stay_exact(
     assert await read_all(store, info) == pattern(0, size)
 
 
+async def test_a_whole_upload_in_one_write_takes_five_requests(s3: tuple[Any, str]) -> None:
+    # Creation-with-upload of a small file: no listing (nothing precedes offset 0), no tail,
+    # and finish completes with the parts the write stored, no listing or tail lookup.
+    client, bucket = s3
+    calls: list[str] = []
+    client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    store = make_store(client, bucket)
+    info = await store.create(make_info(length=16 * KiB))
+    info = await write(store, info, pattern(0, 16 * KiB))
+    await store.finish(info)
+    assert calls == [
+        "CreateMultipartUpload",
+        "PutObject",  # the info object
+        "UploadPart",
+        "DeleteObject",  # a stale tail, had an earlier attempt left one
+        "CompleteMultipartUpload",
+    ]
+    assert await read_all(store, info) == pattern(0, 16 * KiB)
+
+
+async def test_finish_relists_when_a_part_was_rewritten_since_the_write(
+    s3: tuple[Any, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The parts a write remembered went stale (rewritten by another instance, say): S3
+    # refuses their ETags, and finish completes with what it lists instead.
+    client, bucket = s3
+    store = make_store(client, bucket, fixed_part_size=5 * MiB)
+    size = 5 * MiB + 100
+    info = await store.create(make_info(length=size))
+    info = await write(store, info, pattern(0, size))
+    await client.upload_part(
+        Bucket=bucket,
+        Key=info.id,
+        UploadId=info.storage["upload_id"],
+        PartNumber=2,
+        Body=b"z" * 100,
+    )
+    caplog.set_level(logging.INFO, logger="tusserver.storage")
+    await store.finish(info)
+    assert any(r.getMessage() == "storage.finish_relisted" for r in caplog.records)
+    assert await read_all(store, info) == pattern(0, 5 * MiB) + b"z" * 100
+
+
+async def test_a_first_write_of_a_tail_to_a_terminated_upload_leaves_nothing(
+    s3: tuple[Any, str],
+) -> None:
+    # Offset 0 lists no parts, so before a tail is written a listing checks that the upload
+    # exists: no orphan tail. (A part finds out by itself: S3 answers NoSuchUpload; moto
+    # answers 500, so that case is not tested here.)
+    client, bucket = s3
+    store = make_store(client, bucket)
+    info = await store.create(make_info(length=10))
+    await store.terminate(info)
+    with pytest.raises(FileNotFoundError):
+        await store.write(info, feed([b"01234"]))
+    assert await keys(client, bucket) == set()
+
+
 async def test_finish_copies_a_tail_that_ends_the_upload_inside_s3(s3: tuple[Any, str]) -> None:
     # With a deferred length the last bytes arrive before the length: they wait in a tail,
     # and finish makes them the last part (or the object) by server-side copy. The process

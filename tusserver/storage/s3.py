@@ -34,7 +34,7 @@ import json
 import logging
 import re
 import urllib.parse
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,6 +252,46 @@ def user_metadata(metadata: dict[str, str | None]) -> dict[str, str]:
     return out
 
 
+class _EndedWrites:
+    """The parts of uploads whose last bytes this process wrote, until ``finish`` takes them.
+
+    Finishing right after the write that ended an upload (the same request, usually) then
+    needs no ListParts and no look for a tail: that write deleted any tail before it
+    reported its bytes. Only a list that covers the upload exactly, numbered 1..n, is kept.
+    A stale list (parts rewritten elsewhere since) makes CompleteMultipartUpload refuse its
+    ETags, and ``finish`` falls back to listing. Bounded: uploads that never finish here
+    age out, and long part lists, whose listing is a small share of the upload, are not
+    kept.
+    """
+
+    MAX_UPLOADS = 1024
+    MAX_PARTS = 100
+
+    def __init__(self) -> None:
+        self._parts: OrderedDict[str, tuple[str, int, list[_Part]]] = OrderedDict()
+
+    def remember(self, upload_id: str, multipart: str, length: int, parts: list[_Part]) -> None:
+        self._parts.pop(upload_id, None)
+        if not 0 < len(parts) <= self.MAX_PARTS:
+            return
+        if [p.number for p in parts] != list(range(1, len(parts) + 1)):
+            return
+        if sum(p.size for p in parts) != length:
+            return
+        self._parts[upload_id] = (multipart, length, parts)
+        while len(self._parts) > self.MAX_UPLOADS:
+            self._parts.popitem(last=False)
+
+    def take(self, upload_id: str, multipart: str, length: int) -> list[_Part] | None:
+        entry = self._parts.pop(upload_id, None)
+        if entry is None or entry[0] != multipart or entry[1] != length:
+            return None
+        return entry[2]
+
+    def forget(self, upload_id: str) -> None:
+        self._parts.pop(upload_id, None)
+
+
 class _Pipeline:
     """The parts of one write in flight, kept in order, bounded per upload and per process."""
 
@@ -262,6 +302,9 @@ class _Pipeline:
         self._local = asyncio.Semaphore(store.config.concurrency)
         self._global = store.config.parts_in_flight
         self._pending: deque[tuple[int, asyncio.Task[str]]] = deque()
+        self._numbers: dict[asyncio.Task[str], tuple[int, int]] = {}
+        # The parts this write stored, in order (finish may complete with them).
+        self.stored: list[_Part] = []
 
     async def submit(self, number: int, part: PartBuffer, end: int) -> None:
         """Upload the full ``part`` as part ``number``; this takes ownership of it."""
@@ -285,6 +328,7 @@ class _Pipeline:
         # before it started. The file is freed as soon as the part is uploaded (or not).
         task.add_done_callback(lambda _: self._release(part))
         self._pending.append((end, task))
+        self._numbers[task] = (number, part.size)
 
     def _release(self, part: PartBuffer) -> None:
         self._global.release()
@@ -306,6 +350,8 @@ class _Pipeline:
             if error is not None:
                 return end, error
             self._pending.popleft()
+            number, size = self._numbers.pop(task)
+            self.stored.append(_Part(number, size, task.result()))
             end = part_end
         return end, None
 
@@ -319,6 +365,7 @@ class _Pipeline:
             task.cancel()
         await asyncio.gather(*(task for _, task in self._pending), return_exceptions=True)
         self._pending.clear()
+        self._numbers.clear()
 
 
 class S3Store:
@@ -332,6 +379,7 @@ class S3Store:
         self._client = client
         self.config = config
         self._bucket = config.bucket
+        self._ended = _EndedWrites()
 
     @property
     def client(self) -> S3Client:
@@ -503,7 +551,11 @@ class S3Store:
         upload_id, part_size = self._multipart(info)
         key = self._data_key(info.id)
         start = info.offset
-        run = _run(await self._list_parts(key, upload_id))
+        # From offset 0 every part is (re)written from the first, so the parts S3 holds do
+        # not matter: a first write (creation-with-upload, say) skips the listing. Whether
+        # the upload still exists is then learned from the first part it uploads, or
+        # checked before a tail is written (see ``_pump``).
+        run = _run(await self._list_parts(key, upload_id)) if start else []
         ends = _cumulative(run)
         # The parts wholly below the offset stay; everything from `base` on is (re)written.
         k = max(j for j, end in enumerate(ends) if end <= start)
@@ -543,6 +595,7 @@ class S3Store:
             info,
             _Cursor(key, upload_id, part_size, k + 1, base),
             buffer,
+            kept=run[:k],
             trim=trim,
             skip=skip,
             chunks=chunks,
@@ -558,6 +611,7 @@ class S3Store:
         cursor: _Cursor,
         buffer: PartBuffer,
         *,
+        kept: Sequence[_Part],
         trim: bool,
         skip: int,
         chunks: AsyncIterable[bytes],
@@ -633,10 +687,15 @@ class S3Store:
                     raise errors.SizeExceeded()
                 with _spooling():
                     body = await buffer.seal()
-                await self._upload_part(key, upload_id, number, body)
+                etag = await self._upload_part(key, upload_id, number, body)
                 buffer.close()
                 await advance(position + size)
+                pipeline.stored.append(_Part(number, size, etag))
             elif size and (received or trim):
+                if not info.offset and number == cursor.number:
+                    # No listing and no part uploaded: nothing has shown that the multipart
+                    # upload still exists, and a tail of a terminated one would be orphaned.
+                    await self._list_parts(key, upload_id)
                 # Replaces any older tail in one step; the bytes before it are in parts.
                 with _spooling():
                     body = await buffer.seal()
@@ -644,6 +703,8 @@ class S3Store:
                 buffer.close()
                 tail_may_exist = False
                 await advance(position + size)
+            if reported == info.length and not tail_may_exist:
+                self._ended.remember(info.id, upload_id, info.length, [*kept, *pipeline.stored])
             return reported - start
         except asyncio.CancelledError:
             buffer.close()
@@ -670,6 +731,17 @@ class S3Store:
             raise ValueError(f"upload {info.id} has no length to finish at")
         upload_id, _ = self._multipart(info)
         key = self._data_key(info.id)
+        ended = self._ended.take(info.id, upload_id, info.length)
+        if ended is not None:
+            try:
+                await self._complete(key, upload_id, ended)
+            except (FileNotFoundError, ClientError):
+                # Parts rewritten since (InvalidPart), or the upload completed or removed
+                # meanwhile (NoSuchUpload): the listing below finds out which. An outage
+                # (StorageUnavailable) is not retried here: botocore already did.
+                log.info("storage.finish_relisted", extra={"upload_id": info.id})
+            else:
+                return info
         try:
             parts = await self._list_parts(key, upload_id)
         except FileNotFoundError:
@@ -716,16 +788,24 @@ class S3Store:
                         CopySourceRange=f"bytes=0-{last - 1}",
                     )
                 completed.append({"PartNumber": number, "ETag": resp["CopyPartResult"]["ETag"]})
-            with _translated("complete multipart upload"):
-                await self._client.complete_multipart_upload(
-                    Bucket=self._bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": completed},
-                )
+            await self._complete(key, upload_id, completed)
         if tail is not None:  # finish runs under the upload's lock: no tail appeared since
             await self._delete(self._tail_key(info.id))
         return info
+
+    async def _complete(
+        self, key: str, upload_id: str, parts: Sequence[_Part | CompletedPartTypeDef]
+    ) -> None:
+        listed: list[CompletedPartTypeDef] = [
+            {"PartNumber": p.number, "ETag": p.etag} if isinstance(p, _Part) else p for p in parts
+        ]
+        with _translated("complete multipart upload"):
+            await self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": listed},
+            )
 
     async def _store_small(
         self, info: UploadInfo, key: str, size: int, tail: _TailSize | None
@@ -756,6 +836,7 @@ class S3Store:
     # -- Terminater ----------------------------------------------------------------------
 
     async def terminate(self, info: UploadInfo) -> None:
+        self._ended.forget(info.id)
         key = self._data_key(info.id)
         upload_id = info.storage.get("upload_id")
         if isinstance(upload_id, str):
