@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
+import pytest
+
+from tusserver import digests as digests_module
 from tusserver.digests import EMPTY_SHA256, HEAD_BYTES, ContentDigests
 
 MiB = 1024 * 1024
@@ -115,3 +120,39 @@ def test_the_catalog_sniffs_no_more_than_the_head_holds() -> None:
     from catalog.sniff import SNIFF_BYTES
 
     assert SNIFF_BYTES <= HEAD_BYTES
+
+
+async def test_batches_shrink_as_more_uploads_hash_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each feed holds up to two batches: a lone upload hashes 1 MiB per thread hop, 100 at
+    # once about 32 MiB / 100 each, so their memory stays near a fixed budget.
+    batches: list[int] = []
+    real = digests_module._update
+
+    def spy(hasher: Any, chunks: list[bytes]) -> None:
+        batches.append(sum(len(chunk) for chunk in chunks))
+        real(hasher, chunks)
+
+    monkeypatch.setattr(digests_module, "_update", spy)
+    digests = ContentDigests()
+
+    async def upload(name: str, data: bytes) -> None:
+        feed = digests.start(name, 0)
+        assert feed is not None
+        stored = 0
+        async for chunk in feed.wrap(chunks_of(data)):
+            stored += len(chunk)
+            await asyncio.sleep(0)  # the uploads interleave, as on a busy server
+        await digests.commit(name, feed, stored)
+        assert digests.finish(name, len(data)) == hashlib.sha256(data).hexdigest()
+
+    await upload("alone", os.urandom(5 * MiB))
+    assert max(batches) == MiB
+    batches.clear()
+    many = [os.urandom(2 * MiB) for _ in range(100)]
+    await asyncio.gather(*(upload(f"u{n}", data) for n, data in enumerate(many)))
+    # The first uploads start while few others hash, so their first batches are larger.
+    assert max(batches) <= MiB
+    assert sorted(batches)[len(batches) // 2] <= 400 * 1024
+    assert digests._budget.active == 0  # every feed let go of its share
