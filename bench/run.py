@@ -271,6 +271,17 @@ class Moto:
         self._moto.stop()
 
 
+def keep_logs(workdir: Path) -> None:
+    """A failed run keeps the servers' logs (not their data, which can be gigabytes)."""
+    logs = sorted(workdir.glob("*.log"))
+    if not logs:
+        return
+    kept = Path(tempfile.mkdtemp(prefix="tusbench-logs-"))
+    for log in logs:
+        shutil.copy2(log, kept / log.name)
+    print(f"bench: the run failed; the servers' logs are in {kept}", file=sys.stderr, flush=True)
+
+
 def start_all(starters: Sequence[Callable[[], Contender]]) -> list[Contender]:
     """Start each server; if one fails, stop those already running."""
     started: list[Contender] = []
@@ -745,6 +756,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_backend(backend, plan, rounds, payload, measurements, extra)
             finally:
                 backend.close()
+    except BaseException:
+        keep_logs(workdir)
+        raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
