@@ -169,9 +169,13 @@ def _close_after(fd: int, done: asyncio.Future[Any]) -> None:
     os.close(fd)
 
 
+# No O_CREAT: a missing file means the upload was terminated, which must not be undone by a
+# late PATCH (FileNotFoundError reaches the caller of LocalStore.write).
+_WRITE_FLAGS = os.O_WRONLY | os.O_CLOEXEC
+
+
 def _write_whole(path: Path, buffers: Sequence[bytes], position: int) -> None:
-    # No O_CREAT: a missing file means the upload was terminated (see LocalStore.write).
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fd = os.open(path, _WRITE_FLAGS)
     try:
         _write_last_batch(fd, buffers, position)
     finally:
@@ -214,7 +218,7 @@ class _BatchWriter:
         that batch's durable end (see ``collect``)."""
         durable = await self.collect()
         if self._fd is None:
-            self._fd = await _ThreadFd.open(self._path, os.O_WRONLY | os.O_CLOEXEC)
+            self._fd = await _ThreadFd.open(self._path, _WRITE_FLAGS)
         self._in_flight = self._fd.start(_write_batch, data, self.end, sync)
         self.end += size
         self._in_flight_end = self.end
@@ -334,8 +338,7 @@ class LocalStore:
         chunks: AsyncIterable[bytes],
         on_progress: ProgressCallback | None = None,
     ) -> int:
-        # The file is opened without O_CREAT: a missing one means the upload was terminated,
-        # which must not be undone by a late PATCH (FileNotFoundError reaches the caller).
+        # Opened with _WRITE_FLAGS: a terminated upload's missing file stays missing.
         writer = _BatchWriter(self._bin(info.id), info.offset)
         try:
             end = await self._pump(writer, chunks, on_progress)

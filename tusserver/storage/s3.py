@@ -773,9 +773,7 @@ class S3Store:
             await self._store_small(info, key, last, tail)
             await self._abort(key, upload_id)
         else:
-            completed: list[CompletedPartTypeDef] = [
-                {"PartNumber": p.number, "ETag": p.etag} for p in chosen
-            ]
+            completed = list(chosen)
             if last:
                 number = len(chosen) + 1
                 with _translated("upload part copy"):
@@ -787,17 +785,15 @@ class S3Store:
                         CopySource=self._tail_source(info.id),  # type: ignore[arg-type]
                         CopySourceRange=f"bytes=0-{last - 1}",
                     )
-                completed.append({"PartNumber": number, "ETag": resp["CopyPartResult"]["ETag"]})
+                completed.append(_Part(number, last, resp["CopyPartResult"]["ETag"]))
             await self._complete(key, upload_id, completed)
         if tail is not None:  # finish runs under the upload's lock: no tail appeared since
             await self._delete(self._tail_key(info.id))
         return info
 
-    async def _complete(
-        self, key: str, upload_id: str, parts: Sequence[_Part | CompletedPartTypeDef]
-    ) -> None:
+    async def _complete(self, key: str, upload_id: str, parts: Sequence[_Part]) -> None:
         listed: list[CompletedPartTypeDef] = [
-            {"PartNumber": p.number, "ETag": p.etag} if isinstance(p, _Part) else p for p in parts
+            {"PartNumber": p.number, "ETag": p.etag} for p in parts
         ]
         with _translated("complete multipart upload"):
             await self._client.complete_multipart_upload(
