@@ -91,9 +91,12 @@ def create_app(
     # The catalog opens in the lifespan, after the service exists: its listener binds late.
     catalog_listener = CatalogListener() if settings.catalog else None
     hooks = Hooks.from_settings(settings)
-    listeners: list[UploadListener] = [
-        x for x in (catalog_listener, listener, metrics_listener, hooks.webhook) if x is not None
+    # Direct uploads announce to all but the catalog, which records them itself (awaited).
+    others: list[UploadListener] = [
+        x for x in (listener, metrics_listener, hooks.webhook) if x is not None
     ]
+    listeners: list[UploadListener] = [*([catalog_listener] if catalog_listener else []), *others]
+    direct_events: UploadListener = FanOut(others) if others else NullListener()
     # FanOut even for one listener: a failing listener (the catalog's database is down) is
     # logged and never fails the upload whose bytes are already safe.
     upload_listener: UploadListener = FanOut(listeners) if listeners else NullListener()
@@ -189,8 +192,12 @@ def create_app(
                 delivery_holder["delivery"] = delivery
                 app.state.delivery = delivery
                 stack.callback(delivery_holder.clear)
-            app.state.direct = open_direct_uploads(settings, service, parts, catalog)
-            job = sweep_job(settings, service, parts, catalog, app.state.delivery)
+            app.state.direct = open_direct_uploads(
+                settings, service, parts, catalog, events=direct_events
+            )
+            job = sweep_job(
+                settings, service, parts, catalog, app.state.delivery, direct_events=direct_events
+            )
             app.state.sweep_job = job
             sweeper = asyncio.create_task(job.run_forever(settings.sweep_interval))
             readiness.start(
@@ -324,6 +331,8 @@ def sweep_job(
     parts: Components | None,
     catalog: Catalog | None,
     delivery: Delivery | None = None,
+    *,
+    direct_events: UploadListener | None = None,
 ) -> SweepJob:
     """The sweep the server runs periodically and ``tusserver sweep`` runs on its own."""
     lease = parts.lease if parts is not None and parts.lease is not None else None
@@ -337,7 +346,7 @@ def sweep_job(
         passes.append(("catalog", catalog_pass))
     if delivery is not None:
         passes.append(("onetime_tokens_dropped", delivery.drop_expired_tokens))
-    direct = open_direct_uploads(settings, service, parts, catalog)
+    direct = open_direct_uploads(settings, service, parts, catalog, events=direct_events)
     is_known = service.exists
     if direct is not None:
         passes.append(("direct", direct.sweep))

@@ -39,7 +39,7 @@ async def run_sweeper(settings: Settings, *, once: bool) -> dict[str, Any]:
         catalog: Catalog | None = None
         if settings.catalog:
             catalog = await open_catalog(settings, parts.composer, stack, clock=time.time)
-        job = sweep_job(settings, service, parts, catalog)
+        job = sweep_job(settings, service, parts, catalog, direct_events=listener)
         if not once:
             await job.run_forever(settings.sweep_interval)
         report = await job.run_once()

@@ -29,6 +29,7 @@ from tests.apphttp import serving
 from tests.clocks import Clock
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tests.services_s3 import CREDENTIALS, REGION, moto_s3_endpoint  # noqa: F401  (fixture)
+from tests.webhook_receiver import Receiver
 from tusserver.settings import Settings
 
 API = f"{ORIGIN}/api/v1/uploads"
@@ -642,3 +643,60 @@ async def test_the_orphan_sweep_never_aborts_a_direct_upload_in_progress(
         keys = s3env.multipart_keys()
         assert f"up/{live['upload_id']}" in keys
         assert f"up/{orphan}" not in keys
+
+
+# -- lifecycle events --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+async def test_direct_uploads_announce_their_lifecycle(
+    backend: str, tmp_path: Path, request: Any
+) -> None:
+    """Webhooks and metrics hear direct uploads as they hear tus ones: created, finished (with
+    the size and the file's name), terminated (abort) and expired (sweep), each once."""
+    async with (
+        Receiver() as receiver,
+        environment(
+            backend,
+            tmp_path,
+            request,
+            webhook_url=receiver.url("/events"),
+            webhook_secret="w" * 32,
+            metrics=True,
+        ) as env,
+    ):
+        data = os.urandom(PART + 99)
+        done = await create_multipart(env, len(data))
+        parts = await put_parts(env, done, data)
+        url = f"{API}/multipart/{done['upload_id']}/complete"
+        assert (await env.http.post(url, json={"parts": parts})).status_code == 200
+        # A retried complete answers the same and announces nothing more.
+        assert (await env.http.post(url, json={"parts": parts})).status_code == 200
+        dropped = (await env.http.post(f"{API}/presigned", json=_single())).json()
+        aborted = await env.http.post(f"{API}/presigned/{dropped['upload_id']}/abort")
+        assert aborted.status_code == 200
+        stale = await create_multipart(env, PART + 1)
+        env.clock.now += 86400 + 1
+        assert (await env.app.state.sweep_job.run_once())["direct"]["aborted"] == 1
+
+        await receiver.wait_count(6)
+        await asyncio.sleep(0.2)  # nothing further arrives
+
+        def kinds(upload_id: str) -> list[str]:
+            return [d.type for d in receiver.deliveries if d.json["upload"]["id"] == upload_id]
+
+        assert kinds(done["upload_id"]) == ["upload.created", "upload.finished"]
+        assert kinds(dropped["upload_id"]) == ["upload.created", "upload.terminated"]
+        assert kinds(stale["upload_id"]) == ["upload.created", "upload.expired"]
+        assert len(receiver.deliveries) == 6
+        finished = receiver.of_type("upload.finished")[0].json["upload"]
+        assert (finished["length"], finished["offset"]) == (len(data), len(data))
+        assert finished["owner"] == "alice"
+        assert finished["metadata"]["filename"] == "movie.mp4"
+        assert finished["finished_at"] is not None
+        assert receiver.of_type("upload.expired")[0].json["reason"] == "expired"
+
+        metrics = (await env.http.get(f"{ORIGIN}/metrics")).text
+        assert "tus_uploads_created_total 3.0" in metrics
+        assert "tus_uploads_finished_total 1.0" in metrics
+        assert "tus_uploads_terminated_total 1.0" in metrics

@@ -9,7 +9,10 @@ The rules that keep them safe live here, apart from HTTP:
 * complete verifies what storage holds (size, and on local disk every part's ETag) before the
   upload counts; a finished object is written into the upload state as a finished upload (so
   the orphan sweep keeps it and ``GET /files/{id}`` serves it) and recorded in the catalog;
-* expired unfinished uploads are aborted by the sweep, their parts removed.
+* expired unfinished uploads are aborted by the sweep, their parts removed;
+* each upload's lifecycle is announced to the same listeners as tus uploads' (webhooks,
+  metrics), the catalog excepted: completing records it here, awaited, so that a failure
+  fails the complete and a retry records it.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from tusserver.api.direct_state import (
 from tusserver.api.part_tokens import PartSigner
 from tusserver.jsonapi import ApiError
 from tusserver.keyring import signing_keys
+from tusserver.listener import NullListener, UploadListener
 from tusserver.models import UploadInfo
 from tusserver.principal import Principal
 from tusserver.protocol import new_upload_id
@@ -83,6 +87,7 @@ class DirectUploads:
         backend: DirectBackend,
         catalog: Catalog | None,
         clock: Callable[[], float],
+        events: UploadListener | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
@@ -90,6 +95,7 @@ class DirectUploads:
         self._uploads = uploads
         self._catalog = catalog
         self._clock = clock
+        self._events: UploadListener = events if events is not None else NullListener()
 
     @property
     def catalog(self) -> Catalog | None:
@@ -150,7 +156,30 @@ class DirectUploads:
                 await self.backend.discard(upload)
             raise
         log.info("direct.created", extra={"upload_id": upload.id, "kind": kind})
+        await self._events.upload_created(self._info(upload))
         return upload
+
+    def _info(
+        self, upload: DirectUpload, *, finished_at: float | None = None, sha256: str | None = None
+    ) -> UploadInfo:
+        """The upload as listeners (and the catalog) know uploads: complete once finished."""
+        metadata: dict[str, str | None] = {
+            "filename": upload.filename,
+            "filetype": upload.content_type,
+        }
+        if upload.key_prefix:
+            metadata["key_prefix"] = upload.key_prefix
+        return UploadInfo(
+            id=upload.id,
+            length=upload.size,
+            offset=upload.size if finished_at is not None and upload.size is not None else 0,
+            metadata=metadata,
+            owner=upload.owner,
+            created_at=upload.created_at,
+            expires_at=None if finished_at is not None else upload.expires_at,
+            finished_at=finished_at,
+            sha256=sha256,
+        )
 
     async def create_single(
         self, principal: Principal, new: NewUpload, *, base_url: str
@@ -321,22 +350,7 @@ class DirectUploads:
         catalog, then the record says so. Each step may repeat after a failure."""
         assert upload.size is not None
         finished_at = upload.finished_at or self.now()
-        metadata: dict[str, str | None] = {
-            "filename": upload.filename,
-            "filetype": upload.content_type,
-        }
-        if upload.key_prefix:
-            metadata["key_prefix"] = upload.key_prefix
-        info = UploadInfo(
-            id=upload.id,
-            length=upload.size,
-            offset=upload.size,
-            metadata=metadata,
-            owner=upload.owner,
-            created_at=upload.created_at,
-            finished_at=finished_at,
-            sha256=sha256,
-        )
+        info = self._info(upload, finished_at=finished_at, sha256=sha256)
         with contextlib.suppress(AlreadyExists):
             await self._uploads.ctx.state.create(info)
         if self._catalog is not None:
@@ -344,6 +358,9 @@ class DirectUploads:
         done = upload.replace(status=DirectStatus.COMPLETED, finished_at=finished_at)
         await self.records.put(done)
         log.info("direct.completed", extra={"upload_id": upload.id, "size": upload.size})
+        # After the record says completed: a retried complete returns early, so the event
+        # goes out once (a crash right here loses it, as it would for a tus upload).
+        await self._events.upload_finished(info)
         return done
 
     async def abort(self, upload_id: str, *, owner: str | None, kind: Kind) -> DirectUpload:
@@ -357,7 +374,8 @@ class DirectUploads:
             aborted = upload.replace(status=DirectStatus.ABORTED, finished_at=self.now())
             await self.records.put(aborted)
             log.info("direct.aborted", extra={"upload_id": upload.id})
-            return aborted
+        await self._events.upload_terminated(self._info(upload))
+        return aborted
 
     async def store_small(self, principal: Principal, new: NewUpload, data: bytes) -> DirectUpload:
         """The admin's one-request upload: stored and recorded at once."""
@@ -394,6 +412,7 @@ class DirectUploads:
                     )
                     aborted += 1
                     log.info("direct.expired", extra={"upload_id": upload.id})
+                    await self._events.upload_terminated(self._info(current), reason="expired")
             except errors.Locked:
                 continue
         pruned = await self.records.prune(now)
@@ -409,8 +428,10 @@ def open_direct_uploads(
     uploads: UploadService,
     components: Components | None,
     catalog: Catalog | None,
+    events: UploadListener | None = None,
 ) -> DirectUploads | None:
-    """Direct uploads for the configured backends, or None if the store cannot do them."""
+    """Direct uploads for the configured backends, or None if the store cannot do them.
+    ``events`` hears their lifecycle: the app's listeners other than the catalog's."""
     if components is None:
         return None
     clock = uploads.ctx.clock
@@ -440,4 +461,5 @@ def open_direct_uploads(
         backend=backend,
         catalog=catalog,
         clock=clock,
+        events=events,
     )
