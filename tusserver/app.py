@@ -312,7 +312,7 @@ def open_delivery(
             redis, settings.delivery_daily_quota_per_ip, prefix=settings.redis_prefix, clock=clock
         )
     else:
-        onetime = LocalOneTimeStore(clock=clock)
+        onetime = LocalOneTimeStore(settings.data_dir / "delivery" / "onetime", clock=clock)
         quota = LocalQuota(settings.delivery_daily_quota_per_ip, clock=clock)
     return Delivery(
         catalog=catalog,

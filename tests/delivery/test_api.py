@@ -340,3 +340,21 @@ async def test_the_daily_quota_per_ip_is_429_with_retry_after(
         clock.now += 86400  # the next UTC day
         again = await http.post(f"{API}/download-url", json=body, headers=auth("alice"))
         assert again.status_code == 200
+
+
+async def test_a_one_time_token_survives_a_restart_of_the_embedded_server(tmp_path: Path) -> None:
+    """A token minted for a day is still good after a deploy restarts the server (local
+    state); it is redeemed once, whichever process redeems it."""
+    data = os.urandom(1000)
+    settings = Settings(**base_settings(tmp_path))
+    async with serving(settings) as http:
+        file_id = await upload(http, data, "alice", "notes.txt")
+        minted = await http.post(f"{API}/tokens", json={"file_id": file_id}, headers=auth("alice"))
+        assert minted.status_code == 201
+    token = minted.json()["token"]
+    async with serving(settings) as http:
+        redeemed = await http.post(f"{API}/redeem", json={"token": token})
+        assert redeemed.status_code == 200, redeemed.text
+        assert (await http.get(redeemed.json()["url"])).content == data
+    async with serving(settings) as http:
+        assert (await http.post(f"{API}/redeem", json={"token": token})).status_code == 404
