@@ -537,10 +537,21 @@ def aggregate(measurements: Sequence[Measurement]) -> list[Row]:
                 peak_rss_mib=max(m.peak_rss for m in runs) / MiB,
                 client_load=max(m.result.client_load for m in runs),
                 runs=len(runs),
-                mb_per_s_all=[round(m.result.mb_per_s, 1) for m in runs],
+                mb_per_s_all=[round(m.result.mb_per_s, 3) for m in runs],
             )
         )
     return rows
+
+
+def _round_spread(row: Row, ref: Row) -> str:
+    """``" (lo to hi)"``: the lowest and highest ratio of one round's run to the reference's run in
+    the same round (rounds alternate A B A B), so a reader sees how far the machine's noise
+    moves the median ratio. Empty for a single round."""
+    pairs = list(zip(row.mb_per_s_all, ref.mb_per_s_all, strict=False))
+    ratios = [ours / theirs for ours, theirs in pairs if theirs > 0]
+    if len(ratios) < 2:
+        return ""
+    return f" ({min(ratios):.2f} to {max(ratios):.2f})"
 
 
 def _ms(value: float) -> str:
@@ -564,7 +575,7 @@ def render_table(rows: Sequence[Row], plan: Sequence[Scenario]) -> tuple[str, li
             ref = next((r for r in mine if r.backend == row.backend and r.contender == "ref"), None)
             vs_ref = "—"
             if ref is not None and row.contender.startswith("ours"):
-                vs_ref = f"{row.mb_per_s / ref.mb_per_s:.2f}x"
+                vs_ref = f"{row.mb_per_s / ref.mb_per_s:.2f}x" + _round_spread(row, ref)
             of_limit = f"{row.mb_per_s / limit.mb_per_s:.0%}" if limit is not None else "—"
             cpu = f"{row.server_cpu:.2f}"
             if row.services_cpu is not None:
@@ -671,7 +682,8 @@ METHOD_NOTES = [
     "CPU s: user+system time of the server's process tree from the run's start until it is "
     "idle again (work left behind counts). Peak RSS: VmHWM, reset at the run's start.",
     "vs reference: MB/s of ours ÷ MB/s of @tus/server on the same backend (= the uploads/s "
-    "ratio). % of limit: MB/s ÷ the loopback sink's MB/s for the same requests and bytes.",
+    "ratio), medians of rounds; in brackets the lowest and highest ratio of a round's two "
+    "runs. % of limit: MB/s ÷ the loopback sink's MB/s for the same requests and bytes.",
     "Setup: tusserver with its defaults except TUS_LOG_LEVEL=warning and the rate limits off "
     "(TUS_RATE_LIMIT_*=0; by default one user may create 120 uploads a minute). @tus/server "
     "with its defaults; on S3 with a RedisKvStore cache (its multi-instance setup; it ships no "
