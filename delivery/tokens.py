@@ -140,24 +140,23 @@ class LocalOneTimeStore:
 
     def _drop_expired(self, now: float) -> tuple[int, int]:
         dropped = remaining = 0
-        for entry in self._grants():
-            try:
-                with open(entry.path, "rb") as f:
-                    grant = _decode(f.read())
-            except FileNotFoundError:
-                continue
-            if grant is not None and grant.expires_at > now:
-                remaining += 1
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
-                dropped += 1
+        stale_before = time.time() - _TEMP_GRACE
         with os.scandir(self._root) as entries:
             for entry in entries:
-                if _TEMP_FILE.fullmatch(entry.name):
-                    with contextlib.suppress(FileNotFoundError):
-                        if entry.stat().st_mtime < time.time() - _TEMP_GRACE:
+                with contextlib.suppress(FileNotFoundError):  # taken or dropped meanwhile
+                    if _TEMP_FILE.fullmatch(entry.name):
+                        if entry.stat().st_mtime < stale_before:
                             os.unlink(entry.path)
+                        continue
+                    if not _GRANT_FILE.fullmatch(entry.name):
+                        continue
+                    with open(entry.path, "rb") as f:
+                        grant = _decode(f.read())
+                    if grant is not None and grant.expires_at > now:
+                        remaining += 1
+                        continue
+                    os.unlink(entry.path)
+                    dropped += 1
         return dropped, remaining
 
     def _drop_oldest(self, count: int) -> int:
