@@ -301,8 +301,8 @@ class _Pipeline:
         self._upload_id = upload_id
         self._local = asyncio.Semaphore(store.config.concurrency)
         self._global = store.config.parts_in_flight
-        self._pending: deque[tuple[int, asyncio.Task[str]]] = deque()
-        self._numbers: dict[asyncio.Task[str], tuple[int, int]] = {}
+        # (where the part ends in the upload, its number, its size, its upload task)
+        self._pending: deque[tuple[int, int, int, asyncio.Task[str]]] = deque()
         # The parts this write stored, in order (finish may complete with them).
         self.stored: list[_Part] = []
 
@@ -327,8 +327,7 @@ class _Pipeline:
         # A done callback, not a `finally` in the task: it also runs for a task cancelled
         # before it started. The file is freed as soon as the part is uploaded (or not).
         task.add_done_callback(lambda _: self._release(part))
-        self._pending.append((end, task))
-        self._numbers[task] = (number, part.size)
+        self._pending.append((end, number, part.size, task))
 
     def _release(self, part: PartBuffer) -> None:
         self._global.release()
@@ -342,30 +341,29 @@ class _Pipeline:
         stays at the front: nothing after it counts).
         """
         end: int | None = None
-        while self._pending and self._pending[0][1].done():
-            part_end, task = self._pending[0]
+        while self._pending and self._pending[0][3].done():
+            part_end, number, size, task = self._pending[0]
             if task.cancelled():
                 return end, asyncio.CancelledError()
             error = task.exception()
             if error is not None:
                 return end, error
             self._pending.popleft()
-            number, size = self._numbers.pop(task)
             self.stored.append(_Part(number, size, task.result()))
             end = part_end
         return end, None
 
     async def wait(self) -> None:
-        tasks = [task for _, task in self._pending]
+        tasks = [entry[3] for entry in self._pending]
         if tasks:
             await asyncio.wait(tasks)
 
     async def cancel(self) -> None:
-        for _, task in self._pending:
+        tasks = [entry[3] for entry in self._pending]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*(task for _, task in self._pending), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._pending.clear()
-        self._numbers.clear()
 
 
 class S3Store:
