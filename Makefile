@@ -9,12 +9,21 @@ BIN := $(VENV)/bin
 # The stamp lives inside the venv: deleting the venv also forgets that it was installed, and
 # editing pyproject.toml (new dependency, new extra) triggers a reinstall.
 STAMP := $(VENV)/.tusserver-installed
+# `make run` needs only the runtime dependencies: a first start should not wait for the test
+# toolchain (pytest, mypy, moto, schemathesis, playwright). The dev install satisfies it too.
+RUN_STAMP := $(VENV)/.tusserver-runtime-installed
+# Where `make run` listens and keeps its data: HOST=0.0.0.0 PORT=9090 make run, or the TUS_*
+# variables (TUS_HOST, TUS_PORT, TUS_DATA_DIR), which the server reads itself.
+HOST ?= $(or $(TUS_HOST),127.0.0.1)
+PORT ?= $(or $(TUS_PORT),8080)
+DATA_DIR ?= $(or $(TUS_DATA_DIR),./data)
 PYTEST_ARGS ?=
 
 .PHONY: help install run lint typecheck test e2e bench bench-quick bench-single bench-catalog clean
 
 help:
-	@echo "make run        start the server on http://127.0.0.1:8080/files/ (data in ./data)"
+	@echo "make run        start the server on http://127.0.0.1:8080/files/ (data in ./data;"
+	@echo "                HOST=, PORT=, DATA_DIR= or TUS_HOST/TUS_PORT/TUS_DATA_DIR change them)"
 	@echo "make test       install, lint, typecheck, then every test (e2e included)"
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make typecheck  mypy (strict, configured in pyproject.toml)"
@@ -27,9 +36,9 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@# A venv without pip is what Debian leaves behind when python3-venv (ensurepip) is
-	@# missing; test for pip, not for the directory, so a retry after the apt install works.
+# A venv without pip is what Debian leaves behind when python3-venv (ensurepip) is missing;
+# test for pip, not for the directory, so a retry after the apt install works.
+define make_venv
 	@if [ ! -x $(BIN)/pip ]; then \
 		echo "creating $(VENV) with $$($(PYTHON) --version 2>&1)"; \
 		if ! $(PYTHON) -m venv $(VENV) || [ ! -x $(BIN)/pip ]; then \
@@ -39,11 +48,20 @@ $(STAMP): pyproject.toml
 			exit 1; \
 		fi; \
 	fi
+endef
+
+$(STAMP): pyproject.toml
+	$(make_venv)
 	$(BIN)/pip install --disable-pip-version-check --no-input -q -e '.[dev]'
+	@touch $@ $(RUN_STAMP)
+
+$(RUN_STAMP): pyproject.toml
+	$(make_venv)
+	$(BIN)/pip install --disable-pip-version-check --no-input -q -e .
 	@touch $@
 
-run: install
-	$(BIN)/tusserver serve --host 127.0.0.1 --port 8080 --data-dir ./data
+run: $(RUN_STAMP)
+	$(BIN)/tusserver serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 lint: install
 	$(BIN)/ruff check .
@@ -80,4 +98,4 @@ clean:
 	rm -rf bench/reference/node_modules
 	rm -rf test-artifacts
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
-	rm -f $(STAMP)
+	rm -f $(STAMP) $(RUN_STAMP)

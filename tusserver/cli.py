@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from types import FrameType
 from typing import Any
@@ -11,11 +12,13 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from tusserver import __version__
 from tusserver.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tusserver", description="tus 1.0.0 upload server")
+    parser.add_argument("--version", action="version", version=f"tusserver {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host", help="address to bind (TUS_HOST)")
@@ -91,8 +94,6 @@ def serve(settings: Settings) -> None:
 
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    url = f"http://{settings.host}:{settings.port}{settings.base_path}"
-    logging.getLogger("tusserver").info("tusserver listening on %s", url)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -110,7 +111,7 @@ def serve(settings: Settings) -> None:
         # PATCHes answer within about a second of SIGTERM (see _Server); this bounds the rest.
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
-    GracefulServer(config, app).run()
+    GracefulServer(config, app, settings.base_path).run()
 
 
 class GracefulServer(uvicorn.Server):
@@ -118,9 +119,26 @@ class GracefulServer(uvicorn.Server):
     what arrived and answer (503, retry elsewhere), instead of streaming on until uvicorn's
     graceful timeout cancels them mid-write."""
 
-    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+    def __init__(self, config: uvicorn.Config, app: Any, base_path: str = "/") -> None:
         super().__init__(config)
         self._app = app
+        self._base_path = base_path
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # Said only once the socket is bound: a port in use fails before this line, so the log
+        # never claims an address the server does not hold.
+        if self.started:
+            host, port = self.config.host, self._bound_port()
+            log = logging.getLogger("tusserver")
+            log.info("tusserver listening on http://%s:%s%s", host, port, self._base_path)
+
+    def _bound_port(self) -> int:
+        """The port actually bound (``--port 0`` asks the OS for a free one)."""
+        for server in self.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return self.config.port
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         request_shutdown = getattr(self._app.state, "request_shutdown", None)
