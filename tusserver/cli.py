@@ -20,19 +20,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tusserver", description="tus 1.0.0 upload server")
     parser.add_argument("--version", action="version", version=f"tusserver {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP server")
-    serve.add_argument("--host", help="address to bind (TUS_HOST)")
-    serve.add_argument("--port", type=int, help="port to bind (TUS_PORT)")
-    serve.add_argument("--data-dir", help="directory for bytes and state (TUS_DATA_DIR)")
-    serve.add_argument("--base-path", help="tus endpoint path (TUS_BASE_PATH)")
-    serve.add_argument("--max-size", type=int, help="largest upload in bytes (TUS_MAX_SIZE)")
-    serve.add_argument("--expiration", type=int, help="idle seconds before expiry (TUS_EXPIRATION)")
-    serve.add_argument("--log-level", help="logging level (TUS_LOG_LEVEL)")
-    serve.add_argument(
-        "--insecure",
-        action="store_true",
-        default=None,
-        help="allow a non-loopback address without authentication (TUS_INSECURE)",
+    _add_serve_options(commands.add_parser("serve", help="run the HTTP server"))
+    _add_serve_options(
+        commands.add_parser(
+            "config",
+            help="print the effective settings and where each came from (secrets masked)",
+        )
     )
     migrate = commands.add_parser(
         "migrate", help="upgrade the catalog database schema (TUS_DATABASE_URL) to the latest"
@@ -60,6 +53,29 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--data-dir", help="directory for bytes and state (TUS_DATA_DIR)")
     sweep.add_argument("--log-level", help="logging level (TUS_LOG_LEVEL)")
     return parser
+
+
+def _add_serve_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--host", help="address to bind (TUS_HOST)")
+    serve.add_argument("--port", type=int, help="port to bind (TUS_PORT)")
+    serve.add_argument("--data-dir", help="directory for bytes and state (TUS_DATA_DIR)")
+    serve.add_argument("--base-path", help="tus endpoint path (TUS_BASE_PATH)")
+    serve.add_argument("--max-size", type=int, help="largest upload in bytes (TUS_MAX_SIZE)")
+    serve.add_argument("--expiration", type=int, help="idle seconds before expiry (TUS_EXPIRATION)")
+    serve.add_argument("--log-level", help="logging level (TUS_LOG_LEVEL)")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback address without authentication (TUS_INSECURE)",
+    )
+
+
+def print_config(settings: Settings, overrides: dict[str, Any]) -> int:
+    from tusserver.settings_report import render, setting_rows
+
+    print(render(setting_rows(settings, overrides)))
+    return 0
 
 
 def refuse_insecure_bind(settings: Settings) -> str | None:
@@ -235,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tusserver: {refusal}", file=sys.stderr)
             return 2
         serve(settings)
+    elif args.command == "config":
+        return print_config(settings, overrides)
     elif args.command == "token":
         return token(settings, args.sub, admin=args.admin, ttl=args.ttl)
     elif args.command == "migrate":

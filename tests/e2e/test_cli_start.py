@@ -3,6 +3,7 @@ only printed once the socket is really bound (never before a bind that then fail
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -48,3 +49,30 @@ def test_a_port_in_use_fails_without_claiming_to_listen(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "address already in use" in output
     assert "listening on" not in output
+
+
+def test_config_prints_sources_and_never_a_secret(tmp_path: Path) -> None:
+    secret = "s3cr3t-" + "x" * 40
+    env = {
+        **os.environ,
+        "TUS_JWT_SECRET": secret,
+        "TUS_DATABASE_URL": "postgresql+asyncpg://app:db-pass-123@db:5432/tus",
+        "TUS_EXPIRATION": "3600",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _ENTRY, "config", "--port", "9191", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[0]: line.split(None, 2)[1:] for line in done.stdout.splitlines()}
+    assert lines["TUS_PORT"] == ["option", "9191"]
+    assert lines["TUS_EXPIRATION"] == ["environment", "3600"]
+    assert lines["TUS_BASE_PATH"] == ["default", "/files/"]
+    assert lines["TUS_JWT_SECRET"] == ["environment", "********"]
+    assert "postgresql+asyncpg://app:********@db:5432/tus" in done.stdout
+    assert secret not in done.stdout
+    assert "db-pass-123" not in done.stdout
