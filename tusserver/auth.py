@@ -1,7 +1,8 @@
 """Authentication: bearer JWTs verified on every request, turned into a ``Principal``.
 
 Owns token verification (HS256 with a shared secret, or RS256/ES256 with public keys from a
-JWKS file or URL; issuer, audience and expiry checked with a small leeway), the middleware
+JWKS file or URL, each key verifying only its own algorithm; issuer, audience and expiry
+checked with a small leeway, and every claim used of its exact JSON type), the middleware
 that puts the caller's principal in the ASGI scope, and minting development tokens.
 
 Every tus request (creation, HEAD, PATCH, GET, DELETE) and every API route is checked, not
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeGuard
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -42,6 +44,10 @@ PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
 # Paths that never need a token: liveness, readiness and metrics are for the infrastructure.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _MAX_TOKEN = 8192
+# NumericDate claims (RFC 7519 2): JSON numbers only.
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+# The subject becomes the owner of uploads and files: the catalog's owner column holds 255.
+_MAX_SUBJECT = 255
 
 
 class TokenVerifier:
@@ -103,10 +109,7 @@ class TokenVerifier:
                 issuer=self._issuer,
                 audience=self._audience,
                 leeway=self._leeway,
-                options={
-                    "require": ["exp", "sub"],
-                    "verify_aud": self._audience is not None,
-                },
+                options={"require": ["exp", "sub"]},
             )
         except jwt.ExpiredSignatureError:
             raise errors.Unauthorized("the token has expired") from None
@@ -114,14 +117,31 @@ class TokenVerifier:
             # Why, for the operator; never the token itself.
             log.info("auth.rejected", extra={"reason": type(exc).__name__})
             raise errors.Unauthorized() from None
+        return self._principal(claims)
+
+    def _principal(self, claims: dict[str, Any]) -> Principal:
+        """The principal of verified claims, each of the exact JSON type it must have.
+
+        PyJWT reads the time claims with ``int()`` (``"exp": "99999999999"`` passes) and lets
+        an ``aud`` through when no audience is configured only if it is empty; both are
+        refused here, as are roles that are not an array of strings.
+        """
+        if self._audience is None and "aud" in claims:
+            # RFC 7519 4.1.3: a recipient that does not identify itself with a value of a
+            # present "aud" must reject the token; with no audience configured, none does.
+            _reject("aud", "the token is meant for another audience")
+        for name in _TIME_CLAIMS:
+            if name in claims and not _is_number(claims[name]):
+                _reject(name, f"the token's {name} is not a number")
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject or len(subject) > 255:
-            raise errors.Unauthorized("the token's subject is invalid")
+        if not _is_valid_subject(subject):
+            _reject("sub", "the token's subject is invalid")
         roles = claims.get(self._roles_claim, [])
-        if isinstance(roles, str):
-            roles = roles.split()
-        admin = isinstance(roles, list) and "admin" in roles
-        return Principal(user_id=subject, admin=admin)
+        # Only an array of strings, matched exactly: "user admin" or "notadmin" as one
+        # string is no role list, and a substring test would read "admin" into both.
+        if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+            _reject("roles", "the token's roles claim must be an array of strings")
+        return Principal(user_id=subject, admin="admin" in roles)
 
     async def _key_for(self, token: str) -> Any:
         if self._secret is not None:
@@ -132,13 +152,42 @@ class TokenVerifier:
             kid = jwt.get_unverified_header(token).get("kid")
             for key in self._jwks_file.keys:
                 if kid is None or key.key_id == kid:
-                    return key.key
+                    # The JWK itself, not its raw key: PyJWT then verifies with the key's own
+                    # algorithm only (an RSA key never checks an ES256 or HS256 token).
+                    return key
             raise KeyError("unknown key id")
         assert self._jwks_client is not None
         # PyJWKClient fetches with urllib (blocking); keys are cached after the first call.
         client = self._jwks_client
-        signing_key = await asyncio.to_thread(client.get_signing_key_from_jwt, token)
-        return signing_key.key
+        return await asyncio.to_thread(client.get_signing_key_from_jwt, token)
+
+
+def _reject(claim: str, message: str) -> NoReturn:
+    log.info("auth.rejected", extra={"reason": f"claim:{claim}"})
+    raise errors.Unauthorized(message)
+
+
+def _is_number(value: object) -> bool:
+    # bool is an int in Python but true/false in JSON; NaN and infinities are no dates. An int
+    # of any size is finite (math.isfinite would overflow on a huge one).
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _is_valid_subject(value: object) -> TypeGuard[str]:
+    """A subject usable as an owner id: stored in the catalog, logged, hashed into keys.
+
+    Printable only (no controls, which would forge log lines or key separators, and no lone
+    surrogates, which cannot be encoded) and no surrounding whitespace ("alice " is not
+    "alice" to the database, yet looks like it).
+    """
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= _MAX_SUBJECT
+        and value.isprintable()
+        and value == value.strip()
+    )
 
 
 def mint_token(

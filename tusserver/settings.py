@@ -258,12 +258,21 @@ class Settings(BaseSettings):
         ),
     )
     jwt_issuer: str | None = Field(None, description="Required `iss` of tokens, if set.")
-    jwt_audience: str | None = Field(None, description="Required `aud` of tokens, if set.")
+    jwt_audience: str | None = Field(
+        None,
+        description=(
+            "Required `aud` of tokens, if set; unset, a token carrying an `aud` is refused."
+        ),
+    )
     jwt_leeway: float = Field(
         30.0, ge=0, le=300, description="Seconds of clock skew allowed on `exp`/`nbf`/`iat`."
     )
     jwt_roles_claim: str = Field(
-        "roles", description="Claim listing the user's roles; `admin` among them grants admin."
+        "roles",
+        description=(
+            "Claim listing the user's roles, a JSON array of strings (anything else refuses the "
+            "token); `admin` among them grants admin."
+        ),
     )
     insecure: bool = Field(
         False,

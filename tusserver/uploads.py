@@ -130,6 +130,31 @@ class UploadService:
             finally:
                 self._held.discard(handle)
 
+    async def check_owner(self, upload_id: str, *, owner: str | None) -> None:
+        """NotFound unless the upload exists and a caller scoped to ``owner`` may act on it.
+
+        Called before a request touches the upload's lock: taking a held lock asks its holder
+        (a running PATCH) to stop, so a caller refused only afterwards could still cut off the
+        owner's upload. No lock and no change, except rebuilding lost state as ``get`` does.
+        Expiry is left to ``load_locked``, which removes an expired upload under the lock.
+        """
+        if not is_valid_upload_id(upload_id):
+            raise errors.NotFound()
+        info = await self._fetch(upload_id)
+        if info is None or not self.owned_by(info, owner):
+            raise errors.NotFound()
+
+    @asynccontextmanager
+    async def locked_for(
+        self, upload_id: str, *, owner: str | None, writing: bool = False
+    ) -> AsyncIterator[LockHandle]:
+        """The lock of an upload a request acts on, taken only once ``check_owner`` passed:
+        ownership first, then the lock (and its release request), then ``load_locked``."""
+        await self.check_owner(upload_id, owner=owner)
+        held = self.writing(upload_id) if writing else self.locked(upload_id)
+        async with held as handle:
+            yield handle
+
     @asynccontextmanager
     async def writing(self, upload_id: str) -> AsyncIterator[LockHandle]:
         """``locked`` for a request that writes bytes (PATCH, creation-with-upload), counted

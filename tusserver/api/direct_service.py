@@ -306,6 +306,9 @@ class DirectUploads:
         kind: Kind,
         parts: Sequence[CompletedPart] = (),
     ) -> DirectUpload:
+        # Ownership before the lock: a refused caller must neither wait on nor hold the lock
+        # of an upload it may not see (a 423 would tell it the upload exists).
+        await self.load(upload_id, owner=owner, kind=kind)
         async with self._uploads.locked(upload_id, request_release=False):
             upload = await self.load(upload_id, owner=owner, kind=kind)
             if upload.status is DirectStatus.COMPLETED:
@@ -364,6 +367,7 @@ class DirectUploads:
         return done
 
     async def abort(self, upload_id: str, *, owner: str | None, kind: Kind) -> DirectUpload:
+        await self.load(upload_id, owner=owner, kind=kind)  # before the lock, as in complete
         async with self._uploads.locked(upload_id, request_release=False):
             upload = await self.load(upload_id, owner=owner, kind=kind)
             if upload.status is DirectStatus.ABORTED:

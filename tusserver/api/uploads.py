@@ -278,7 +278,7 @@ async def complete(request: Request) -> Response:
     catalog = _catalog(request)
     if info.finished_at is None:
         # Every byte is stored but finishing was cut short (a crash): finish it now.
-        async with service.locked(info.id):
+        async with service.locked_for(info.id, owner=owner):
             info = await service.load_locked(info.id, owner=owner)
             if info.finished_at is None:
                 info = await service.finish(info)
@@ -299,8 +299,9 @@ async def abort(request: Request) -> Response:
     service = _service(request)
     owner = principal_of(request).owner_filter
     upload_id = request.path_params["upload_id"]
-    # Taking the lock asks a running PATCH to stop first, as a tus DELETE does.
-    async with service.locked(upload_id):
+    # Taking the lock asks a running PATCH to stop first, as a tus DELETE does; so only
+    # once the caller is known to own the upload.
+    async with service.locked_for(upload_id, owner=owner):
         info = await service.load_locked(upload_id, owner=owner)
         await service.terminate(info)
     return Response(status_code=204, headers=NO_STORE)

@@ -1,7 +1,7 @@
 """DELETE: the termination extension (T141-T148).
 
-Taking the lock asks an in-flight PATCH to stop first, so Uppy removing a file mid-upload gets
-its 204 promptly (T061).
+Taking the lock (only once the caller is known to own the upload) asks an in-flight PATCH to
+stop first, so Uppy removing a file mid-upload gets its 204 promptly (T061).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from tusserver.uploads import UploadService
 
 
 async def handle_delete(service: UploadService, upload_id: str, *, owner: str | None) -> Response:
-    async with service.locked(upload_id):
+    async with service.locked_for(upload_id, owner=owner):
         info = await service.load_locked(upload_id, owner=owner)
         await service.terminate(info)
     return Response(status_code=204)

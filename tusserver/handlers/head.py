@@ -1,9 +1,10 @@
 """HEAD: where an upload stands (T017-T026).
 
-It takes the upload's lock, so an older PATCH still holding it (a dead connection) is asked to
-persist its bytes and let go; the offset answered is then exactly what the next PATCH must
-send (T058, T060). A busy upload is 423, never 5xx: tus-js-client abandons an upload on a 5xx
-HEAD (T025).
+Once the caller is known to own the upload (never before: a refused caller must not cut off
+the owner's PATCH), it takes the upload's lock, so an older PATCH still holding it (a dead
+connection) is asked to persist its bytes and let go; the offset answered is then exactly what
+the next PATCH must send (T058, T060). A busy upload is 423, never 5xx: tus-js-client
+abandons an upload on a 5xx HEAD (T025).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def upload_headers(info: UploadInfo) -> dict[str, str]:
 
 
 async def handle_head(service: UploadService, upload_id: str, *, owner: str | None) -> Response:
-    async with service.locked(upload_id):
+    async with service.locked_for(upload_id, owner=owner):
         info = await service.load_locked(upload_id, owner=owner)
         info = await service.assemble_if_ready(info)
         if info.is_complete and info.finished_at is None and not info.is_final:

@@ -68,8 +68,9 @@ def raise_for_end(result: WriteResult, *, shutting_down: bool = False) -> None:
 
 async def handle_patch(service: UploadService, request: Request, upload_id: str) -> Response:
     headers = request.headers
-    async with service.writing(upload_id) as lock:
-        info = await service.load_locked(upload_id, owner=principal_of(request).owner_filter)
+    owner = principal_of(request).owner_filter
+    async with service.locked_for(upload_id, owner=owner, writing=True) as lock:
+        info = await service.load_locked(upload_id, owner=owner)
         if info.is_final:
             raise errors.ModifyFinal()
         if not is_offset_content_type(headers.get("content-type")):
