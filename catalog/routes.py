@@ -25,6 +25,7 @@ from tusserver import errors
 from tusserver.jsonapi import ApiError, MethodRouter, json_response, read_json, validate
 from tusserver.principal import principal_of
 from tusserver.protocol import is_valid_upload_id
+from tusserver.safejson import unstorable
 
 PREFIX = "/api/v1/files"
 MAX_PAGE_SIZE = 50
@@ -132,6 +133,9 @@ def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]
 
     async def list_files(request: Request) -> Response:
         params = validate(ListParams, dict(request.query_params))
+        if unstorable(params.search):
+            # No record holds such text (see storable_metadata); Postgres would refuse it.
+            raise ApiError(errors.InvalidText("search must not hold a NUL character"))
         owner = principal_of(request).owner_filter
         query = ListQuery(
             page=params.page,
@@ -160,6 +164,8 @@ def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]
 
     async def by_key(request: Request) -> Response:
         key: str = request.path_params["key"]
+        if unstorable(key):
+            raise errors.FileNotFound()  # no storage key holds a NUL
         record = await catalog().get_by_key(key, owner=principal_of(request).owner_filter)
         if record is None:
             raise errors.FileNotFound()

@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tusserver import errors
+from tusserver import errors, safejson
 
 MAX_TOKEN = 2048
 
@@ -63,8 +63,8 @@ class UrlSigner:
             mac = b64decode(encoded_mac)
             # The key id is read before the mac is checked, but only to pick which key to
             # check with: a forged id finds no key, or a key whose mac will not match.
-            body = json.loads(payload)
-        except (binascii.Error, ValueError):
+            body = safejson.loads(payload)
+        except (binascii.Error, ValueError, errors.TusError):
             raise errors.SignatureInvalid() from None
         if not isinstance(body, dict):
             raise errors.SignatureInvalid()

@@ -228,6 +228,18 @@ class PayloadTooLarge(TusError):
     message = "the request body is too large"
 
 
+class JsonTooDeep(TusError):
+    status = 400
+    code = "ERR_JSON_TOO_DEEP"
+    message = "the JSON body is nested too deeply"
+
+
+class InvalidText(TusError):
+    status = 400
+    code = "ERR_INVALID_TEXT"
+    message = "text must be UTF-8 without NUL characters or lone surrogates"
+
+
 # Limits, idempotency and the REST upload API (``/api/v1/uploads``).
 
 
