@@ -64,8 +64,7 @@ def storable_metadata(metadata: Mapping[str, str | None]) -> dict[str, str | Non
     that never gets cataloged. Invalid UTF-8 was already replaced when the header was parsed.
     """
     return {
-        storable(key): None if value is None else storable(value)
-        for key, value in metadata.items()
+        storable(key): None if value is None else storable(value) for key, value in metadata.items()
     }
 
 

@@ -56,6 +56,7 @@ from tusserver.openapi import PATH as OPENAPI_PATH
 from tusserver.openapi import openapi_endpoint
 from tusserver.ratelimit import RateLimitMiddleware
 from tusserver.settings import Settings
+from tusserver.singleton_headers import SingletonHeaders
 from tusserver.state.lease import FileLease
 from tusserver.sweep_job import SweepJob
 from tusserver.sweeper import SweepPass
@@ -237,6 +238,8 @@ def create_app(
             exempt_prefixes=(PART_PATH,),
         ),
         Middleware(TusProtocolMiddleware, base_path=base),
+        # Before anything reads a header: a conflicting repeat is refused, not "first wins".
+        Middleware(SingletonHeaders, base_path=base),
         # After method override and the 412 check, so it sees the request tus will serve.
         Middleware(
             IdempotentCreation, idempotency=guards.idempotency, paths=(base, base.rstrip("/"))

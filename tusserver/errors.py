@@ -135,6 +135,12 @@ class ModifyFinal(TusError):
     message = "a final concatenated upload cannot be modified"
 
 
+class DuplicateHeader(TusError):
+    status = 400
+    code = "ERR_DUPLICATE_HEADER"
+    message = "a header that may appear once was sent twice with different values"
+
+
 class InvalidChecksum(TusError):
     status = 400
     code = "ERR_INVALID_CHECKSUM"

@@ -87,9 +87,7 @@ def forged_token(payload: bytes) -> str:
     return f"{encode(payload)}.{encode(b'x' * 32)}"
 
 
-@pytest.mark.parametrize(
-    "path", ["/d/", "/api/v1/uploads/direct-parts/"], ids=["download", "part"]
-)
+@pytest.mark.parametrize("path", ["/d/", "/api/v1/uploads/direct-parts/"], ids=["download", "part"])
 @pytest.mark.parametrize("payload", [b"[" * 1500, b'{"k": "\\ud800"}'], ids=["deep", "surrogate"])
 async def test_public_token_routes_refuse_forged_json_payloads_with_403(
     http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, path: str, payload: bytes
