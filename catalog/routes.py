@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from catalog.models import FILENAME_LENGTH
 from catalog.repository import ListQuery, SortKey
-from catalog.service import Catalog
+from catalog.service import Catalog, storable_metadata
 from tusserver import errors
 from tusserver.jsonapi import ApiError, MethodRouter, json_response, read_json, validate
 from tusserver.principal import principal_of
@@ -95,7 +95,9 @@ def file_json(record: Any) -> dict[str, Any]:
         "sha256": record.sha256,
         "storage_backend": record.storage_backend,
         "storage_key": record.storage_key,
-        "metadata": record.meta,
+        # Rows stored before text was checked may hold a lone surrogate (SQLite kept it), which
+        # no JSON answer can encode: normalised here, so one such row cannot break a list.
+        "metadata": storable_metadata(record.meta),
         "media": {
             "duration_seconds": record.duration_seconds,
             "width": record.width,

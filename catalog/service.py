@@ -64,7 +64,8 @@ def storable_metadata(metadata: Mapping[str, str | None]) -> dict[str, str | Non
     that never gets cataloged. Invalid UTF-8 was already replaced when the header was parsed.
     """
     return {
-        storable(key): None if value is None else storable(value) for key, value in metadata.items()
+        storable(key): storable(value) if isinstance(value, str) else value
+        for key, value in metadata.items()
     }
 
 

@@ -9,6 +9,8 @@ record; what a client types into the catalog API is refused with a 400.
 from __future__ import annotations
 
 import base64
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -123,3 +125,20 @@ async def test_a_nul_in_search_or_key_is_a_4xx_never_a_5xx(client: httpx.AsyncCl
     odd = await client.get(f"{API}?search=%ED%A0%80", headers=ALICE)
     assert odd.status_code == 200
     assert odd.json()["total_count"] == 0
+
+
+async def test_a_row_poisoned_before_the_fix_no_longer_breaks_lists(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """SQLite kept a lone surrogate sent in PATCH metadata (as a JSON escape); such rows
+    exist in databases written by earlier versions and must not fail every list."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("Postgres never accepted the surrogate")
+    upload_id = await upload(client, b"hello", raw_metadata(filename=b"ok.txt"))
+    path = database_url.split("///", 1)[1]
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("UPDATE files SET metadata = ? WHERE id = ?", ('{"k": "\\ud800"}', upload_id))
+        db.commit()
+    await assert_lists_work(client)
+    record = await client.get(f"{API}/{upload_id}", headers=ALICE)
+    assert record.json()["metadata"] == {"k": "\ufffd"}
