@@ -81,3 +81,29 @@ async def test_a_part_number_past_the_s3_limit_is_422(http: httpx.AsyncClient) -
     parts = {"parts": [{"part_number": 2**64, "etag": "x"}]}
     response = await http.post(f"{API}/multipart/{upload_id}/complete", json=parts)
     assert response.status_code == 422, response.text
+
+
+async def test_a_final_over_deferred_partials_never_takes_a_length_past_int64(
+    http: httpx.AsyncClient,
+) -> None:
+    deferred = await http.post(
+        FILES, headers={"Upload-Defer-Length": "1", "Upload-Concat": "partial"}
+    )
+    assert deferred.status_code == 201, deferred.text
+    late = str(deferred.headers["Location"]).removeprefix(ORIGIN)
+    small = await partial(http, 1)
+    final = await http.post(FILES, headers={"Upload-Concat": f"final;{late} {small}"})
+    assert final.status_code == 201, final.text
+    declared = await http.patch(
+        ORIGIN + late,
+        content=b"",
+        headers={
+            "Upload-Offset": "0",
+            "Upload-Length": str(MAX_INT),
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert declared.status_code == 204, declared.text
+    head = await http.head(final.headers["Location"])
+    assert head.status_code == 200
+    assert int(head.headers.get("Upload-Length", "0")) <= MAX_INT
