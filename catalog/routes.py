@@ -20,11 +20,12 @@ from starlette.routing import BaseRoute, Route
 
 from catalog.models import FILENAME_LENGTH
 from catalog.repository import ListQuery, SortKey
-from catalog.service import Catalog
+from catalog.service import Catalog, storable_metadata
 from tusserver import errors
 from tusserver.jsonapi import ApiError, MethodRouter, json_response, read_json, validate
 from tusserver.principal import principal_of
 from tusserver.protocol import is_valid_upload_id
+from tusserver.safejson import unstorable
 
 PREFIX = "/api/v1/files"
 MAX_PAGE_SIZE = 50
@@ -94,7 +95,9 @@ def file_json(record: Any) -> dict[str, Any]:
         "sha256": record.sha256,
         "storage_backend": record.storage_backend,
         "storage_key": record.storage_key,
-        "metadata": record.meta,
+        # Rows stored before text was checked may hold a lone surrogate (SQLite kept it), which
+        # no JSON answer can encode: normalised here, so one such row cannot break a list.
+        "metadata": storable_metadata(record.meta),
         "media": {
             "duration_seconds": record.duration_seconds,
             "width": record.width,
@@ -132,6 +135,9 @@ def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]
 
     async def list_files(request: Request) -> Response:
         params = validate(ListParams, dict(request.query_params))
+        if unstorable(params.search):
+            # No record holds such text (see storable_metadata); Postgres would refuse it.
+            raise ApiError(errors.InvalidText("search must not hold a NUL character"))
         owner = principal_of(request).owner_filter
         query = ListQuery(
             page=params.page,
@@ -160,6 +166,8 @@ def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]
 
     async def by_key(request: Request) -> Response:
         key: str = request.path_params["key"]
+        if unstorable(key):
+            raise errors.FileNotFound()  # no storage key holds a NUL
         record = await catalog().get_by_key(key, owner=principal_of(request).owner_filter)
         if record is None:
             raise errors.FileNotFound()

@@ -26,6 +26,7 @@ from tusserver.digests import EMPTY_SHA256
 from tusserver.disposition import clean_filename
 from tusserver.listener import TerminationReason
 from tusserver.models import UploadInfo
+from tusserver.safejson import storable
 from tusserver.storage.base import Locator, Reader, Sidecars
 
 log = logging.getLogger("tusserver.catalog")
@@ -53,6 +54,19 @@ class CatalogConfig:
 
 def utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
+
+
+def storable_metadata(metadata: Mapping[str, str | None]) -> dict[str, str | None]:
+    """tus metadata as the catalog keeps it: NUL and lone surrogates become U+FFFD.
+
+    tus values are base64 of arbitrary bytes, so a NUL in a file name is legal tus, but
+    Postgres refuses it in text and JSON; refusing the record would leave a finished upload
+    that never gets cataloged. Invalid UTF-8 was already replaced when the header was parsed.
+    """
+    return {
+        storable(key): storable(value) if isinstance(value, str) else value
+        for key, value in metadata.items()
+    }
 
 
 def first_value(metadata: Mapping[str, str | None], keys: tuple[str, ...]) -> str | None:
@@ -121,7 +135,7 @@ class Catalog:
         """Record a finished upload once; True when this call created the record."""
         if info.length is None or self._locator is None:
             return False
-        metadata = dict(info.metadata)
+        metadata = storable_metadata(info.metadata)
         original = first_value(metadata, FILENAME_KEYS)
         head = await self._head(info)
         verdict = reconcile(first_value(metadata, TYPE_KEYS), detect(head))

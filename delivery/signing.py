@@ -15,12 +15,14 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tusserver import errors
+from tusserver import errors, safejson
 
 MAX_TOKEN = 2048
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 def key_id(key: bytes) -> str:
@@ -55,7 +57,9 @@ class UrlSigner:
 
     def verify(self, token: str, *, now: float) -> dict[str, Any]:
         """The claims of a genuine, unexpired token; ``SignatureInvalid`` or ``UrlExpired``."""
-        if len(token) > MAX_TOKEN or token.count(".") != 1:
+        # Whole-token match: the base64 decoder skips characters outside its alphabet, so a
+        # genuine token followed by a newline (or anything else) would otherwise verify.
+        if len(token) > MAX_TOKEN or _TOKEN.fullmatch(token) is None:
             raise errors.SignatureInvalid()
         encoded_payload, encoded_mac = token.split(".")
         try:
@@ -63,8 +67,8 @@ class UrlSigner:
             mac = b64decode(encoded_mac)
             # The key id is read before the mac is checked, but only to pick which key to
             # check with: a forged id finds no key, or a key whose mac will not match.
-            body = json.loads(payload)
-        except (binascii.Error, ValueError):
+            body = safejson.loads(payload)
+        except (binascii.Error, ValueError, errors.TusError):
             raise errors.SignatureInvalid() from None
         if not isinstance(body, dict):
             raise errors.SignatureInvalid()

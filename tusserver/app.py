@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -55,6 +56,7 @@ from tusserver.openapi import PATH as OPENAPI_PATH
 from tusserver.openapi import openapi_endpoint
 from tusserver.ratelimit import RateLimitMiddleware
 from tusserver.settings import Settings
+from tusserver.singleton_headers import SingletonHeaders
 from tusserver.state.lease import FileLease
 from tusserver.sweep_job import SweepJob
 from tusserver.sweeper import SweepPass
@@ -236,6 +238,8 @@ def create_app(
             exempt_prefixes=(PART_PATH,),
         ),
         Middleware(TusProtocolMiddleware, base_path=base),
+        # Before anything reads a header: a conflicting repeat is refused, not "first wins".
+        Middleware(SingletonHeaders, base_path=base),
         # After method override and the 412 check, so it sees the request tus will serve.
         Middleware(
             IdempotentCreation, idempotency=guards.idempotency, paths=(base, base.rstrip("/"))
@@ -279,7 +283,7 @@ def create_app(
     # description is public.
     public_prefixes.extend((PART_PATH, OPENAPI_PATH))
     app = Starlette(
-        routes=routes,
+        routes=_anchored(routes),
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={404: not_found},
@@ -292,6 +296,20 @@ def create_app(
     app.state.pre_create_hook = hooks.pre_create
     app.state.idempotency = guards.idempotency
     return app
+
+
+def _anchored(routes: list[BaseRoute]) -> list[BaseRoute]:
+    """``routes`` matching whole paths only.
+
+    Starlette ends each route's pattern with ``$``, which also matches before a final
+    newline: ``DELETE /api/v1/uploads/<id>%0a`` deleted ``<id>``, and ``by-key/<key>%0a``
+    found ``<key>``. ``\\Z`` matches only at the very end.
+    """
+    for route in routes:
+        pattern = getattr(route, "path_regex", None)
+        if isinstance(pattern, re.Pattern) and pattern.pattern.endswith("$"):
+            route.path_regex = re.compile(pattern.pattern[:-1] + r"\Z")  # type: ignore[attr-defined]
+    return routes
 
 
 def open_delivery(

@@ -135,6 +135,12 @@ class ModifyFinal(TusError):
     message = "a final concatenated upload cannot be modified"
 
 
+class DuplicateHeader(TusError):
+    status = 400
+    code = "ERR_DUPLICATE_HEADER"
+    message = "a header that may appear once was sent twice with different values"
+
+
 class InvalidChecksum(TusError):
     status = 400
     code = "ERR_INVALID_CHECKSUM"
@@ -226,6 +232,18 @@ class PayloadTooLarge(TusError):
     status = 413
     code = "ERR_PAYLOAD_TOO_LARGE"
     message = "the request body is too large"
+
+
+class JsonTooDeep(TusError):
+    status = 400
+    code = "ERR_JSON_TOO_DEEP"
+    message = "the JSON body is nested too deeply"
+
+
+class InvalidText(TusError):
+    status = 400
+    code = "ERR_INVALID_TEXT"
+    message = "text must be UTF-8 without NUL characters or lone surrogates"
 
 
 # Limits, idempotency and the REST upload API (``/api/v1/uploads``).

@@ -7,7 +7,6 @@ fixed message: exception text can carry SQL, paths or secrets and never reaches 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -17,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from tusserver import errors
+from tusserver import errors, safejson
 
 log = logging.getLogger("tusserver.api")
 
@@ -75,6 +74,7 @@ def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 async def read_json(request: Request, *, max_bytes: int = 64 * 1024) -> Any:
+    """The JSON body, bounded in size and depth, with only storable text (``safejson``)."""
     kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if kind != "application/json":
         raise ApiError(errors.JsonRequired())
@@ -93,9 +93,9 @@ async def read_json(request: Request, *, max_bytes: int = 64 * 1024) -> Any:
         if len(body) > max_bytes:
             raise ApiError(errors.PayloadTooLarge(f"the body may hold at most {max_bytes} bytes"))
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(errors.ValidationFailed("the body is not valid JSON")) from None
+        return safejson.loads(bytes(body))
+    except errors.TusError as exc:
+        raise ApiError(exc) from None
 
 
 class MethodRouter:

@@ -265,6 +265,9 @@ def _op(
     codes = set(errors) | set(_COMMON)
     if body is not None or request_body is not None:
         codes |= {413, 415, 422}
+    if body is not None:
+        # The JSON reader's own refusals: ERR_JSON_TOO_DEEP, ERR_INVALID_TEXT.
+        codes.add(400)
     if public:
         codes.discard(401)
     for code in sorted(codes):
@@ -303,7 +306,7 @@ def build_document() -> dict[str, Any]:
             "get": _op(
                 "List the caller's files",
                 (200, "FilePage"),
-                (422,),
+                (400, 422),
                 params=[
                     _query("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000}),
                     _query(

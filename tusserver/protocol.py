@@ -276,11 +276,15 @@ _URL_CHARS = re.compile(r"[\x21-\x7e]+")
 _LIST_SEPARATOR = re.compile(r"[ \t]+")
 
 
-def parse_concat(raw: str | None, base_path: str) -> ConcatRequest | None:
+def parse_concat(
+    raw: str | None, base_path: str, max_parts: int = MAX_CONCAT_PARTS
+) -> ConcatRequest | None:
     """Parse ``Upload-Concat``; None when absent.
 
-    ``partial`` -> a partial. ``final;<url> <url> ...`` -> a final naming the partials in the
-    given order (T158; repeats are kept, T159). Each URL is an absolute ``http(s)`` URL
+    ``partial`` -> a partial. ``final;<url> <url> ...`` -> a final naming at most
+    ``max_parts`` distinct partials in the given order (T158). A partial named twice is
+    refused: no client does it, and it let one small partial be copied a thousand times into
+    one final (amplifying storage writes). Each URL is an absolute ``http(s)`` URL
     (tus-js-client, T156) or an absolute path, may end with ``/`` and the list may start
     with a space (T157). Anything else raises ``InvalidConcat`` (T169).
     """
@@ -296,9 +300,13 @@ def parse_concat(raw: str | None, base_path: str) -> ConcatRequest | None:
     if listed == "":
         raise InvalidConcat("Upload-Concat: 'final;' names no uploads")
     urls = _LIST_SEPARATOR.split(listed)
-    if len(urls) > MAX_CONCAT_PARTS:
-        raise InvalidConcat(f"Upload-Concat: more than {MAX_CONCAT_PARTS} uploads")
-    return ConcatRequest(ConcatKind.FINAL, tuple(_concat_upload_id(url, base_path) for url in urls))
+    limit = min(max_parts, MAX_CONCAT_PARTS)
+    if len(urls) > limit:
+        raise InvalidConcat(f"Upload-Concat: more than {limit} uploads")
+    ids = tuple(_concat_upload_id(url, base_path) for url in urls)
+    if len(set(ids)) != len(ids):
+        raise InvalidConcat("Upload-Concat: an upload is named more than once")
+    return ConcatRequest(ConcatKind.FINAL, ids)
 
 
 def _concat_upload_id(url: str, base_path: str) -> str:

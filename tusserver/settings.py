@@ -56,6 +56,15 @@ class Settings(BaseSettings):
         ge=0,
         description="Largest upload in bytes, advertised as `Tus-Max-Size`; 0 means no limit.",
     )
+    max_concat_parts: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description=(
+            "Most partial uploads one `Upload-Concat: final` may name (each once); clients "
+            "send one per parallel connection, tus-js-client's `parallelUploads` is a few."
+        ),
+    )
     expiration: int = Field(
         86400,
         ge=0,

@@ -19,7 +19,13 @@ from tusserver.context import TusContext
 from tusserver.digests import ContentDigests
 from tusserver.listener import TerminationReason
 from tusserver.models import ConcatKind, UploadInfo
-from tusserver.protocol import Checksum, ConcatRequest, is_valid_upload_id, new_upload_id
+from tusserver.protocol import (
+    MAX_INT,
+    Checksum,
+    ConcatRequest,
+    is_valid_upload_id,
+    new_upload_id,
+)
 from tusserver.spool import Spool
 from tusserver.state.base import AlreadyExists, LockHandle
 
@@ -269,9 +275,9 @@ class UploadService:
                 raise errors.InvalidConcat(f"upload {partial_id} is not a partial upload")
             partials.append(partial)
         length = self._total_length(partials)
-        max_size = self.settings.max_size
-        if length is not None and max_size and length > max_size:
-            raise errors.SizeExceeded(f"the partials exceed the maximum size of {max_size}")
+        limit = self._length_limit()
+        if length is not None and length > limit:
+            raise errors.SizeExceeded(f"the partials exceed the maximum size of {limit}")
         final = UploadInfo(
             id=new_upload_id(),
             length=length,
@@ -291,6 +297,11 @@ class UploadService:
             await self.ctx.state.add_waiter(partial_id, final.id)
         async with self.locked(final.id, request_release=False):
             return await self._assemble_locked(final.id)
+
+    def _length_limit(self) -> int:
+        # Without TUS_MAX_SIZE the sum of partials is still bounded to what every store and
+        # every client can represent as an offset (a signed 64-bit integer).
+        return self.settings.max_size or MAX_INT
 
     @staticmethod
     def _total_length(partials: list[UploadInfo]) -> int | None:
@@ -473,6 +484,11 @@ class UploadService:
                 return final  # a partial vanished; the final can only expire now
             partials.append(partial)
         length = self._total_length(partials)
+        if length is not None and length > self._length_limit():
+            # Partials whose lengths were deferred and declared later: the final can never
+            # be assembled, so it stays unfinished and expires.
+            log.warning("upload.final_too_large", extra={"upload_id": final.id})
+            return final
         if length is not None and final.length is None:
             final = final.replace(length=length)
             await self.ctx.state.update(final)

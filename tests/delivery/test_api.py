@@ -204,7 +204,9 @@ async def test_a_deleted_file_has_no_download(env: Env) -> None:
 async def test_bad_keys_are_400(env: Env, key: str) -> None:
     response = await mint(env, storage_key=key)
     assert response.status_code == 400
-    assert response.json()["error"]["code"] == "ERR_INVALID_KEY"
+    # A NUL is refused by the JSON reader itself, before the key rules look at it.
+    expected = "ERR_INVALID_TEXT" if "\x00" in key else "ERR_INVALID_KEY"
+    assert response.json()["error"]["code"] == expected
 
 
 @pytest.mark.parametrize("env", ["s3"], indirect=True)

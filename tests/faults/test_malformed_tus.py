@@ -346,3 +346,109 @@ def test_unicode_digits_are_not_numbers(harness: Harness) -> None:
         b"abc",
     )
     assert direct.status < 500, direct
+
+
+# -- headers sent twice, and Upload-Concat lists --------------------------------------------------
+
+
+def raw_request(
+    harness: Harness, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b""
+) -> Reply:
+    """Headers as a list, so one name can appear twice."""
+    encoded = [(name.lower().encode(), value.encode("latin-1")) for name, value in headers]
+    return harness.runner.run(send(harness.app, method, path, encoded, body))
+
+
+TUS = ("Tus-Resumable", "1.0.0")
+OCTETS = ("Content-Type", "application/offset+octet-stream")
+
+
+@pytest.mark.parametrize(
+    ("name", "first", "second"),
+    [
+        ("Upload-Length", "5", "6"),
+        ("Upload-Metadata", "a YQ==", "a Yg=="),
+        ("Upload-Concat", "partial", "final;/files/" + "0" * 32),
+        ("Upload-Defer-Length", "1", "2"),
+        ("Idempotency-Key", "k1", "k2"),
+    ],
+)
+def test_a_creation_header_sent_twice_with_different_values_is_400(
+    harness: Harness, name: str, first: str, second: str
+) -> None:
+    headers = [TUS, ("Upload-Length", "5")] if name != "Upload-Length" else [TUS]
+    if name == "Upload-Defer-Length":
+        headers = [TUS]
+    reply = raw_request(harness, "POST", "/files/", [*headers, (name, first), (name, second)])
+    assert reply.status == 400, reply
+    assert reply.body.startswith(b"ERR_DUPLICATE_HEADER"), reply.body
+    assert reply.headers["tus-resumable"] == "1.0.0"
+
+
+@pytest.mark.parametrize(
+    ("name", "first", "second"),
+    [
+        ("Upload-Offset", OFFSET, "0"),
+        ("Upload-Length", "256", "300"),
+        ("Upload-Checksum", "sha1 " + CHECKSUM, "sha1 2jmj7l5rSw0yVb/vlWAYkK/YBwk="),
+        ("Content-Type", OCTETS[1], "text/plain"),
+    ],
+)
+def test_a_patch_header_sent_twice_with_different_values_is_400_and_appends_nothing(
+    harness: Harness, name: str, first: str, second: str
+) -> None:
+    known = harness.uploads["partial"]
+    before = harness.state(known)
+    assert before is not None
+    offset, _, _ = before
+    body = b"more bytes"
+    sha1 = base64.b64encode(hashlib.sha1(body).digest()).decode()
+
+    def filled(value: str) -> str:
+        return value.replace(OFFSET, str(offset)).replace(CHECKSUM, sha1)
+
+    headers = [TUS, OCTETS, ("Upload-Offset", str(offset))]
+    headers = [h for h in headers if h[0] != name]
+    headers += [(name, filled(first)), (name, filled(second))]
+    reply = raw_request(harness, "PATCH", f"/files/{known.id}", headers, body)
+    assert reply.status == 400, reply
+    assert reply.body.startswith(b"ERR_DUPLICATE_HEADER"), reply.body
+    assert harness.state(known) == before
+
+
+def test_a_header_repeated_with_the_same_value_is_accepted(harness: Harness) -> None:
+    reply = raw_request(
+        harness, "POST", "/files/", [TUS, ("Upload-Length", "5"), ("Upload-Length", " 5")]
+    )
+    assert reply.status == 201, reply
+
+
+def _concat_partial(harness: Harness) -> str:
+    reply = raw_request(
+        harness, "POST", "/files/", [TUS, ("Upload-Length", "4"), ("Upload-Concat", "partial")]
+    )
+    assert reply.status == 201, reply
+    return reply.headers["location"].rsplit("/", 1)[1]
+
+
+def test_a_final_naming_a_partial_twice_is_400(harness: Harness) -> None:
+    partial = _concat_partial(harness)
+    listed = " ".join([f"/files/{partial}"] * 1000)
+    reply = raw_request(harness, "POST", "/files/", [TUS, ("Upload-Concat", f"final;{listed}")])
+    assert reply.status == 400, reply
+    assert reply.body.startswith(b"ERR_INVALID_CONCAT"), reply.body
+    twice = f"final;/files/{partial} /files/{partial}"
+    reply = raw_request(harness, "POST", "/files/", [TUS, ("Upload-Concat", twice)])
+    assert reply.status == 400, reply
+
+
+def test_a_final_naming_more_partials_than_allowed_is_400(harness: Harness) -> None:
+    allowed = Settings().max_concat_parts
+    ids = [_concat_partial(harness) for _ in range(allowed + 1)]
+    too_many = "final;" + " ".join(f"/files/{i}" for i in ids)
+    reply = raw_request(harness, "POST", "/files/", [TUS, ("Upload-Concat", too_many)])
+    assert reply.status == 400, reply
+    assert reply.body.startswith(b"ERR_INVALID_CONCAT"), reply.body
+    enough = "final;" + " ".join(f"/files/{i}" for i in ids[:allowed])
+    reply = raw_request(harness, "POST", "/files/", [TUS, ("Upload-Concat", enough)])
+    assert reply.status == 201, reply

@@ -31,11 +31,12 @@ from tusserver.api.direct_backend import CompletedPart, Target
 from tusserver.api.direct_local import PART_PATH
 from tusserver.api.direct_service import MAX_SMALL, DirectUploads, NewUpload
 from tusserver.api.direct_state import DirectUpload, Kind
+from tusserver.api.part_tokens import MAX_PART_NUMBER
 from tusserver.body import BodyEnd, BodyReader
 from tusserver.idempotent_http import idempotent_json
 from tusserver.jsonapi import MethodRouter, json_response, read_json, validate
 from tusserver.principal import principal_of
-from tusserver.protocol import is_valid_upload_id
+from tusserver.protocol import MAX_INT, is_valid_upload_id
 from tusserver.storage.parts import MAX_PARTS
 from tusserver.urls import public_base
 
@@ -82,18 +83,18 @@ class _NewFile(BaseModel):
 
 
 class PresignedRequest(_NewFile):
-    file_size: int | None = Field(None, ge=0)
+    file_size: int | None = Field(None, ge=0, le=MAX_INT)
 
 
 class MultipartRequest(_NewFile):
-    file_size: int = Field(ge=1)
-    part_size: int | None = Field(None, ge=1)
+    file_size: int = Field(ge=1, le=MAX_INT)
+    part_size: int | None = Field(None, ge=1, le=MAX_INT)
 
 
 class PartEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    part_number: int
+    part_number: int = Field(ge=1, le=MAX_PART_NUMBER)
     etag: str
 
 

@@ -49,7 +49,7 @@ from tusserver.jsonapi import (
 )
 from tusserver.models import UploadInfo
 from tusserver.principal import principal_of
-from tusserver.protocol import encode_metadata
+from tusserver.protocol import MAX_INT, encode_metadata
 from tusserver.settings import Settings
 from tusserver.state.base import state_unavailable
 from tusserver.uploads import UploadService
@@ -90,7 +90,7 @@ class InitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     filename: str = Field(min_length=1, max_length=255)
-    file_size: int = Field(gt=0, strict=True)
+    file_size: int = Field(gt=0, le=MAX_INT, strict=True)
     content_type: str = Field(min_length=3, max_length=127)
     duration_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=MAX_METADATA_PAIRS)

@@ -31,7 +31,7 @@ async def handle_post(service: UploadService, request: Request) -> Response:
     headers = request.headers
     settings = service.settings
     concat_raw = headers.get("upload-concat")
-    concat = parse_concat(concat_raw, settings.base_path)
+    concat = parse_concat(concat_raw, settings.base_path, settings.max_concat_parts)
     if concat is not None and "concatenation" not in service.extensions:
         raise errors.ConcatUnsupported()
     is_final = concat is not None and concat.kind is ConcatKind.FINAL

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import time
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from tusserver import errors
+from tusserver import errors, safejson
 from tusserver.hooks.events import build_event
 from tusserver.hooks.signing import signed_headers
 from tusserver.protocol import ConcatRequest, encode_metadata
@@ -122,8 +121,8 @@ def _json_object(body: bytes | None) -> dict[str, Any] | None:
     if not body or not body.strip():
         return None
     try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        value = safejson.loads(body)
+    except errors.TusError:
         return None
     return value if isinstance(value, dict) else None
 
