@@ -306,7 +306,9 @@ def test_client_ip(client: str, xff: str | None, trust: bool, expected: str) -> 
 
 
 class Broken:
-    async def take(self, keys: Sequence[str], rates: Sequence[Rate], now: float) -> float | None:
+    async def take(
+        self, keys: Sequence[str], rates: Sequence[Rate], now: float, *, cost: int = 1
+    ) -> float | None:
         raise ConnectionError("redis is down")
 
 

@@ -64,7 +64,7 @@ API_PREFIX = "/api/"
 class Rate:
     """A sustained rate (requests per minute, > 0) and the burst a full bucket admits at once."""
 
-    per_minute: int
+    per_minute: float
     burst: int
 
     @property
@@ -79,16 +79,18 @@ class Rate:
 
 
 class Buckets(Protocol):
-    async def take(self, keys: Sequence[str], rates: Sequence[Rate], now: float) -> float | None:
-        """Take one request from every key's bucket, all or none: None when admitted, else
-        the seconds until every one of them would admit it (nothing is taken then)."""
+    async def take(
+        self, keys: Sequence[str], rates: Sequence[Rate], now: float, *, cost: int = 1
+    ) -> float | None:
+        """Take ``cost`` tokens from every key's bucket, all or none: None when admitted,
+        else the seconds until every one of them would admit it (nothing is taken then)."""
         ...
 
 
-def _advance(tat: float | None, rate: Rate, now: float) -> tuple[float, float]:
-    """The bucket's next arrival time if it admits a request now, and how many seconds too
-    early that request is (<= 0: admitted)."""
-    new = max(tat if tat is not None else now, now) + rate.interval
+def _advance(tat: float | None, rate: Rate, now: float, cost: int) -> tuple[float, float]:
+    """The bucket's next arrival time if it admits ``cost`` requests now, and how many
+    seconds too early they are (<= 0: admitted)."""
+    new = max(tat if tat is not None else now, now) + rate.interval * cost
     return new, new - now - rate.tolerance
 
 
@@ -104,8 +106,12 @@ class LocalBuckets:
     def __len__(self) -> int:
         return len(self._tat)
 
-    async def take(self, keys: Sequence[str], rates: Sequence[Rate], now: float) -> float | None:
-        advanced = [_advance(self._tat.get(k), r, now) for k, r in zip(keys, rates, strict=True)]
+    async def take(
+        self, keys: Sequence[str], rates: Sequence[Rate], now: float, *, cost: int = 1
+    ) -> float | None:
+        advanced = [
+            _advance(self._tat.get(k), r, now, cost) for k, r in zip(keys, rates, strict=True)
+        ]
         wait = max(early for _, early in advanced)
         if wait > 0:
             return wait
@@ -126,9 +132,10 @@ class LocalBuckets:
             del self._tat[key]
 
 
-# KEYS: the buckets; ARGV: now (ms), then per key its interval and tolerance (ms). Every bucket
-# admits the request or none is touched. A bucket's key expires when it has refilled, so idle
-# callers cost Redis nothing. Times are ms as doubles, written back with 17 digits (exact).
+# KEYS: the buckets; ARGV: now (ms), then per key its interval (times the cost) and tolerance
+# (ms). Every bucket admits the request or none is touched. A bucket's key expires when it has
+# refilled, so idle callers cost Redis nothing. Times are ms as doubles, written back with 17
+# digits (exact).
 _TAKE = """
 local now = tonumber(ARGV[1])
 local wait = 0
@@ -157,10 +164,12 @@ class RedisBuckets:
         self._prefix = prefix
         self._script = client.register_script(_TAKE)
 
-    async def take(self, keys: Sequence[str], rates: Sequence[Rate], now: float) -> float | None:
+    async def take(
+        self, keys: Sequence[str], rates: Sequence[Rate], now: float, *, cost: int = 1
+    ) -> float | None:
         args: list[float] = [now * 1000]
         for rate in rates:
-            args += [rate.interval * 1000, rate.tolerance * 1000]
+            args += [rate.interval * cost * 1000, rate.tolerance * 1000]
         found = await self._script(keys=[self._prefix + k for k in keys], args=args)
         wait = float(found.decode() if isinstance(found, bytes) else found) / 1000
         return wait if wait > 0 else None

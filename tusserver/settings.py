@@ -197,7 +197,12 @@ class Settings(BaseSettings):
         (), description="File extensions downloads may name, e.g. `.mp4,.webm`; empty: any."
     )
     delivery_daily_quota_per_ip: int = Field(
-        1000, ge=0, description="Download URLs one IP address may mint per UTC day; 0: no limit."
+        10000,
+        ge=0,
+        description=(
+            "Download URLs one IP address may mint at once; they come back at this many a "
+            "day, evenly; 0: no limit."
+        ),
     )
     onetime_token_max_ttl: int = Field(
         7 * 86400, ge=60, description="Longest lifetime in seconds of a one-time download token."
