@@ -101,6 +101,22 @@ async def test_retry_after_counts_the_seconds_until_a_token(
         assert (await http.get(FILES_API)).status_code == 200
 
 
+async def test_a_client_waiting_exactly_one_interval_is_admitted(
+    guard_options: dict[str, Any],  # noqa: F811
+) -> None:
+    """Seven a minute: 60 / 7 s apart, a value no float holds exactly; the sums must not drift
+    into refusing a client that keeps that pace."""
+    clock = Clock(START)
+    settings = Settings(**guard_options, **limits(per_ip=7, per_ip_burst=1))
+    async with serving(settings, clock=clock) as http:
+        assert (await http.get(FILES_API)).status_code == 200
+        assert_limited(await http.get(FILES_API), retry_after=9)
+        for _ in range(30):
+            clock.now += 60 / 7
+            assert (await http.get(FILES_API)).status_code == 200
+        assert_limited(await http.get(FILES_API), retry_after=9)
+
+
 async def test_a_refused_request_takes_nothing(
     guard_options: dict[str, Any],  # noqa: F811
 ) -> None:

@@ -58,6 +58,9 @@ from tusserver.settings import Settings
 log = logging.getLogger("tusserver.ratelimit")
 
 API_PREFIX = "/api/"
+# A request this many seconds early is on time: float sums of intervals such as 60 / 7 must
+# not refuse a client that waited exactly as Retry-After told it.
+SLACK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ class LocalBuckets:
             _advance(self._tat.get(k), r, now, cost) for k, r in zip(keys, rates, strict=True)
         ]
         wait = max(early for _, early in advanced)
-        if wait > 0:
+        if wait > SLACK:
             return wait
         for key, (tat, _) in zip(keys, advanced, strict=True):
             self._tat[key] = tat
@@ -132,23 +135,24 @@ class LocalBuckets:
             del self._tat[key]
 
 
-# KEYS: the buckets; ARGV: now (ms), then per key its interval (times the cost) and tolerance
-# (ms). Every bucket admits the request or none is touched. A bucket's key expires when it has
-# refilled, so idle callers cost Redis nothing. Times are ms as doubles, written back with 17
-# digits (exact).
+# KEYS: the buckets; ARGV: now (ms), then per key its interval (times the cost) and tolerance,
+# then the slack (ms). Every bucket admits the request or none is touched. A bucket's key
+# expires when it has refilled, so idle callers cost Redis nothing. Times are ms as doubles,
+# written back with 17 digits (exact).
 _TAKE = """
 local now = tonumber(ARGV[1])
+local slack = tonumber(ARGV[#ARGV])
 local wait = 0
 local tats = {}
 for i, key in ipairs(KEYS) do
-  local tat = tonumber(redis.call('GET', key) or now)
+  local tat = tonumber(redis.call('GET', key)) or now
   if tat < now then tat = now end
   tat = tat + tonumber(ARGV[2 * i])
   tats[i] = tat
   local early = tat - now - tonumber(ARGV[2 * i + 1])
   if early > wait then wait = early end
 end
-if wait > 0 then return string.format('%.17g', wait) end
+if wait > slack then return string.format('%.17g', wait) end
 for i, key in ipairs(KEYS) do
   redis.call('SET', key, string.format('%.17g', tats[i]), 'PX', math.ceil(tats[i] - now))
 end
@@ -170,6 +174,7 @@ class RedisBuckets:
         args: list[float] = [now * 1000]
         for rate in rates:
             args += [rate.interval * cost * 1000, rate.tolerance * 1000]
+        args.append(SLACK * 1000)
         found = await self._script(keys=[self._prefix + k for k in keys], args=args)
         wait = float(found.decode() if isinstance(found, bytes) else found) / 1000
         return wait if wait > 0 else None
