@@ -1,78 +1,61 @@
-"""Per-IP daily quota on minting download URLs: a fixed window per UTC day.
+"""Per-IP quota on minting download URLs: a token bucket that holds a day's quota and refills
+over the day.
 
-Counted before a URL is minted; the first request past the limit gets 429 with a
-``Retry-After`` of the seconds left in the day. Redis (``INCR`` + ``EXPIREAT`` in one
-pipeline) in distributed mode, so every instance counts against the same number.
+Counted before a URL is minted (a batch counts its items); past the bucket, 429 with a
+``Retry-After`` of the seconds until the refused amount is back. A bucket, not a calendar day:
+a caller who spends the quota is not locked out until midnight UTC but gets URLs back at the
+daily rate (one every ``86400 / quota`` seconds), and the most any day can see is twice the
+quota (a full bucket plus a day's refill), as a fixed day straddling midnight also allowed.
+The buckets are the rate limiter's (``tusserver.ratelimit``): Redis in distributed mode, so
+every instance counts against the same number; idle buckets cost no memory.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from tusserver import errors
+from tusserver.ratelimit import Buckets, LocalBuckets, Rate, RedisBuckets
 
 DAY = 86400
 
 
 class Quota(Protocol):
     async def charge(self, subject: str, amount: int = 1) -> None:
-        """Count ``amount`` against ``subject``'s day; ``RateLimited`` past the limit."""
+        """Count ``amount`` against ``subject``'s bucket; ``RateLimited`` past it."""
         ...
 
 
-def _window(now: float) -> tuple[int, int]:
-    day = int(now // DAY)
-    return day, (day + 1) * DAY
-
-
-def _refuse(now: float, reset: int) -> errors.RateLimited:
-    retry = max(1, int(reset - now))
-    return errors.RateLimited(
-        "the daily quota of download URLs is used up", headers={"Retry-After": str(retry)}
-    )
-
-
-class LocalQuota:
-    def __init__(self, limit: int, *, clock: Callable[[], float] = time.time) -> None:
+class BucketQuota:
+    def __init__(
+        self, buckets: Buckets, limit: int, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._buckets = buckets
         self._limit = limit
+        self._rate = Rate(per_minute=limit * 60 / DAY, burst=limit) if limit > 0 else None
         self._clock = clock
-        self._day = -1
-        self._counts: dict[str, int] = {}
 
     async def charge(self, subject: str, amount: int = 1) -> None:
-        if self._limit <= 0:
+        if self._rate is None:
             return
-        now = self._clock()
-        day, reset = _window(now)
-        if day != self._day:
-            # A new day: every counter starts again (and memory never grows past one day).
-            self._day, self._counts = day, {}
-        used = self._counts.get(subject, 0) + amount
-        if used > self._limit:
-            raise _refuse(now, reset)
-        self._counts[subject] = used
+        wait = await self._buckets.take([subject], [self._rate], self._clock(), cost=amount)
+        if wait is not None:
+            raise errors.RateLimited(
+                "the daily quota of download URLs is used up",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
 
 
-class RedisQuota:
+class LocalQuota(BucketQuota):
+    def __init__(self, limit: int, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(LocalBuckets(), limit, clock=clock)
+
+
+class RedisQuota(BucketQuota):
     def __init__(
         self, client: Any, limit: int, *, prefix: str, clock: Callable[[], float] = time.time
     ) -> None:
-        self._redis = client
-        self._limit = limit
-        self._prefix = f"{prefix}quota:"
-        self._clock = clock
-
-    async def charge(self, subject: str, amount: int = 1) -> None:
-        if self._limit <= 0:
-            return
-        now = self._clock()
-        day, reset = _window(now)
-        key = f"{self._prefix}{day}:{subject}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incrby(key, amount)
-            pipe.expireat(key, reset + 60)
-            used, _ = await pipe.execute()
-        if int(used) > self._limit:
-            raise _refuse(now, reset)
+        super().__init__(RedisBuckets(client, prefix=f"{prefix}quota:"), limit, clock=clock)

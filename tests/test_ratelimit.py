@@ -1,15 +1,18 @@
-"""Rate limits per user, per IP and on creations, counted in this process and in Redis: the
-request past the limit is 429 with an integer Retry-After, the next window lets it through,
-and uploads in progress, health checks and preflights are never limited."""
+"""Rate limits per user, per IP and on creations, as token buckets counted in this process and
+in Redis: the shipped defaults admit a folder of a thousand files at once, the request past a
+bucket is 429 with an integer Retry-After after which it is admitted, idle buckets cost no
+memory, and uploads in progress, health checks and preflights are never limited."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
@@ -27,16 +30,15 @@ from tests.apphttp import serving
 from tests.clocks import Clock
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tusserver.principal import SCOPE_KEY, Principal
-from tusserver.ratelimit import RateLimiter, RateLimitMiddleware, client_ip
+from tusserver.ratelimit import LocalBuckets, Rate, RateLimiter, RateLimitMiddleware, client_ip
 from tusserver.settings import Settings
 
 FILES_API = f"{ORIGIN}/api/v1/files"
-# The clock starts 15 s into a minute, so the first window has 45 s left.
-START = 1_700_000_040.0 + 15
+START = 1_700_000_055.0
 
 
 def limits(**values: int) -> dict[str, int]:
-    """Every limit off except the given ones."""
+    """Every limit off except the given ones (``per_user=60, per_user_burst=3``)."""
     return {
         "rate_limit_per_user": 0,
         "rate_limit_per_ip": 0,
@@ -45,7 +47,7 @@ def limits(**values: int) -> dict[str, int]:
     }
 
 
-def assert_limited(response: httpx.Response, retry_after: int = 45) -> None:
+def assert_limited(response: httpx.Response, retry_after: int = 1) -> None:
     assert response.status_code == 429, response.text
     assert response.headers["retry-after"] == str(retry_after)
     if response.headers.get("content-type", "").startswith("application/json"):
@@ -55,28 +57,85 @@ def assert_limited(response: httpx.Response, retry_after: int = 45) -> None:
         assert response.headers["tus-resumable"] == "1.0.0"
 
 
-async def test_per_user_limit_and_its_window(
+def is_redis(options: dict[str, Any]) -> bool:
+    return options.get("state") == "redis"
+
+
+async def test_per_user_bucket_refills_at_its_rate(
     guard_options: dict[str, Any],  # noqa: F811
 ) -> None:
     clock = Clock(START)
-    settings = Settings(**guard_options, jwt_secret=SECRET, **limits(per_user=3))
+    # One request a second, three at once.
+    settings = Settings(**guard_options, jwt_secret=SECRET, **limits(per_user=60, per_user_burst=3))
     async with serving(settings, clock=clock) as http:
         alice, bob = bearer("alice"), bearer("bob")
         for _ in range(3):
             assert (await http.get(FILES_API, headers=alice)).status_code == 200
         assert_limited(await http.get(FILES_API, headers=alice))
         assert_limited(await init(http, 10, headers=alice))  # every /api/ route counts
-        # Another user from the same address has a budget of their own.
+        # Another user from the same address has a bucket of their own.
         assert (await http.get(FILES_API, headers=bob)).status_code == 200
-        clock.now += 44
-        assert_limited(await http.get(FILES_API, headers=alice), retry_after=1)
-        clock.now += 1  # the next minute
+        clock.now += 0.5
+        assert_limited(await http.get(FILES_API, headers=alice))
+        clock.now += 0.5  # Retry-After said 1: one token is back, and only one
         assert (await http.get(FILES_API, headers=alice)).status_code == 200
+        assert_limited(await http.get(FILES_API, headers=alice))
+        clock.now += 3  # idle long enough: the whole burst again
+        for _ in range(3):
+            assert (await http.get(FILES_API, headers=alice)).status_code == 200
+        assert_limited(await http.get(FILES_API, headers=alice))
+
+
+async def test_retry_after_counts_the_seconds_until_a_token(
+    guard_options: dict[str, Any],  # noqa: F811
+) -> None:
+    clock = Clock(START)
+    # Two requests a minute: a token every 30 s.
+    settings = Settings(**guard_options, **limits(per_ip=2, per_ip_burst=1))
+    async with serving(settings, clock=clock) as http:
+        assert (await http.get(FILES_API)).status_code == 200
+        assert_limited(await http.get(FILES_API), retry_after=30)
+        clock.now += 29.5
+        assert_limited(await http.get(FILES_API), retry_after=1)  # rounded up, never 0
+        clock.now += 0.5
+        assert (await http.get(FILES_API)).status_code == 200
+
+
+async def test_a_client_waiting_exactly_one_interval_is_admitted(
+    guard_options: dict[str, Any],  # noqa: F811
+) -> None:
+    """Seven a minute: 60 / 7 s apart, a value no float holds exactly; the sums must not drift
+    into refusing a client that keeps that pace."""
+    clock = Clock(START)
+    settings = Settings(**guard_options, **limits(per_ip=7, per_ip_burst=1))
+    async with serving(settings, clock=clock) as http:
+        assert (await http.get(FILES_API)).status_code == 200
+        assert_limited(await http.get(FILES_API), retry_after=9)
+        for _ in range(30):
+            clock.now += 60 / 7
+            assert (await http.get(FILES_API)).status_code == 200
+        assert_limited(await http.get(FILES_API), retry_after=9)
+
+
+async def test_a_refused_request_takes_nothing(
+    guard_options: dict[str, Any],  # noqa: F811
+) -> None:
+    """A client hammering while refused is not pushed further back: once it waits as told,
+    it is admitted."""
+    clock = Clock(START)
+    settings = Settings(**guard_options, **limits(per_ip=60, per_ip_burst=2))
+    async with serving(settings, clock=clock) as http:
+        for _ in range(2):
+            assert (await http.get(FILES_API)).status_code == 200
+        for _ in range(20):
+            assert_limited(await http.get(FILES_API))
+        clock.now += 1
+        assert (await http.get(FILES_API)).status_code == 200
 
 
 async def test_per_ip_limit(guard_options: dict[str, Any]) -> None:  # noqa: F811
     clock = Clock(START)
-    settings = Settings(**guard_options, **limits(per_ip=2))
+    settings = Settings(**guard_options, **limits(per_ip=60, per_ip_burst=2))
     async with serving(settings, clock=clock, wrap=FromClient) as http:
         one, two = {"X-Test-Client": "203.0.113.1"}, {"X-Test-Client": "203.0.113.2"}
         for _ in range(2):
@@ -86,12 +145,12 @@ async def test_per_ip_limit(guard_options: dict[str, Any]) -> None:  # noqa: F81
         # X-Forwarded-For is the client's to write unless a trusted proxy overwrites it.
         spoofed = {**one, "X-Forwarded-For": "198.51.100.9"}
         assert_limited(await http.get(FILES_API, headers=spoofed))
-        clock.now += 60
+        clock.now += 1
         assert (await http.get(FILES_API, headers=one)).status_code == 200
 
 
 async def test_behind_a_trusted_proxy_the_last_forwarded_hop_counts(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, trust_proxy=True, **limits(per_ip=1))
+    settings = Settings(data_dir=tmp_path, trust_proxy=True, **limits(per_ip=1, per_ip_burst=1))
     async with serving(settings, clock=Clock(START)) as http:
 
         def via_proxy(chain: str) -> dict[str, str]:
@@ -99,14 +158,17 @@ async def test_behind_a_trusted_proxy_the_last_forwarded_hop_counts(tmp_path: Pa
 
         assert (await http.get(FILES_API, headers=via_proxy("10.0.0.1, 203.0.113.7"))).is_success
         # The left part is whatever the client sent: changing it does not make a new caller.
-        assert_limited(await http.get(FILES_API, headers=via_proxy("10.9.9.9, 203.0.113.7")))
+        refused = await http.get(FILES_API, headers=via_proxy("10.9.9.9, 203.0.113.7"))
+        assert_limited(refused, retry_after=60)
         assert (await http.get(FILES_API, headers=via_proxy("203.0.113.8"))).is_success
 
 
 async def test_creations_are_limited_but_uploading_is_not(
     guard_options: dict[str, Any],  # noqa: F811
 ) -> None:
-    settings = Settings(**guard_options, **limits(creations_per_user=2))
+    settings = Settings(
+        **guard_options, **limits(creations_per_user=60, creations_per_user_burst=2)
+    )
     async with serving(settings, clock=Clock(START)) as http:
         made = await http.post(FILES, headers={"Upload-Length": "4"})
         assert made.status_code == 201
@@ -124,7 +186,8 @@ async def test_creations_are_limited_but_uploading_is_not(
 
 
 async def test_health_metrics_and_preflights_are_never_limited(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, **limits(per_ip=1, per_user=1, creations_per_user=1))
+    one_each = limits(per_ip=1, per_ip_burst=1, per_user=1, per_user_burst=1, creations_per_user=1)
+    settings = Settings(data_dir=tmp_path, **one_each, rate_limit_creations_per_user_burst=1)
     async with serving(settings, clock=Clock(START)) as http:
         for _ in range(3):
             assert (await http.get(f"{ORIGIN}/healthz")).status_code == 200
@@ -141,13 +204,95 @@ async def test_health_metrics_and_preflights_are_never_limited(tmp_path: Path) -
             assert preflight.status_code in (200, 204)
 
 
-async def test_default_limits_are_generous(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
-    assert (settings.rate_limit_per_user, settings.rate_limit_per_ip) == (600, 1200)
-    assert settings.rate_limit_creations_per_user == 120
-    async with serving(settings, clock=Clock(START)) as http:
-        for _ in range(50):
-            assert (await http.get(FILES_API)).status_code == 200
+# ---- the shipped defaults ---------------------------------------------------------------------
+
+
+async def create_many(http: httpx.AsyncClient, count: int, headers: dict[str, str]) -> list[int]:
+    statuses = []
+    for _ in range(count):
+        made = await http.post(FILES, headers={"Upload-Length": "1", **headers})
+        statuses.append(made.status_code)
+    return statuses
+
+
+@pytest.mark.parametrize("auth", [False, True], ids=["anonymous", "jwt"])
+async def test_defaults_admit_a_folder_of_files_and_refuse_a_flood(
+    guard_options: dict[str, Any],  # noqa: F811
+    auth: bool,
+) -> None:
+    """With the shipped settings one caller may attempt 2,000 creations in the same instant
+    (a folder of a thousand files dropped on a page, twice); the flood past that is refused
+    with Retry-After 1, and is then admitted at the sustained rate, ten a second. (The e2e
+    test in tests/e2e/test_bulk_uploads.py sends a thousand real files with tus-js-client.)"""
+    clock = Clock(START)  # frozen: no refill helps
+    extra = {"jwt_secret": SECRET} if auth else {}
+    settings = Settings(**guard_options, **extra)
+    headers = bearer("alice") if auth else {}
+    async with serving(settings, clock=clock) as http:
+        assert await create_many(http, 200, headers) == [201] * 200
+        # Every creation attempt counts, valid or not: the cheap way to drain the burst.
+        for _ in range(1800):
+            assert (await http.post(FILES, headers=headers)).status_code == 400
+        assert_limited(await http.post(FILES, headers={"Upload-Length": "1", **headers}))
+        assert (await http.get(FILES_API, headers=headers)).status_code == 200  # not a creation
+        clock.now += 1
+        assert await create_many(http, 11, headers) == [201] * 10 + [429]
+
+
+# ---- memory -----------------------------------------------------------------------------------
+
+
+async def test_idle_buckets_are_dropped_in_process(tmp_path: Path) -> None:
+    clock = Clock(START)
+    settings = Settings(data_dir=tmp_path, **limits(per_ip=60, per_ip_burst=5))
+    async with serving(settings, clock=clock, wrap=FromClient) as http:
+        buckets = http.app.state.limiter.buckets  # type: ignore[attr-defined]
+        for n in range(200):
+            caller = {"X-Test-Client": f"198.51.100.{n}" if n < 100 else f"2001:db8:{n}::1"}
+            assert (await http.get(FILES_API, headers=caller)).status_code == 200
+        assert len(buckets) == 200
+        clock.now += 1  # one request a second: every one of those buckets is full again
+        assert (await http.get(FILES_API, headers={"X-Test-Client": "203.0.113.1"})).is_success
+        assert len(buckets) == 1
+
+
+async def test_local_buckets_keep_at_most_max_keys() -> None:
+    buckets = LocalBuckets(max_keys=100)
+    rate = Rate(per_minute=1, burst=1)  # nothing refills within the test
+    for n in range(1000):
+        assert await buckets.take([f"k{n}"], [rate], START) is None
+        assert len(buckets) <= 100
+    # The most recently used survive; the oldest went first.
+    assert await buckets.take(["k999"], [rate], START) is not None
+    assert await buckets.take(["k0"], [rate], START) is None
+
+
+async def test_redis_buckets_expire_when_they_have_refilled(
+    redis_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    prefix = f"t-{uuid.uuid4().hex[:12]}:"
+    settings = Settings(
+        data_dir=tmp_path,
+        media_probe=False,
+        state="redis",
+        redis_url=redis_url,
+        redis_prefix=prefix,
+        **limits(per_ip=60, per_ip_burst=5, per_user=600, per_user_burst=100),
+    )
+    client = aioredis.from_url(redis_url)
+    try:
+        async with serving(settings, clock=Clock(START)) as http:
+            for _ in range(3):
+                assert (await http.get(FILES_API)).status_code == 200
+            keys = sorted([k.decode() async for k in client.scan_iter(f"{prefix}rl:*")])
+            assert keys == [f"{prefix}rl:ip:127.0.0.1", f"{prefix}rl:user:ip:127.0.0.1"]
+            # Three requests drained three seconds of the per-IP bucket and 0.3 s of the
+            # per-user one: each key lives exactly until its bucket is full again.
+            assert 2900 < await client.pttl(keys[0]) <= 3000
+            assert 200 < await client.pttl(keys[1]) <= 300
+    finally:
+        await client.aclose()
 
 
 # ---- pieces -----------------------------------------------------------------------------------
@@ -177,7 +322,9 @@ def test_client_ip(client: str, xff: str | None, trust: bool, expected: str) -> 
 
 
 class Broken:
-    async def hit(self, keys: Sequence[str], limits: Sequence[int], ttl: float) -> int | None:
+    async def take(
+        self, keys: Sequence[str], rates: Sequence[Rate], now: float, *, cost: int = 1
+    ) -> float | None:
         raise ConnectionError("redis is down")
 
 
@@ -198,10 +345,10 @@ async def test_a_failing_counter_lets_requests_through() -> None:
 
 
 async def test_anonymous_callers_count_per_address_authenticated_ones_per_user() -> None:
-    seen: list[Sequence[tuple[str, int]]] = []
+    seen: list[Sequence[tuple[str, Rate]]] = []
 
     class Recording(RateLimiter):
-        async def check(self, limits: Sequence[tuple[str, int]]) -> int | None:
+        async def check(self, limits: Sequence[tuple[str, Rate]]) -> int | None:
             seen.append(limits)
             return None
 

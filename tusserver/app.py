@@ -295,6 +295,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.pre_create_hook = hooks.pre_create
     app.state.idempotency = guards.idempotency
+    app.state.limiter = guards.limiter
     return app
 
 

@@ -1,5 +1,5 @@
 """Request guards whose state must be shared by every instance: idempotency records and
-rate-limit counters. In-process from the start; bound to Redis when the app's backends open
+rate-limit buckets. In-process from the start; bound to Redis when the app's backends open
 in distributed mode (``bind``), so every instance answers a repeated key or counts a caller
 the same way.
 """
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tusserver.idempotency import Idempotency, LocalIdempotencyStore, RedisIdempotencyStore
-from tusserver.ratelimit import LocalWindowCounter, RateLimiter, RedisWindowCounter
+from tusserver.ratelimit import LocalBuckets, RateLimiter, RedisBuckets
 from tusserver.settings import Settings
 
 
@@ -21,11 +21,11 @@ class Guards:
         self.idempotency = Idempotency(
             LocalIdempotencyStore(clock=clock), ttl=settings.idempotency_ttl
         )
-        self.limiter = RateLimiter(LocalWindowCounter(), clock=clock)
+        self.limiter = RateLimiter(LocalBuckets(), clock=clock)
 
     def bind(self, redis: Any | None) -> None:
         """Use the shared Redis client (``Components.redis``), if there is one."""
         if redis is None:
             return
         self.idempotency.store = RedisIdempotencyStore(redis, prefix=f"{self._prefix}idem:")
-        self.limiter.counter = RedisWindowCounter(redis, prefix=f"{self._prefix}rl:")
+        self.limiter.buckets = RedisBuckets(redis, prefix=f"{self._prefix}rl:")

@@ -1,24 +1,37 @@
 """Rate limits on upload creation and the JSON API: 429 ``ERR_RATE_LIMITED`` with Retry-After.
 
-Owns the limits (``TUS_RATE_LIMIT_PER_USER``, ``_PER_IP``, ``_CREATIONS_PER_USER``, requests
-per minute, 0 = off), who a request counts against, the counters (in-process, or Redis in
-distributed mode) and the ASGI middleware that enforces them.
+Owns the limits (``TUS_RATE_LIMIT_PER_USER``, ``_PER_IP``, ``_CREATIONS_PER_USER``: sustained
+requests per minute, 0 = off; each with a ``_BURST``), who a request counts against, the
+buckets (in-process, or Redis in distributed mode) and the ASGI middleware that enforces them.
 
 - **What is limited**: every ``/api/`` route and every creation (``POST`` to the tus
   endpoint, ``/api/v1/uploads/init``). PATCH/HEAD/GET on upload URLs are not: a resuming
   client must never be locked out of its own upload. OPTIONS, ``/healthz``, ``/readyz`` and
   ``/metrics`` are never counted.
-- **Algorithm**: fixed one-minute windows aligned to the clock. Each request increments
-  ``<limit>:<who>:<window>`` (Redis: ``INCR``, then ``PEXPIRE`` on the first hit, in one Lua
-  script for all of a request's counters) and is refused when a counter passes its limit;
-  ``Retry-After`` is the whole seconds until the window ends. Cheap and exact per window; a
-  burst of up to twice the limit across a window boundary is the accepted price.
+- **Algorithm**: a token bucket per limit and caller, holding up to ``burst`` requests and
+  refilled at the sustained rate. It is kept as one number, the bucket's "theoretical arrival
+  time" (GCRA): each admitted request pushes it ``60 / rate`` seconds on, and a request is
+  refused when that would put it more than ``burst`` intervals ahead of now. The bursts are
+  sized so a well-behaved client never meets them (a folder of a thousand files dropped at
+  once); only sustained excess is refused, with ``Retry-After`` the whole seconds until the
+  bucket admits the request again. A refused request takes nothing, so a client that waits
+  as told gets through.
+- **Why 429 and not 503**: tus-js-client (4.x) retries neither 429 nor any other 4xx but
+  409/423, while Uppy retries 429 (it pauses its whole queue). A 503 would make plain
+  tus-js-client retry, but only 4 times within 9 s whatever Retry-After says, it would count
+  as a server error in every monitor and load balancer, and it would multiply an abusive
+  script's load instead of shedding it. The burst, not the status, is what keeps ordinary
+  clients whole.
+- **Memory**: a bucket that has refilled is the same as no bucket, so it is dropped (Redis:
+  its key expires exactly then; in process: least recently used buckets are dropped as they
+  refill, and past ``max_keys`` the least recently used one goes regardless, which hands that
+  caller a fresh burst, a price only a flood of distinct callers pays).
 - **Who**: the authenticated user's id, or for anonymous callers their IP (all anonymous
   callers are one user, who must not share one budget). The IP is the connection's peer; with
   ``TUS_TRUST_PROXY`` it is the right-most ``X-Forwarded-For`` entry (the address our proxy
   saw and appended; entries left of it are client-supplied and spoofable). IPv6 addresses
   count per /64, which one subscriber usually holds whole.
-- A counter backend that fails lets requests through (logged): the limit protects capacity,
+- A bucket backend that fails lets requests through (logged): the limit protects capacity,
   it is not worth an outage.
 """
 
@@ -28,7 +41,9 @@ import ipaddress
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.responses import Response
@@ -42,87 +57,149 @@ from tusserver.settings import Settings
 
 log = logging.getLogger("tusserver.ratelimit")
 
-WINDOW = 60
 API_PREFIX = "/api/"
+# A request this many seconds early is on time: float sums of intervals such as 60 / 7 must
+# not refuse a client that waited exactly as Retry-After told it.
+SLACK = 1e-6
 
 
-class WindowCounter(Protocol):
-    async def hit(self, keys: Sequence[str], limits: Sequence[int], ttl: float) -> int | None:
-        """Count one request against each key in order, stopping at the first one past its
-        limit: that key's index, or None when every count is within its limit."""
+@dataclass(frozen=True)
+class Rate:
+    """A sustained rate (requests per minute, > 0) and the burst a full bucket admits at once."""
+
+    per_minute: float
+    burst: int
+
+    @property
+    def interval(self) -> float:
+        """Seconds one request's token takes to come back."""
+        return 60.0 / self.per_minute
+
+    @property
+    def tolerance(self) -> float:
+        """How far ahead of now a bucket's arrival time may run: ``burst`` intervals."""
+        return max(1, self.burst) * self.interval
+
+
+class Buckets(Protocol):
+    async def take(
+        self, keys: Sequence[str], rates: Sequence[Rate], now: float, *, cost: int = 1
+    ) -> float | None:
+        """Take ``cost`` tokens from every key's bucket, all or none: None when admitted,
+        else the seconds until every one of them would admit it (nothing is taken then)."""
         ...
 
 
-class LocalWindowCounter:
-    """One process: counts per key; entries of past windows are dropped when it grows."""
+def _advance(tat: float | None, rate: Rate, now: float, cost: int) -> tuple[float, float]:
+    """The bucket's next arrival time if it admits ``cost`` requests now, and how many
+    seconds too early they are (<= 0: admitted)."""
+    new = max(tat if tat is not None else now, now) + rate.interval * cost
+    return new, new - now - rate.tolerance
+
+
+class LocalBuckets:
+    """One process: each key's arrival time, least recently used first (dict order)."""
 
     def __init__(self, *, max_keys: int = 100_000) -> None:
-        self._counts: dict[str, int] = {}
+        # Ordered, not a plain dict: popping the oldest entry and moving one to the end are
+        # O(1) here, where a dict would rescan the holes its front deletions leave.
+        self._tat: OrderedDict[str, float] = OrderedDict()
         self._max = max_keys
 
-    async def hit(self, keys: Sequence[str], limits: Sequence[int], ttl: float) -> int | None:
-        if len(self._counts) + len(keys) > self._max:
-            self._trim(keys)
-        for index, (key, limit) in enumerate(zip(keys, limits, strict=True)):
-            count = self._counts.get(key, 0) + 1
-            self._counts[key] = count
-            if count > limit:
-                return index
+    def __len__(self) -> int:
+        return len(self._tat)
+
+    async def take(
+        self, keys: Sequence[str], rates: Sequence[Rate], now: float, *, cost: int = 1
+    ) -> float | None:
+        advanced = [
+            _advance(self._tat.get(k), r, now, cost) for k, r in zip(keys, rates, strict=True)
+        ]
+        wait = max(early for _, early in advanced)
+        if wait > SLACK:
+            return wait
+        for key, (tat, _) in zip(keys, advanced, strict=True):
+            self._tat[key] = tat
+            self._tat.move_to_end(key)  # the most recently used last
+        self._evict(now)
         return None
 
-    def _trim(self, current: Sequence[str]) -> None:
-        # Keys end in their window number; anything not of the current window is over.
-        window = current[0].rsplit(":", 1)[1]
-        self._counts = {k: v for k, v in self._counts.items() if k.endswith(":" + window)}
-        if len(self._counts) + len(current) > self._max:
-            self._counts.clear()  # a flood of distinct callers in one window: start over
+    def _evict(self, now: float) -> None:
+        # The least recently used buckets come first; those that have refilled are the same
+        # as absent ones, so dropping them loses nothing. Stop at the first one still
+        # draining (amortised O(1) per request); past the cap drop it anyway.
+        while self._tat:
+            key, tat = next(iter(self._tat.items()))
+            if tat > now and len(self._tat) <= self._max:
+                break
+            del self._tat[key]
 
 
-_HIT = """
+# KEYS: the buckets; ARGV: now (ms), then per key its interval (times the cost) and tolerance,
+# then the slack (ms). Every bucket admits the request or none is touched. A bucket's key
+# expires when it has refilled, so idle callers cost Redis nothing. Times are ms as doubles,
+# written back with 17 digits (exact).
+_TAKE = """
+local now = tonumber(ARGV[1])
+local slack = tonumber(ARGV[#ARGV])
+local wait = 0
+local tats = {}
 for i, key in ipairs(KEYS) do
-  local count = redis.call('INCR', key)
-  if count == 1 then redis.call('PEXPIRE', key, ARGV[#KEYS + 1]) end
-  if count > tonumber(ARGV[i]) then return i end
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  tat = tat + tonumber(ARGV[2 * i])
+  tats[i] = tat
+  local early = tat - now - tonumber(ARGV[2 * i + 1])
+  if early > wait then wait = early end
 end
-return 0
+if wait > slack then return string.format('%.17g', wait) end
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, string.format('%.17g', tats[i]), 'PX', math.ceil(tats[i] - now))
+end
+return '0'
 """
 
 
-class RedisWindowCounter:
-    """Distributed mode: every instance counts in the same Redis keys, atomically."""
+class RedisBuckets:
+    """Distributed mode: every instance takes from the same buckets, atomically. Instances'
+    clocks should agree (NTP): a skew of s seconds moves a bucket by s times its rate."""
 
     def __init__(self, client: Any, *, prefix: str) -> None:
         self._prefix = prefix
-        self._script = client.register_script(_HIT)
+        self._script = client.register_script(_TAKE)
 
-    async def hit(self, keys: Sequence[str], limits: Sequence[int], ttl: float) -> int | None:
-        args = [*limits, max(1, int(ttl * 1000))]
-        found = int(await self._script(keys=[self._prefix + k for k in keys], args=args))
-        return found - 1 if found else None
+    async def take(
+        self, keys: Sequence[str], rates: Sequence[Rate], now: float, *, cost: int = 1
+    ) -> float | None:
+        args: list[float] = [now * 1000]
+        for rate in rates:
+            args += [rate.interval * cost * 1000, rate.tolerance * 1000]
+        args.append(SLACK * 1000)
+        found = await self._script(keys=[self._prefix + k for k in keys], args=args)
+        wait = float(found.decode() if isinstance(found, bytes) else found) / 1000
+        return wait if wait > 0 else None
 
 
 class RateLimiter:
-    """Fixed windows over a counter; ``counter`` is swapped for Redis when the app's backends
+    """Token buckets over a backend; ``buckets`` is swapped for Redis when the app's backends
     open."""
 
-    def __init__(self, counter: WindowCounter, *, clock: Callable[[], float] = time.time) -> None:
-        self.counter = counter
+    def __init__(self, buckets: Buckets, *, clock: Callable[[], float] = time.time) -> None:
+        self.buckets = buckets
         self._clock = clock
 
-    async def check(self, limits: Sequence[tuple[str, int]]) -> int | None:
-        """Count a request against ``(name, per_minute)`` limits (0 = off); the seconds to
-        wait (Retry-After) when one is exceeded, else None."""
-        active = [(name, limit) for name, limit in limits if limit > 0]
+    async def check(self, limits: Sequence[tuple[str, Rate]]) -> int | None:
+        """Count a request against ``(name, rate)`` limits (a rate of 0 per minute is off);
+        the whole seconds to wait (Retry-After) when one refuses it, else None."""
+        active = [(name, rate) for name, rate in limits if rate.per_minute > 0]
         if not active:
             return None
-        now = self._clock()
-        window = int(now // WINDOW)
-        keys = [f"{name}:{window}" for name, _ in active]
-        # Kept a little past the window so a clock skew between instances cannot reset it.
-        exceeded = await self.counter.hit(keys, [limit for _, limit in active], WINDOW + 5)
-        if exceeded is None:
+        wait = await self.buckets.take(
+            [name for name, _ in active], [rate for _, rate in active], self._clock()
+        )
+        if wait is None:
             return None
-        return max(1, math.ceil((window + 1) * WINDOW - now))
+        return max(1, math.ceil(wait))
 
 
 def client_ip(scope: Scope, *, trust_proxy: bool) -> str:
@@ -169,7 +246,7 @@ class RateLimitMiddleware:
         self.creation_paths = frozenset(creation_paths)
         self.tus_base = settings.base_path
 
-    def _limits(self, scope: Scope) -> list[tuple[str, int]] | None:
+    def _limits(self, scope: Scope) -> list[tuple[str, Rate]] | None:
         path: str = scope["path"]
         creation = scope["method"] == "POST" and path in self.creation_paths
         if not creation and not path.startswith(API_PREFIX):
@@ -179,12 +256,20 @@ class RateLimitMiddleware:
         ip = client_ip(scope, trust_proxy=self.settings.trust_proxy)
         principal = scope.get(SCOPE_KEY)
         who = f"u:{principal.user_id}" if isinstance(principal, Principal) else f"ip:{ip}"
+        settings = self.settings
         limits = [
-            (f"ip:{ip}", self.settings.rate_limit_per_ip),
-            (f"user:{who}", self.settings.rate_limit_per_user),
+            (f"ip:{ip}", Rate(settings.rate_limit_per_ip, settings.rate_limit_per_ip_burst)),
+            (
+                f"user:{who}",
+                Rate(settings.rate_limit_per_user, settings.rate_limit_per_user_burst),
+            ),
         ]
         if creation:
-            limits.append((f"new:{who}", self.settings.rate_limit_creations_per_user))
+            rate = Rate(
+                settings.rate_limit_creations_per_user,
+                settings.rate_limit_creations_per_user_burst,
+            )
+            limits.append((f"new:{who}", rate))
         return limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

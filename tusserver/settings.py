@@ -206,7 +206,12 @@ class Settings(BaseSettings):
         (), description="File extensions downloads may name, e.g. `.mp4,.webm`; empty: any."
     )
     delivery_daily_quota_per_ip: int = Field(
-        1000, ge=0, description="Download URLs one IP address may mint per UTC day; 0: no limit."
+        10000,
+        ge=0,
+        description=(
+            "Download URLs one IP address may mint at once; they come back at this many a "
+            "day, evenly; 0: no limit."
+        ),
     )
     onetime_token_max_ttl: int = Field(
         7 * 86400, ge=60, description="Longest lifetime in seconds of a one-time download token."
@@ -370,24 +375,46 @@ class Settings(BaseSettings):
         description="Seconds to wait for the pre-create hook before answering 503.",
     )
     rate_limit_per_user: int = Field(
-        600,
+        1200,
         ge=0,
         description=(
-            "Requests per minute one user may make to `/api/` routes and upload creation "
-            "(anonymous callers count per IP); 0 disables."
+            "Sustained requests per minute one user may make to `/api/` routes and upload "
+            "creation (anonymous callers count per IP); 0 disables."
+        ),
+    )
+    rate_limit_per_user_burst: int = Field(
+        5000,
+        ge=1,
+        description=(
+            "Requests one user may make at once, before `TUS_RATE_LIMIT_PER_USER` paces them."
         ),
     )
     rate_limit_per_ip: int = Field(
-        1200,
+        2400,
         ge=0,
-        description="Requests per minute per client IP to the same routes; 0 disables.",
+        description="Sustained requests per minute per client IP to the same routes; 0 disables.",
+    )
+    rate_limit_per_ip_burst: int = Field(
+        10000,
+        ge=1,
+        description=(
+            "Requests one IP may make at once, before `TUS_RATE_LIMIT_PER_IP` paces them."
+        ),
     )
     rate_limit_creations_per_user: int = Field(
-        120,
+        600,
         ge=0,
         description=(
-            "Uploads one user may create per minute (tus `POST`, `/api/v1/uploads/init`); "
-            "0 disables."
+            "Sustained uploads per minute one user may create (tus `POST`, "
+            "`/api/v1/uploads/init`); 0 disables."
+        ),
+    )
+    rate_limit_creations_per_user_burst: int = Field(
+        2000,
+        ge=1,
+        description=(
+            "Uploads one user may create at once (a folder of files dropped on a page), "
+            "before `TUS_RATE_LIMIT_CREATIONS_PER_USER` paces them."
         ),
     )
     idempotency_ttl: int = Field(

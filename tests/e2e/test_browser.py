@@ -268,3 +268,30 @@ def test_with_a_token(browser: Browser, server_factory: Any, tmp_path: Path) -> 
     assert [(x["filename"], x["owner"], x["sha256"]) for x in items] == [
         (name, "alice", sha256(data))
     ]
+
+
+def test_files_past_the_creation_burst_wait_and_finish(
+    browser: Browser, server_factory: Any, tmp_path: Path
+) -> None:
+    """tus-js-client does not retry a 429: the page waits as Retry-After says and starts the
+    refused uploads again, so a folder larger than the creation burst still arrives whole."""
+    from playwright.sync_api import expect
+
+    server: TusServer = server_factory(
+        TUS_RATE_LIMIT_CREATIONS_PER_USER="60", TUS_RATE_LIMIT_CREATIONS_PER_USER_BURST="2"
+    )
+    files = [make_file(tmp_path, 1000 + n, seed=n) for n in range(5)]
+    with demo_page(browser, server, "browser-rate-limit") as (_, page, problems):
+        page.set_input_files("#file-input", [str(path) for path, _ in files])
+        rows = page.locator(".upload")
+        expect(rows).to_have_count(5)
+        for n in range(5):
+            expect(rows.nth(n)).to_have_attribute("data-state", "done", timeout=60_000)
+        # Three of the five were refused at first (the browser logs each refusal).
+        assert problems, "no upload was refused: the test did not reach the limit"
+        assert all("429" in text for text in problems), problems
+
+    status, _, body = request("GET", f"{server.origin}/api/v1/files?limit=100")
+    assert status == 200, body
+    stored = {(x["filename"], x["sha256"]) for x in json.loads(body)["items"]}
+    assert stored == {(path.name, sha256(data)) for path, data in files}

@@ -355,6 +355,10 @@ class UploadRow {
   onError(err) {
     active.delete(this);
     const res = err && err.originalResponse;
+    if (res && res.getStatus() === 429 && this.state === "uploading") {
+      this.retryLater(res);
+      return;
+    }
     let detail = err && err.message ? err.message.split("\n")[0] : String(err);
     if (res) {
       // The tus routes answer "ERR_CODE: message" as text; show that rather than the
@@ -366,7 +370,23 @@ class UploadRow {
     showError(`Upload of ${this.file.name} failed: ${detail}`);
   }
 
+  // Past the server's rate limit (its burst admits a large folder, so this is rare, but
+  // parallel parts multiply the creations): tus-js-client retries no 4xx but 409 and 423, so
+  // wait as long as Retry-After says, plus a random spread that doubles with each refusal so
+  // the rest of the folder does not come back in the same second, then start again.
+  retryLater(res) {
+    const seconds = Number(res.getHeader("Retry-After")) || 1;
+    this.refusals = (this.refusals || 0) + 1;
+    const delay = (seconds + Math.random() * Math.min(30, 2 ** this.refusals)) * 1000;
+    this.setState("waiting", `Server busy (429): trying again in ${Math.ceil(delay / 1000)} s`);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.state === "waiting") this.start();
+    }, delay);
+  }
+
   remove() {
+    clearTimeout(this.retryTimer);
     if (this.state === "paused" && this.upload) this.upload.abort();
     active.delete(this);
     this.el.remove();
