@@ -1,0 +1,341 @@
+"""A really full disk: the data directory is a small tmpfs, filled with a filler file.
+
+Every path that writes to local disk must answer ``507 ERR_INSUFFICIENT_STORAGE`` (a status
+tus clients retry) instead of a 500, keep every byte it acknowledged, and leave no file of a
+failed creation behind; once the filler is gone, the same client carries on.
+
+Mounting needs root (or CAP_SYS_ADMIN); elsewhere these tests skip, saying why.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.support import API, FILES, ORIGIN, SECRET, bearer
+from tests.apphttp import serving
+from tusserver.settings import Settings
+
+KiB = 1024
+MiB = 1024 * KiB
+DISK_SIZE = 8 * MiB
+FILLER = "zz-filler"
+OCTET = "application/offset+octet-stream"
+
+
+class Disk:
+    """A tmpfs of its own; ``fill`` takes its free space, ``free`` gives it back."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def available(self) -> int:
+        stat = os.statvfs(self.root)
+        return stat.f_bavail * stat.f_frsize
+
+    def fill(self, leave: int = 0) -> None:
+        """Take all the free space but about ``leave`` bytes (whole pages)."""
+        todo = max(0, self.available() - leave)
+        piece = b"\0" * MiB
+        with open(self.root / FILLER, "ab") as filler:
+            while todo > 0:
+                try:
+                    todo -= filler.write(piece[: min(todo, MiB)])
+                    filler.flush()
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+        assert self.available() <= leave + 4 * KiB
+
+    def free(self) -> None:
+        (self.root / FILLER).unlink(missing_ok=True)
+
+    def files(self) -> set[str]:
+        """Every file under the root (the filler aside), as relative paths."""
+        found = set()
+        for directory, _, names in os.walk(self.root):
+            for name in names:
+                path = Path(directory, name).relative_to(self.root)
+                if str(path) != FILLER:
+                    found.add(str(path))
+        return found
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Disk]:
+    root = tmp_path / "disk"
+    root.mkdir()
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE},mode=0700", "tmpfs", str(root)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        pytest.skip("no mount(8) on this machine: a full disk cannot be made")
+    if mounted.returncode != 0:
+        pytest.skip(
+            "mounting a tmpfs needs root (or CAP_SYS_ADMIN): "
+            f"a full disk cannot be made here ({mounted.stderr.strip()})"
+        )
+    try:
+        yield Disk(root)
+    finally:
+        if subprocess.run(["umount", str(root)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+@pytest.fixture
+async def http(disk: Disk) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(
+        data_dir=disk.root, media_probe=False, jwt_secret=SECRET, sweep_interval=3600
+    )
+    async with serving(settings) as client:
+        client.headers.update(bearer("alice"))
+        yield client
+
+
+def assert_full(response: httpx.Response) -> None:
+    assert response.status_code == 507, response.text
+    assert response.headers["retry-after"]
+    if response.headers["content-type"].startswith("application/json"):
+        assert response.json()["error"]["code"] == "ERR_INSUFFICIENT_STORAGE"
+    else:
+        assert response.text.startswith("ERR_INSUFFICIENT_STORAGE")
+
+
+async def create(
+    http: httpx.AsyncClient, length: int, body: bytes = b"", **headers: str
+) -> httpx.Response:
+    sent = {"Upload-Length": str(length), **headers}
+    if body:
+        sent["Content-Type"] = OCTET
+    return await http.post(FILES, content=body, headers=sent)
+
+
+async def patch(http: httpx.AsyncClient, url: str, offset: int, data: bytes) -> httpx.Response:
+    headers = {"Upload-Offset": str(offset), "Content-Type": OCTET}
+    return await http.patch(url, content=data, headers=headers)
+
+
+async def offset_of(http: httpx.AsyncClient, url: str) -> int:
+    head = await http.head(url)
+    assert head.status_code == 200, head.status_code
+    return int(head.headers["upload-offset"])
+
+
+async def download(
+    http: httpx.AsyncClient, upload_id: str, headers: dict[str, str] | None = None
+) -> bytes:
+    response = await http.get(f"{FILES}{upload_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def upload_id(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+# -- tus creation -------------------------------------------------------------------------------
+
+
+async def test_creation_on_a_full_disk_is_507_and_leaves_nothing(
+    disk: Disk, http: httpx.AsyncClient
+) -> None:
+    before = disk.files()
+    disk.fill()
+    for headers in ({"Upload-Length": "1000"}, {"Upload-Defer-Length": "1"}):
+        response = await http.post(FILES, headers=headers)
+        assert_full(response)
+        assert "location" not in response.headers
+        assert disk.files() == before, headers
+    disk.free()
+    created = await create(http, 3)
+    assert created.status_code == 201
+    done = await patch(http, created.headers["location"], 0, b"abc")
+    assert done.status_code == 204
+    assert await download(http, upload_id(created.headers["location"])) == b"abc"
+
+
+async def test_creation_with_upload_that_runs_out_mid_body_leaves_nothing(
+    disk: Disk, http: httpx.AsyncClient
+) -> None:
+    data = os.urandom(600 * KiB)
+    before = disk.files()
+    disk.fill(leave=96 * KiB)
+    assert_full(await create(http, len(data), data))
+    assert disk.files() == before
+    disk.free()
+    created = await create(http, len(data), data)
+    assert created.status_code == 201, created.text
+    assert created.headers["upload-offset"] == str(len(data))
+    assert await download(http, upload_id(created.headers["location"])) == data
+
+
+async def test_rest_init_on_a_full_disk_is_507_and_leaves_nothing(
+    disk: Disk, http: httpx.AsyncClient
+) -> None:
+    before = disk.files()
+    disk.fill()
+    body = {"filename": "clip.mp4", "file_size": 1000, "content_type": "video/mp4"}
+    assert_full(await http.post(f"{API}/init", json=body))
+    assert disk.files() == before
+    disk.free()
+    assert (await http.post(f"{API}/init", json=body)).status_code == 201
+
+
+# -- PATCH ----------------------------------------------------------------------------------------
+
+
+async def test_patch_that_runs_out_keeps_what_fitted_and_resumes(
+    disk: Disk, http: httpx.AsyncClient
+) -> None:
+    data = os.urandom(3 * MiB)
+    created = await create(http, len(data))
+    url = created.headers["location"]
+    path = disk.root / f"{upload_id(url)}.bin"
+    first = 100 * KiB
+    assert (await patch(http, url, 0, data[:first])).status_code == 204
+
+    disk.fill(leave=300 * KiB)
+    assert_full(await patch(http, url, first, data[first:]))
+    # What fitted before the disk filled is durable and acknowledged: the client resumes
+    # after it, and never past what the file holds.
+    offset = await offset_of(http, url)
+    assert first < offset < len(data)
+    held = path.read_bytes()
+    assert len(held) >= offset
+    assert held[:offset] == data[:offset]
+
+    # Still full: the retry fails the same way, and loses nothing.
+    assert_full(await patch(http, url, offset, data[offset:]))
+    offset = await offset_of(http, url)
+    assert path.read_bytes()[:offset] == data[:offset]
+
+    disk.free()
+    assert (await patch(http, url, offset, data[offset:])).status_code == 204
+    assert await offset_of(http, url) == len(data)
+    assert await download(http, upload_id(url)) == data
+
+
+async def test_patch_with_checksum_that_runs_out_is_all_or_nothing(
+    disk: Disk, http: httpx.AsyncClient
+) -> None:
+    data = os.urandom(MiB)
+    created = await create(http, len(data))
+    url = created.headers["location"]
+    disk.fill(leave=200 * KiB)
+    digest = base64.b64encode(hashlib.sha1(data).digest()).decode()
+    response = await http.patch(
+        url,
+        content=data,
+        headers={
+            "Upload-Offset": "0",
+            "Content-Type": OCTET,
+            "Upload-Checksum": f"sha1 {digest}",
+        },
+    )
+    assert_full(response)
+    assert await offset_of(http, url) == 0
+    disk.free()
+    assert (await patch(http, url, 0, data)).status_code == 204
+    assert await download(http, upload_id(url)) == data
+
+
+# -- concatenation ------------------------------------------------------------------------------
+
+
+async def test_concat_final_on_a_full_disk_is_507_and_leaves_no_final(
+    disk: Disk, http: httpx.AsyncClient
+) -> None:
+    pieces = [os.urandom(MiB), os.urandom(MiB + 7)]
+    urls = []
+    for piece in pieces:
+        created = await create(http, len(piece), piece, **{"Upload-Concat": "partial"})
+        assert created.status_code == 201, created.text
+        urls.append(created.headers["location"])
+    final_header = "final;" + " ".join(url.removeprefix(ORIGIN) for url in urls)
+    before = disk.files()
+
+    disk.fill(leave=512 * KiB)
+    assert_full(await http.post(FILES, headers={"Upload-Concat": final_header}))
+    # The final is gone (the partials' waiter lists may name it; a missing final is skipped).
+    left = {name for name in disk.files() - before if not name.endswith(".waiters")}
+    assert left == set()
+    for url, piece in zip(urls, pieces, strict=True):
+        assert await offset_of(http, url) == len(piece)
+
+    disk.free()
+    final = await http.post(FILES, headers={"Upload-Concat": final_header})
+    assert final.status_code == 201, final.text
+    assert await download(http, upload_id(final.headers["location"])) == b"".join(pieces)
+
+
+# -- direct uploads on local disk ---------------------------------------------------------------
+
+
+async def test_direct_small_upload_on_a_full_disk_is_507_and_leaves_nothing(
+    disk: Disk, http: httpx.AsyncClient
+) -> None:
+    data = os.urandom(MiB)
+    admin = bearer("root", admin=True)
+    url = f"{API}/direct?filename=a.bin"
+    before = disk.files()
+    disk.fill(leave=256 * KiB)
+    assert_full(await http.post(url, content=data, headers=admin))
+    assert disk.files() == before
+    disk.free()
+    stored = await http.post(url, content=data, headers=admin)
+    assert stored.status_code == 201, stored.text
+    assert await download(http, stored.json()["id"], admin) == data
+
+
+async def test_direct_part_put_on_a_full_disk_is_507_then_completes(
+    disk: Disk, http: httpx.AsyncClient
+) -> None:
+    data = os.urandom(MiB)
+    body = {"filename": "a.bin", "content_type": "application/octet-stream"}
+    created = await http.post(f"{API}/presigned", json=body)
+    assert created.status_code == 201, created.text
+    answer: dict[str, Any] = created.json()
+    put_url, put_headers = answer["upload_url"], answer["headers"]
+    before = disk.files()
+    disk.fill(leave=256 * KiB)
+    # The signed URL is the credential: no bearer token, as a browser would send it.
+    async with httpx.AsyncClient(transport=http._transport) as anon:
+        assert_full(await anon.put(put_url, content=data, headers=put_headers))
+        assert disk.files() == before
+        disk.free()
+        assert (await anon.put(put_url, content=data, headers=put_headers)).status_code == 200
+    done = await http.post(f"{API}/presigned/{answer['upload_id']}/complete")
+    assert done.status_code == 200, done.text
+    assert await download(http, answer["upload_id"]) == data
+
+
+# -- delivery ------------------------------------------------------------------------------------
+
+
+async def test_one_time_token_on_a_full_disk_is_507_and_leaves_no_temp_file(
+    disk: Disk, http: httpx.AsyncClient
+) -> None:
+    created = await create(http, 3, b"abc")
+    file_id = upload_id(created.headers["location"])
+    await http.app.state.catalog.drain()  # type: ignore[attr-defined]
+    before = disk.files()
+    disk.fill()
+    assert_full(await http.post(f"{ORIGIN}/api/v1/delivery/tokens", json={"file_id": file_id}))
+    assert disk.files() == before
+    disk.free()
+    minted = await http.post(f"{ORIGIN}/api/v1/delivery/tokens", json={"file_id": file_id})
+    assert minted.status_code == 201, minted.text
