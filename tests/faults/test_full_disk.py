@@ -14,15 +14,18 @@ import errno
 import hashlib
 import os
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 
 from tests.api.support import API, FILES, ORIGIN, SECRET, bearer
 from tests.apphttp import serving
+from tests.services_s3 import CREDENTIALS, REGION
 from tusserver.settings import Settings
 
 KiB = 1024
@@ -339,3 +342,117 @@ async def test_one_time_token_on_a_full_disk_is_507_and_leaves_no_temp_file(
     disk.free()
     minted = await http.post(f"{ORIGIN}/api/v1/delivery/tokens", json={"file_id": file_id})
     assert minted.status_code == 201, minted.text
+
+
+# -- the S3 backend's part spool -----------------------------------------------------------------
+
+
+async def test_s3_spool_on_a_full_disk_is_507_then_resumes(
+    disk: Disk,
+    tmp_path: Path,
+    moto_s3_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS["aws_secret_access_key"])
+    bucket = f"full-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3", endpoint_url=moto_s3_endpoint, region_name=REGION, **CREDENTIALS
+    ).create_bucket(Bucket=bucket)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        media_probe=False,
+        sweep_interval=3600,
+        storage="s3",
+        s3_bucket=bucket,
+        s3_endpoint_url=moto_s3_endpoint,
+        max_size=64 * MiB,
+        # Every part fills on the small disk: nothing is held in memory.
+        s3_spool_dir=disk.root,
+        s3_spool_memory=0,
+    )
+    data = os.urandom(2 * MiB)
+    async with serving(settings) as http:
+        url = (await create(http, len(data))).headers["location"]
+        disk.fill(leave=256 * KiB)
+        assert_full(await patch(http, url, 0, data))
+        offset = await offset_of(http, url)
+        assert 0 <= offset < len(data)
+        disk.free()
+        assert (await patch(http, url, offset, data[offset:])).status_code == 204
+        assert await download(http, upload_id(url)) == data
+
+
+# -- the SQLite catalog --------------------------------------------------------------------------
+
+
+async def test_catalog_write_on_a_full_disk_is_507(disk: Disk, http: httpx.AsyncClient) -> None:
+    created = await create(http, 3, b"abc")
+    file_id = upload_id(created.headers["location"])
+    await http.app.state.catalog.drain()  # type: ignore[attr-defined]
+    url = f"{ORIGIN}/api/v1/files/{file_id}"
+    # Edits until SQLite needs a page the disk no longer has (its log may still hold a few).
+    disk.fill()
+    for _ in range(50):
+        edited = await http.patch(url, json={"metadata": {"note": os.urandom(1500).hex()}})
+        if edited.status_code != 200:
+            break
+    assert_full(edited)
+    disk.free()
+    edited = await http.patch(url, json={"metadata": {"note": "room again"}})
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["metadata"]["note"] == "room again"
+
+
+async def test_direct_complete_that_cannot_record_finishes_on_retry(
+    disk: Disk, http: httpx.AsyncClient
+) -> None:
+    data = os.urandom(64 * KiB)
+    body = {"filename": "a.bin", "content_type": "application/octet-stream"}
+    answer = (await http.post(f"{API}/presigned", json=body)).json()
+    async with httpx.AsyncClient(transport=http._transport) as anon:
+        put = await anon.put(answer["upload_url"], content=data, headers=answer["headers"])
+        assert put.status_code == 200
+    complete = f"{API}/presigned/{answer['upload_id']}/complete"
+    # The object moves into place (a rename needs no room), then its record cannot be written.
+    disk.fill()
+    assert_full(await http.post(complete))
+    disk.free()
+    done = await http.post(complete)
+    assert done.status_code == 200, done.text
+    assert await download(http, answer["upload_id"]) == data
+
+
+# -- a quota ---------------------------------------------------------------------------------------
+
+
+async def test_a_full_quota_is_treated_like_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EDQUOT cannot be had on every tmpfs: here the upload's file takes 64 KiB more, then
+    its writes fail as over quota, exactly as the kernel reports it (a short write, then
+    the error); the same promises hold."""
+    real = os.pwritev
+    room = {"left": 64 * KiB}
+
+    def quota(fd: int, buffers: Any, position: int) -> int:
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith(".bin"):
+            return real(fd, buffers, position)
+        if room["left"] == 0:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+        whole = b"".join(bytes(b) for b in buffers)[: room["left"]]
+        written = real(fd, [whole], position)
+        room["left"] -= written
+        return written
+
+    data = os.urandom(200 * KiB)
+    settings = Settings(data_dir=tmp_path, media_probe=False, sweep_interval=3600)
+    async with serving(settings) as http:
+        url = (await create(http, len(data))).headers["location"]
+        monkeypatch.setattr(os, "pwritev", quota)
+        assert_full(await patch(http, url, 0, data))
+        offset = await offset_of(http, url)
+        assert offset == 64 * KiB
+        monkeypatch.undo()
+        assert (await patch(http, url, offset, data[offset:])).status_code == 204
+        assert await download(http, upload_id(url)) == data
