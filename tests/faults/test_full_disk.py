@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +27,10 @@ import pytest
 
 from tests.api.support import API, FILES, ORIGIN, SECRET, bearer
 from tests.apphttp import serving
+from tests.e2e.conftest import TusServer
+from tests.e2e.test_tus_js_client import JS_DIR, assert_stored
+from tests.e2e.test_tus_js_client import node as node
+from tests.netutil import free_port
 from tests.services_s3 import CREDENTIALS, REGION
 from tusserver.settings import Settings
 
@@ -456,3 +462,48 @@ async def test_a_full_quota_is_treated_like_a_full_disk(
         monkeypatch.undo()
         assert (await patch(http, url, offset, data[offset:])).status_code == 204
         assert await download(http, upload_id(url)) == data
+
+
+# -- tus-js-client against the real server ------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_tus_js_client_retries_a_507_and_finishes_once_there_is_room(
+    disk: Disk, node: str, tmp_path: Path
+) -> None:
+    """The reason for 507: tus-js-client retries it (any status outside 4xx), resuming from
+    HEAD, so an upload that meets a full disk finishes by itself once room is freed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUS_")}
+    server = TusServer(free_port(), disk.root, tmp_path / "server.log", env)
+    server.start()
+    try:
+        path = tmp_path / "upload.bin"
+        data = os.urandom(3 * MiB)
+        path.write_bytes(data)
+        disk.fill(leave=512 * KiB)
+        options = {"endpoint": server.base_url, "chunkSize": MiB, "retryDelays": [250] * 40}
+        client = subprocess.Popen(
+            [node, str(JS_DIR / "upload.mjs"), str(path), json.dumps(options)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while "storage.disk_full" not in server.logs():
+                assert client.poll() is None, client.communicate()
+                assert time.monotonic() < deadline, "the upload never met the full disk"
+                time.sleep(0.05)
+            disk.free()
+            out, err = client.communicate(timeout=60)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        assert client.returncode == 0, f"upload.mjs failed:\n{err}\n{out}"
+        result = json.loads(out)
+        assert 507 in [x["status"] for x in result["exchanges"] if x["method"] == "PATCH"]
+        assert_stored(result["url"], data)
+    finally:
+        server.stop()
