@@ -353,26 +353,31 @@ async def test_one_time_token_on_a_full_disk_is_507_and_leaves_no_temp_file(
 # -- the S3 backend's part spool -----------------------------------------------------------------
 
 
-async def test_s3_spool_on_a_full_disk_is_507_then_resumes(
-    disk: Disk,
-    tmp_path: Path,
-    moto_s3_endpoint: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def s3_settings(moto_s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> Settings:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["aws_access_key_id"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS["aws_secret_access_key"])
     bucket = f"full-{uuid.uuid4().hex[:12]}"
     boto3.client(
         "s3", endpoint_url=moto_s3_endpoint, region_name=REGION, **CREDENTIALS
     ).create_bucket(Bucket=bucket)
-    settings = Settings(
-        data_dir=tmp_path / "data",
+    return Settings(
         media_probe=False,
         sweep_interval=3600,
         storage="s3",
         s3_bucket=bucket,
         s3_endpoint_url=moto_s3_endpoint,
         max_size=64 * MiB,
+        **extra,
+    )
+
+
+async def test_s3_spool_on_a_full_disk_is_507_then_resumes(
+    disk: Disk, tmp_path: Path, moto_s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = s3_settings(
+        moto_s3_endpoint,
+        monkeypatch,
+        data_dir=tmp_path / "data",
         # Every part fills on the small disk: nothing is held in memory.
         s3_spool_dir=disk.root,
         s3_spool_memory=0,
@@ -386,6 +391,27 @@ async def test_s3_spool_on_a_full_disk_is_507_then_resumes(
         assert 0 <= offset < len(data)
         disk.free()
         assert (await patch(http, url, offset, data[offset:])).status_code == 204
+        assert await download(http, upload_id(url)) == data
+
+
+async def test_s3_checksum_spool_on_a_full_disk_is_507_and_stores_nothing(
+    disk: Disk, moto_s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checksummed chunk for S3 waits on local disk (under the data dir) until it
+    verifies: when that disk is full, nothing of the chunk is stored or acknowledged."""
+    settings = s3_settings(moto_s3_endpoint, monkeypatch, data_dir=disk.root)
+    data = os.urandom(MiB)
+    digest = base64.b64encode(hashlib.sha1(data).digest()).decode()
+    headers = {"Upload-Offset": "0", "Content-Type": OCTET, "Upload-Checksum": f"sha1 {digest}"}
+    async with serving(settings) as http:
+        url = (await create(http, len(data))).headers["location"]
+        before = disk.files()
+        disk.fill(leave=256 * KiB)
+        assert_full(await http.patch(url, content=data, headers=headers))
+        assert await offset_of(http, url) == 0
+        assert disk.files() == before
+        disk.free()
+        assert (await http.patch(url, content=data, headers=headers)).status_code == 204
         assert await download(http, upload_id(url)) == data
 
 
