@@ -34,6 +34,8 @@ from tests.netutil import free_port
 from tests.services_s3 import CREDENTIALS, REGION
 from tusserver.settings import Settings
 
+pytestmark = pytest.mark.fault
+
 KiB = 1024
 MiB = 1024 * KiB
 DISK_SIZE = 8 * MiB
