@@ -84,11 +84,20 @@ class TusDispatch:
                 extra={"path": path, "method": method, "error": type(exc).__name__},
             )
             response = error_response(errors.StorageUnavailable(), method=method)
-        except Exception:
-            # Rendered here, inside the CORS middleware, so even a 500 reaches browser code
-            # as a real status instead of an opaque network error (T217).
-            log.exception("request.failed", extra={"path": path, "method": method})
-            response = error_response(errors.TusError(), method=method)
+        except Exception as exc:
+            full = errors.storage_full(exc)
+            if full is not None:
+                # The disk, a quota or the database is full: a retryable 507, not a 500.
+                log.warning(
+                    "request.storage_full",
+                    extra={"path": path, "method": method, "error": type(exc).__name__},
+                )
+                response = error_response(full, method=method)
+            else:
+                # Rendered here, inside the CORS middleware, so even a 500 reaches browser
+                # code as a real status instead of an opaque network error (T217).
+                log.exception("request.failed", extra={"path": path, "method": method})
+                response = error_response(errors.TusError(), method=method)
         await response(scope, receive, send)
 
     async def _route(

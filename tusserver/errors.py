@@ -6,6 +6,8 @@ client sees the same ``ERR_...`` code for the same problem on every route.
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from collections.abc import Mapping
 
 
@@ -372,10 +374,62 @@ class HookUnavailable(TusError):
     message = "the upload could not be checked against the server's upload policy; retry"
 
 
+class InsufficientStorage(TusError):
+    """The disk (or quota, or database) is full. 507 rather than a 4xx: a full disk is usually
+    temporary (the sweeper frees expired uploads, an operator adds room), and tus clients
+    retry every status outside 4xx (except 409 and 423) with backoff, then resume from HEAD."""
+
+    status = 507
+    code = "ERR_INSUFFICIENT_STORAGE"
+    message = "the server's storage is full; retry later"
+
+    def __init__(
+        self, message: str | None = None, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message, headers={"Retry-After": "30", **(headers or {})})
+
+
 class ShuttingDown(TusError):
     status = 503
     code = "ERR_SHUTTING_DOWN"
     message = "the server is shutting down; retry"
+
+
+# ENOSPC: the file system is full; EDQUOT: this user's quota is, which looks the same to a client.
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Postgres' SQLSTATE disk_full ("could not extend file").
+_PG_DISK_FULL = "53100"
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, InsufficientStorage):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return getattr(exc, "sqlstate", None) == _PG_DISK_FULL
+
+
+def storage_full(exc: BaseException) -> InsufficientStorage | None:
+    """The 507 for ``exc`` if it (or what it wraps) says the disk, quota or database is full.
+
+    Wrappers are followed: ``raise ... from`` chains, and the driver error SQLAlchemy keeps in
+    ``orig`` (SQLite's "database or disk is full", Postgres' disk_full).
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if _is_full(current):
+            return current if isinstance(current, InsufficientStorage) else InsufficientStorage()
+        orig = getattr(current, "orig", None)
+        pending.append(orig if isinstance(orig, BaseException) else None)
+        pending.append(current.__cause__)
+    return None
 
 
 def error_table() -> str:

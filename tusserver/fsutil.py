@@ -17,13 +17,26 @@ from pathlib import Path
 _IOV_MAX = 1024
 
 
+class ShortWrite(OSError):
+    """``pwrite_all`` failed part of the way: the bytes before ``reached`` were written (not
+    yet synced), the rest were not. A full disk ends a write like this, so the caller can
+    keep what fitted instead of throwing it all away."""
+
+    def __init__(self, cause: OSError, reached: int) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.reached = reached
+
+
 def pwrite_all(fd: int, buffers: Sequence[bytes | memoryview], position: int) -> None:
     """Write ``buffers`` back to back at ``position`` with ``pwritev``: the pieces go to the
     kernel as they are, never copied into one big buffer first. A short write is legal: the
-    rest is written from where it stopped."""
+    rest is written from where it stopped. A failure raises ``ShortWrite``."""
     views = [memoryview(b) for b in buffers if len(b)]
     while views:
-        written = os.pwritev(fd, views[:_IOV_MAX], position)
+        try:
+            written = os.pwritev(fd, views[:_IOV_MAX], position)
+        except OSError as exc:
+            raise ShortWrite(exc, position) from exc
         if written <= 0:
             raise OSError(errno.EIO, "pwritev made no progress")
         position += written
@@ -145,11 +158,16 @@ def atomic_write(path: Path, data: bytes) -> None:
     temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        # A full disk fails the write: the half-written temp file must not stay behind.
+        temp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)

@@ -132,7 +132,11 @@ class MethodRouter:
         except errors.TusError as exc:
             return json_error(exc)
         except Exception as exc:
-            translated = self._translate(exc) if self._translate is not None else None
+            # A full disk, quota or database first: the route's own translation would take
+            # it for an outage (503) or a bug (500).
+            translated: errors.TusError | None = errors.storage_full(exc)
+            if translated is None and self._translate is not None:
+                translated = self._translate(exc)
             if translated is not None:
                 log.warning(
                     "api.backend_error",

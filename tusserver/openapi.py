@@ -222,8 +222,9 @@ _STATUS = {
     422: "Invalid parameters or body (ERR_VALIDATION names the field)",
     429: "Rate limit or quota reached",
     503: "A backend is unavailable; retry",
+    507: "Storage is full (ERR_INSUFFICIENT_STORAGE); retry later",
 }
-_COMMON = (401, 404, 429, 503)
+_COMMON = (401, 404, 429, 503, 507)
 
 
 def _schemas() -> dict[str, Any]:

@@ -243,6 +243,11 @@ class UploadService:
             await self.ctx.state.create(info)
         except AlreadyExists:  # 128 random bits colliding means a broken RNG; never overwrite
             raise errors.TusError("upload id collision") from None
+        except Exception:
+            # A full disk (or a state outage) after the bytes' file exists: the client never
+            # hears of this upload, so nothing of it may stay behind.
+            await self._discard_new(info)
+            raise
         log.info("upload.created", extra={"upload_id": info.id, "length": info.length})
         if announce:
             await self.ctx.listener.upload_created(info)
@@ -250,6 +255,29 @@ class UploadService:
             # No progress for an upload listeners have not heard of yet.
             self._progress_at[info.id] = math.inf
         return info
+
+    async def _discard_new(self, info: UploadInfo) -> None:
+        """Remove every trace of an upload whose creation failed, quietly: listeners never
+        heard of it. The state record goes too: a create that failed late (its directory
+        sync, say) may have written it."""
+        try:
+            await self.ctx.state.delete(info.id)
+            terminater = self.ctx.composer.terminater
+            if terminater is not None:
+                await terminater.terminate(info)
+        except Exception:
+            # The orphan sweep removes what is left; the caller raises the original error.
+            log.warning("upload.discard_failed", extra={"upload_id": info.id}, exc_info=True)
+        self._progress_at.pop(info.id, None)
+
+    async def abandon_created(self, info: UploadInfo) -> None:
+        """Undo a creation that failed after the upload existed (creation-with-upload that
+        ran out of disk): the client got no Location, so it would only ever be an orphan."""
+        announced = self._progress_at.get(info.id) != math.inf
+        await self._discard_new(info)
+        log.info("upload.abandoned", extra={"upload_id": info.id})
+        if announced:
+            await self.ctx.listener.upload_terminated(info, reason="terminated")
 
     async def announce_created(self, info: UploadInfo) -> None:
         self._progress_at.pop(info.id, None)
@@ -291,12 +319,20 @@ class UploadService:
             expires_at=self._expiry(),
         )
         final = await self._store_new(final)
-        # Register before re-reading the partials: a partial that finishes concurrently either
-        # sees this registration or is seen complete below, so the final is never stranded.
-        for partial_id in dict.fromkeys(concat.partial_ids):
-            await self.ctx.state.add_waiter(partial_id, final.id)
-        async with self.locked(final.id, request_release=False):
-            return await self._assemble_locked(final.id)
+        try:
+            # Register before re-reading the partials: a partial that finishes concurrently
+            # either sees this registration or is seen complete below, so the final is never
+            # stranded.
+            for partial_id in dict.fromkeys(concat.partial_ids):
+                await self.ctx.state.add_waiter(partial_id, final.id)
+            async with self.locked(final.id, request_release=False):
+                return await self._assemble_locked(final.id)
+        except Exception:
+            # The client gets an error and no Location: the final must not linger (its
+            # half-copied bytes least of all, on a full disk). A stale waiter entry left on
+            # a partial finds no final and is skipped.
+            await self.abandon_created(final)
+            raise
 
     def _length_limit(self) -> int:
         # Without TUS_MAX_SIZE the sum of partials is still bounded to what every store and
@@ -337,7 +373,13 @@ class UploadService:
 
         truncater = self.ctx.composer.truncater
         if checksum is not None and truncater is None:
-            return await self._write_spooled(info, reader, checksum, declared_length)
+            try:
+                return await self._write_spooled(info, reader, checksum, declared_length)
+            except OSError as exc:  # the spool's disk is full: nothing was stored yet
+                full = errors.storage_full(exc)
+                if full is None:
+                    raise
+                raise full from None
         feed = self.digests.start(info.id, info.offset)
         chunks = reader.chunks() if feed is None else feed.wrap(reader.chunks())
         try:
@@ -346,6 +388,15 @@ class UploadService:
             )
         except FileNotFoundError:
             raise errors.NotFound() from None
+        except Exception as exc:
+            full = errors.storage_full(exc)
+            if full is None:
+                raise
+            if checksum is not None and truncater is not None:
+                # All or nothing: what fitted before the disk filled is not verified.
+                await truncater.truncate(info, info.offset)
+            # Without a checksum the store reported what fitted (durably) as progress.
+            raise full from None
         end = reader.end or BodyEnd.COMPLETE
         if checksum is not None and not self._verified(reader, checksum):
             assert truncater is not None
@@ -461,8 +512,9 @@ class UploadService:
                         await self._assemble_locked(final_id)
                 except errors.NotFound:
                     continue
-                except errors.Locked:
-                    # The final's own HEAD assembles it when it gets the lock.
+                except (errors.Locked, errors.InsufficientStorage):
+                    # The final's own HEAD assembles it when it gets the lock (or room on
+                    # disk): this partial is complete either way.
                     log.warning("upload.assembly_deferred", extra={"upload_id": final_id})
         else:
             await self.ctx.listener.upload_finished(info)

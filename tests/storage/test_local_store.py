@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.iospy import PwritevSpy
+from tusserver import errors
 from tusserver.models import ConcatKind, UploadInfo
 from tusserver.state import slots
 from tusserver.state.base import AlreadyExists
@@ -470,14 +471,19 @@ async def test_concat_switches_to_the_fallback_midway(
     assert (root / f"{final.id}.bin").read_bytes() == pattern(0, 8000)
 
 
-async def test_concat_raises_real_io_errors(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def full(*args: Any) -> int:
-        raise OSError(errno.ENOSPC, "no space")
+@pytest.mark.parametrize(
+    ("code", "raised"), [(errno.EIO, OSError), (errno.ENOSPC, errors.InsufficientStorage)]
+)
+async def test_concat_raises_real_io_errors(
+    root: Path, monkeypatch: pytest.MonkeyPatch, code: int, raised: type[Exception]
+) -> None:
+    def failing(*args: Any) -> int:
+        raise OSError(code, "real error")
 
-    monkeypatch.setattr(os, "copy_file_range", full)
+    monkeypatch.setattr(os, "copy_file_range", failing)
     store = LocalStore(root)
     partials = await _partials(store, [100])
-    with pytest.raises(OSError, match="no space"):
+    with pytest.raises(raised):
         await store.concat(make_info(length=100), partials)
 
 

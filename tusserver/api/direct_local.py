@@ -51,11 +51,17 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
 
 
 def _close_and_place(fd: int, temp: Path, final: Path) -> None:
+    """Sync, close and rename ``temp`` to ``final``; on failure (a full disk can fail the
+    sync) the temp file is removed, never left behind."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, final)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     fsync_dir(final.parent)
 
 
@@ -161,12 +167,26 @@ class LocalDirectBackend:
     async def finish(self, upload: DirectUpload, parts: Sequence[CompletedPart]) -> Stored:
         directory = self._dir(upload.id)
         final = self._final(upload.id)
+        placed = await asyncio.to_thread(self._already_placed, directory, final)
+        if placed is not None:
+            return placed
         if upload.kind == "single":
             return Stored(await asyncio.to_thread(self._place_single, directory, final))
         expected = [(p.number, upload.expected_part_size(p.number) or 0, p.etag) for p in parts]
         stored = await asyncio.to_thread(self._assemble, directory, expected, final)
         await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
         return stored
+
+    @staticmethod
+    def _already_placed(directory: Path, final: Path) -> Stored | None:
+        """The object of a complete that placed it, then failed to record that (a full disk
+        can fail the record's write): its parts are gone, the checked object is in place."""
+        if directory.exists():
+            return None
+        try:
+            return Stored(final.stat().st_size)
+        except FileNotFoundError:
+            return None
 
     @staticmethod
     def _place_single(directory: Path, final: Path) -> int:

@@ -388,11 +388,13 @@ class DirectUploads:
         async with self._uploads.locked(upload.id, request_release=False):
             try:
                 await self.backend.store(upload, data)
+                upload = upload.replace(stored=True, size=len(data))
+                await self.records.put(upload)
             except BaseException:
+                # The client got no id (a full disk fails either write): leave nothing.
+                await self.backend.delete_object(upload)
                 await self.records.delete(upload.id)
                 raise
-            upload = upload.replace(stored=True, size=len(data))
-            await self.records.put(upload)
             return await self._record(upload, hashlib.sha256(data).hexdigest())
 
     # -- sweeping ------------------------------------------------------------------------

@@ -108,7 +108,13 @@ async def handle_post(service: UploadService, request: Request) -> Response:
                 hasher=new_hasher(checksum.algorithm) if checksum is not None else None,
             )
             lock.on_release_request(reader.interrupt)
-            result = await service.write(info, reader, checksum=checksum)
+            try:
+                result = await service.write(info, reader, checksum=checksum)
+            except errors.InsufficientStorage:
+                # The client gets no Location, so the upload could never be resumed: a
+                # failed creation leaves nothing behind, and the client's retry starts over.
+                await service.abandon_created(info)
+                raise
             if result.checksum_failed:
                 # All or nothing: a creation whose data fails its checksum creates nothing.
                 await service.terminate(result.info, announce=False)

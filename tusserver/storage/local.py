@@ -18,6 +18,7 @@ layer already checked: a path is never made from an unvalidated string.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -27,7 +28,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tusserver import errors
 from tusserver.fsutil import (
+    ShortWrite,
     atomic_write,
     check_writable_dir,
     fsync_dir,
@@ -80,6 +83,23 @@ def _write_last_batch(fd: int, buffers: Sequence[bytes], position: int) -> None:
     # Cut off whatever an earlier, longer and never acknowledged write left past the new end.
     os.ftruncate(fd, position + sum(len(b) for b in buffers))
     os.fdatasync(fd)
+
+
+def _settle_written(path: Path, durable: int, reached: int) -> int:
+    """Cut the file at ``reached`` (a stale tail past it is never acknowledged, and cutting it
+    frees room) and sync; return ``reached``, or ``durable`` if that cannot be done."""
+    try:
+        fd = os.open(path, _WRITE_FLAGS)
+    except OSError:
+        return durable
+    try:
+        os.ftruncate(fd, reached)
+        os.fdatasync(fd)
+    except OSError:
+        return durable
+    finally:
+        os.close(fd)
+    return reached
 
 
 def _copy_range(src: int, dst: int, length: int, dst_position: int) -> None:
@@ -198,6 +218,8 @@ class _BatchWriter:
         self._in_flight: asyncio.Future[None] | None = None
         self._in_flight_end = position
         self._in_flight_synced = False
+        # The end of what is known to be on disk for good: where a failed write falls back to.
+        self.durable = position
 
     @property
     def idle(self) -> bool:
@@ -211,7 +233,10 @@ class _BatchWriter:
             return None
         await asyncio.shield(in_flight)
         self._in_flight = None
-        return self._in_flight_end if self._in_flight_synced else None
+        if not self._in_flight_synced:
+            return None
+        self.durable = self._in_flight_end
+        return self.durable
 
     async def submit(self, data: list[bytes], size: int, *, sync: bool) -> int | None:
         """Start writing ``data`` (``size`` bytes) once the previous batch is done; return
@@ -237,6 +262,7 @@ class _BatchWriter:
         self._in_flight_synced = False
         await self.collect()
         self.end += size
+        self.durable = self.end
         return self.end
 
     async def close(self) -> None:
@@ -329,8 +355,12 @@ class LocalStore:
 
     def _create_file(self, path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
-        # The client is told the upload exists; that must survive a power loss too.
-        fsync_dir(self._root)
+        try:
+            # The client is told the upload exists; that must survive a power loss too.
+            fsync_dir(self._root)
+        except BaseException:
+            path.unlink(missing_ok=True)  # a failed creation leaves no file behind
+            raise
 
     async def write(
         self,
@@ -339,12 +369,37 @@ class LocalStore:
         on_progress: ProgressCallback | None = None,
     ) -> int:
         # Opened with _WRITE_FLAGS: a terminated upload's missing file stays missing.
-        writer = _BatchWriter(self._bin(info.id), info.offset)
+        path = self._bin(info.id)
+        writer = _BatchWriter(path, info.offset)
         try:
-            end = await self._pump(writer, chunks, on_progress)
-        finally:
-            await writer.close()
+            try:
+                end = await self._pump(writer, chunks, on_progress)
+            finally:
+                await writer.close()
+        except OSError as exc:
+            full = errors.storage_full(exc)
+            if full is None:
+                raise
+            kept = await self._keep_written(path, writer.durable, exc, on_progress)
+            log.warning(
+                "storage.disk_full",
+                extra={"upload_id": info.id, "errno": exc.errno, "offset": kept},
+            )
+            raise full from exc
         return end - info.offset
+
+    @staticmethod
+    async def _keep_written(
+        path: Path, durable: int, exc: OSError, on_progress: ProgressCallback | None
+    ) -> int:
+        """After a full disk ended a write: make the bytes that did fit durable and report
+        them, so the client resumes after them instead of sending them again. Return the
+        durable end."""
+        reached = max(exc.reached, durable) if isinstance(exc, ShortWrite) else durable
+        kept = await asyncio.to_thread(_settle_written, path, durable, reached)
+        if on_progress is not None and kept > durable:
+            await on_progress(kept)
+        return kept
 
     async def _pump(
         self,
@@ -438,7 +493,14 @@ class LocalStore:
             if partial.length is None:
                 raise ValueError(f"partial upload {partial.id} has no length")
             sources.append((self._bin(partial.id), partial.length))
-        await asyncio.to_thread(self._concat_files, self._bin(final.id), sources)
+        try:
+            await asyncio.to_thread(self._concat_files, self._bin(final.id), sources)
+        except OSError as exc:
+            full = errors.storage_full(exc)
+            if full is None:
+                raise
+            log.warning("storage.disk_full", extra={"upload_id": final.id, "errno": exc.errno})
+            raise full from exc
 
     @staticmethod
     def _concat_files(target: Path, sources: Sequence[tuple[Path, int]]) -> None:
@@ -456,6 +518,12 @@ class LocalStore:
                 position += length
             os.ftruncate(out, position)
             os.fdatasync(out)
+        except OSError:
+            # A half-assembled file is worthless (the next attempt rewrites it from 0) and
+            # may be what filled the disk: give the room back now.
+            with contextlib.suppress(OSError):
+                os.ftruncate(out, 0)
+            raise
         finally:
             os.close(out)
 

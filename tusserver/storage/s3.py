@@ -198,8 +198,9 @@ def _translated(what: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _spooling() -> Iterator[None]:
-    """A failure of the local spool (disk full, directory gone) is an outage of this store: a
-    503 the client retries, never a ``FileNotFoundError`` taken for missing upload data."""
+    """A failure of the local spool is never a ``FileNotFoundError`` taken for missing upload
+    data: a full disk or quota is ``InsufficientStorage`` (507), anything else (directory
+    gone) an outage of this store (503). The client retries either."""
     try:
         yield
     except OSError as exc:
@@ -207,6 +208,9 @@ def _spooling() -> Iterator[None]:
             "storage.spool_failed",
             extra={"error": type(exc).__name__, "errno": exc.errno},
         )
+        full = errors.storage_full(exc)
+        if full is not None:
+            raise full from exc
         raise errors.StorageUnavailable() from exc
 
 
