@@ -26,6 +26,7 @@ from tusserver.digests import EMPTY_SHA256
 from tusserver.disposition import clean_filename
 from tusserver.listener import TerminationReason
 from tusserver.models import UploadInfo
+from tusserver.state.outbox import CatalogOutbox
 from tusserver.storage.base import Locator, Reader, Sidecars
 
 log = logging.getLogger("tusserver.catalog")
@@ -90,6 +91,8 @@ class Catalog:
         self._workers: list[asyncio.Task[None]] = []
         self._queued: set[str] = set()
         self._processing: dict[str, asyncio.Future[None]] = {}
+        # Finished uploads not yet recorded (tusserver.state.outbox): ``record`` clears them.
+        self.outbox: CatalogOutbox | None = None
 
     def now(self) -> datetime:
         return utc(self._clock())
@@ -159,11 +162,22 @@ class Catalog:
         if done:
             values["processed_at"] = now
         created = await self.repo.add(values)
+        await self._recorded(info.id)
         if created:
             log.info("catalog.recorded", extra={"upload_id": info.id, "size": info.length})
             if not done:
                 self.enqueue(info.id)
         return created
+
+    async def _recorded(self, upload_id: str) -> None:
+        """The row is committed (by this call or an earlier one): the upload leaves the
+        outbox. A failure here only costs a second, harmless INSERT from the sweep."""
+        if self.outbox is None:
+            return
+        try:
+            await self.outbox.remove(upload_id)
+        except Exception:
+            log.warning("catalog.outbox_remove_failed", extra={"upload_id": upload_id})
 
     async def _head(self, info: UploadInfo) -> bytes:
         if not info.length:
