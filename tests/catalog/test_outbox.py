@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,8 @@ import pytest
 
 from catalog.backlog import record_backlog
 from tests.apphttp import serving
-from tests.services_postgres import _admin, _run_in_thread, create_database, drop_database
+from tests.catalog.outage import Database
+from tests.services_postgres import create_database, drop_database
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tests.services_s3 import CREDENTIALS, REGION, moto_s3_endpoint  # noqa: F401  (fixture)
 from tusserver.settings import Settings
@@ -36,44 +35,6 @@ API = "http://t/api/v1/files"
 OCTETS = "application/offset+octet-stream"
 
 
-@dataclass
-class Database:
-    """The catalog's database, and a way to break it and to bring it back."""
-
-    url: str
-    kind: str
-
-    def _name(self) -> str:
-        return self.url.rsplit("/", 1)[1]
-
-    def break_(self) -> None:
-        if self.kind == "sqlite":
-            self._sqlite("ALTER TABLE files RENAME TO files_away")
-            return
-        name = self._name()
-        _run_in_thread(_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-        _run_in_thread(
-            _admin(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-            )
-        )
-
-    def restore(self) -> None:
-        if self.kind == "sqlite":
-            self._sqlite("ALTER TABLE files_away RENAME TO files")
-            return
-        _run_in_thread(_admin(f'ALTER DATABASE "{self._name()}" ALLOW_CONNECTIONS true'))
-
-    def _sqlite(self, statement: str) -> None:
-        connection = sqlite3.connect(self.url.split(":///", 1)[1], timeout=30)
-        try:
-            connection.execute(statement)
-            connection.commit()
-        finally:
-            connection.close()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     if request.param == "sqlite":
@@ -81,7 +42,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         return
     url = create_database("outbox")
     yield Database(url, "postgres")
-    _run_in_thread(_admin(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" ALLOW_CONNECTIONS true'))
+    Database(url, "postgres").restore()
     drop_database(url)
 
 
@@ -275,7 +236,7 @@ async def test_a_finished_upload_is_not_in_the_outbox_once_recorded(
 def postgres() -> Iterator[Database]:
     url = create_database("outbox")
     yield Database(url, "postgres")
-    _run_in_thread(_admin(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" ALLOW_CONNECTIONS true'))
+    Database(url, "postgres").restore()
     drop_database(url)
 
 
