@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from catalog.backlog import record_backlog
+from tests.api.support import SECRET, bearer
 from tests.apphttp import serving
 from tests.catalog.outage import Database
 from tests.services_postgres import create_database, drop_database
@@ -32,6 +33,7 @@ from tusserver.settings import Settings
 
 FILES = "http://t/files/"
 API = "http://t/api/v1/files"
+UPLOADS = "http://t/api/v1/uploads"
 OCTETS = "application/offset+octet-stream"
 
 
@@ -172,6 +174,9 @@ async def test_uploads_finished_while_the_database_is_down_are_recorded_when_it_
             for file_id, data in done.values():
                 head = await http.head(f"{FILES}{file_id}")
                 assert head.headers["Upload-Offset"] == str(len(data))
+            listed = await http.get(API)  # reads say so: 503, never a 500
+            assert listed.status_code == 503, listed.text
+            assert listed.json()["error"]["code"] == "ERR_CATALOG_UNAVAILABLE"
             still_down = await sweep(http)
             assert (still_down["failed"], still_down["pending"]) == (3, 3)
         finally:
@@ -293,3 +298,46 @@ async def test_distributed_backlog_is_recorded_once_by_concurrent_sweepers(
         assert (await sweep(two))["pending"] == 0
         await check_recorded_once(two, done)
         assert (await two.get(API)).json()["total_count"] == 3
+
+
+async def test_rest_and_direct_completes_during_the_outage_fail_and_are_recorded_later(
+    tmp_path: Path, database: Database
+) -> None:
+    settings = local_settings(tmp_path, database, jwt_secret=SECRET)
+    admin = bearer("root", admin=True)
+    async with serving(settings) as http:
+        http.headers.update(admin)
+        init = await http.post(
+            f"{UPLOADS}/init",
+            json={"filename": "rest.txt", "file_size": 11, "content_type": "text/plain"},
+        )
+        rest_id = init.json()["upload_id"]
+        database.break_()
+        try:
+            finished = await http.patch(
+                init.json()["upload_url"],
+                content=b"hello world",
+                headers={"Upload-Offset": "0", "Content-Type": OCTETS},
+            )
+            assert finished.status_code == 204
+            # The completes still fail while the database is down (a retry records them)...
+            complete = await http.post(f"{UPLOADS}/complete", json={"upload_id": rest_id})
+            assert complete.status_code == 503, complete.text
+            direct = await http.post(
+                f"{UPLOADS}/direct?filename=direct.txt",
+                content=b"direct bytes",
+                headers={"Content-Type": "text/plain"},
+            )
+            assert direct.status_code == 503, direct.text
+        finally:
+            database.restore()
+        # ...and a client that never retries still gets its files recorded by the sweep.
+        assert (await sweep(http))["recorded"] == 2
+        listed = {item["filename"]: item for item in (await http.get(API)).json()["items"]}
+        assert set(listed) == {"rest.txt", "direct.txt"}
+        assert listed["rest.txt"]["sha256"] == hashlib.sha256(b"hello world").hexdigest()
+        assert listed["direct.txt"]["sha256"] == hashlib.sha256(b"direct bytes").hexdigest()
+        retried = await http.post(f"{UPLOADS}/complete", json={"upload_id": rest_id})
+        assert retried.status_code == 200
+        assert retried.json()["id"] == rest_id
+        assert (await http.get(API)).json()["total_count"] == 2
