@@ -2,9 +2,12 @@
 answer the owner-scoped reads and edits the REST routes expose.
 
 Recording happens inside the final PATCH (cheap: a ranged read of the first bytes and one
-idempotent INSERT). Everything slow (the sha256 fallback, ffprobe, the thumbnail) runs on a
-small worker pool afterwards; a record whose processing never finished (crash, full queue) is
-picked up again by the sweeper, so no file stays half-described.
+idempotent INSERT). The upload is in the outbox (``tusserver.state.outbox``) from before its
+finish is acknowledged until that INSERT commits, so a record that fails (the database down)
+is written later by the sweep (``catalog.backlog``), never lost. Everything slow (the sha256
+fallback, ffprobe, the thumbnail) runs on a small worker pool afterwards; a record whose
+processing never finished (crash, full queue) is picked up again by the sweeper, so no file
+stays half-described.
 """
 
 from __future__ import annotations

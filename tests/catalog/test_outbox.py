@@ -26,6 +26,7 @@ from catalog.backlog import record_backlog
 from tests.api.support import SECRET, bearer
 from tests.apphttp import serving
 from tests.catalog.outage import Database
+from tests.clocks import Clock
 from tests.services_postgres import create_database, drop_database
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tests.services_s3 import CREDENTIALS, REGION, moto_s3_endpoint  # noqa: F401  (fixture)
@@ -341,3 +342,25 @@ async def test_rest_and_direct_completes_during_the_outage_fail_and_are_recorded
         assert retried.status_code == 200
         assert retried.json()["id"] == rest_id
         assert (await http.get(API)).json()["total_count"] == 2
+
+
+async def test_pending_uploads_are_neither_expired_nor_taken_for_orphans(
+    tmp_path: Path, database: Database
+) -> None:
+    clock = Clock()
+    settings = local_settings(tmp_path, database, expiration=60, orphan_grace=0)
+    async with serving(settings, clock=clock) as http:
+        database.break_()
+        try:
+            done = await finish_all(http)
+            clock.now += 3600  # far past any expiry and the orphan grace
+            report = await http.app.state.sweep_job.run_once()  # type: ignore[attr-defined]
+            assert report["uploads"]["expired"] == 0
+            assert report["orphans_removed"] == 0
+            assert report["catalog_outbox"]["pending"] == 3
+        finally:
+            database.restore()
+        assert (await sweep(http))["recorded"] == 3
+        await check_recorded_once(http, done)
+        for file_id, data in done.values():
+            assert (await http.get(f"{FILES}{file_id}")).content == data
