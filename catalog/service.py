@@ -393,17 +393,10 @@ class CatalogListener:
         return None
 
     async def upload_finished(self, info: UploadInfo) -> None:
-        if self.catalog is None:
-            return
-        try:
+        if self.catalog is not None:
+            # A failure is logged by the fan-out (listener.failed); the upload is in the
+            # outbox (written before its finished state), so the next sweep records it.
             await self.catalog.record(info)
-        except Exception as exc:
-            # The upload is finished and in the outbox (written before its finished state):
-            # the next sweep records it. A warning, not a traceback per upload in an outage.
-            log.warning(
-                "catalog.record_deferred",
-                extra={"upload_id": info.id, "error": type(exc).__name__},
-            )
 
     async def upload_progress(self, info: UploadInfo) -> None:
         return None
