@@ -6,11 +6,13 @@ post-processing workers and requests can share one file; Postgres gets a checked
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
@@ -25,6 +27,20 @@ def open_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def unavailable_errors() -> tuple[type[Exception], ...]:
+    """What a catalog call raises when the database cannot serve it (an outage: 503, not 500).
+
+    SQLAlchemy's errors, and asyncpg's own: a connection the server refuses (the database not
+    accepting connections, too many clients, a shutdown in progress) reaches the caller
+    unwrapped. asyncpg is only imported by a Postgres catalog, and raised nothing before.
+    """
+    found: list[type[Exception]] = [SQLAlchemyError]
+    asyncpg = sys.modules.get("asyncpg")
+    if asyncpg is not None:
+        found += [asyncpg.PostgresError, asyncpg.InterfaceError]
+    return tuple(found)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

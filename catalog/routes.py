@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from catalog.db import unavailable_errors
 from catalog.models import FILENAME_LENGTH
 from catalog.repository import ListQuery, SortKey
 from catalog.service import Catalog, storable_metadata
@@ -115,7 +115,7 @@ def file_json(record: Any) -> dict[str, Any]:
 
 
 def _translate(exc: Exception) -> errors.TusError | None:
-    if isinstance(exc, SQLAlchemyError | OSError):
+    if isinstance(exc, (*unavailable_errors(), OSError)):
         return errors.CatalogUnavailable()
     return None
 

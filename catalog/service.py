@@ -2,9 +2,12 @@
 answer the owner-scoped reads and edits the REST routes expose.
 
 Recording happens inside the final PATCH (cheap: a ranged read of the first bytes and one
-idempotent INSERT). Everything slow (the sha256 fallback, ffprobe, the thumbnail) runs on a
-small worker pool afterwards; a record whose processing never finished (crash, full queue) is
-picked up again by the sweeper, so no file stays half-described.
+idempotent INSERT). The upload is in the outbox (``tusserver.state.outbox``) from before its
+finish is acknowledged until that INSERT commits, so a record that fails (the database down)
+is written later by the sweep (``catalog.backlog``), never lost. Everything slow (the sha256
+fallback, ffprobe, the thumbnail) runs on a small worker pool afterwards; a record whose
+processing never finished (crash, full queue) is picked up again by the sweeper, so no file
+stays half-described.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tusserver.disposition import clean_filename
 from tusserver.listener import TerminationReason
 from tusserver.models import UploadInfo
 from tusserver.safejson import storable
+from tusserver.state.outbox import CatalogOutbox
 from tusserver.storage.base import Locator, Reader, Sidecars
 
 log = logging.getLogger("tusserver.catalog")
@@ -104,6 +108,8 @@ class Catalog:
         self._workers: list[asyncio.Task[None]] = []
         self._queued: set[str] = set()
         self._processing: dict[str, asyncio.Future[None]] = {}
+        # Finished uploads not yet recorded (tusserver.state.outbox): ``record`` clears them.
+        self.outbox: CatalogOutbox | None = None
 
     def now(self) -> datetime:
         return utc(self._clock())
@@ -173,11 +179,22 @@ class Catalog:
         if done:
             values["processed_at"] = now
         created = await self.repo.add(values)
+        await self._recorded(info.id)
         if created:
             log.info("catalog.recorded", extra={"upload_id": info.id, "size": info.length})
             if not done:
                 self.enqueue(info.id)
         return created
+
+    async def _recorded(self, upload_id: str) -> None:
+        """The row is committed (by this call or an earlier one): the upload leaves the
+        outbox. A failure here only costs a second, harmless INSERT from the sweep."""
+        if self.outbox is None:
+            return
+        try:
+            await self.outbox.remove(upload_id)
+        except Exception:
+            log.warning("catalog.outbox_remove_failed", extra={"upload_id": upload_id})
 
     async def _head(self, info: UploadInfo) -> bytes:
         if not info.length:
@@ -391,6 +408,8 @@ class CatalogListener:
 
     async def upload_finished(self, info: UploadInfo) -> None:
         if self.catalog is not None:
+            # A failure is logged by the fan-out (listener.failed); the upload is in the
+            # outbox (written before its finished state), so the next sweep records it.
             await self.catalog.record(info)
 
     async def upload_progress(self, info: UploadInfo) -> None:

@@ -21,6 +21,7 @@ from catalog.migrate import SCHEMA_HEAD, current_revision, upgrade
 from catalog.repository import FileRepository
 from catalog.service import Catalog, CatalogConfig
 from tusserver.settings import Settings
+from tusserver.state.outbox import CatalogOutbox
 from tusserver.storage.base import StoreComposer
 
 log = logging.getLogger("tusserver.catalog")
@@ -43,6 +44,7 @@ async def open_catalog(
     *,
     clock: Callable[[], float],
     head_cache: Callable[[str], bytes | None] | None = None,
+    outbox: CatalogOutbox | None = None,
 ) -> Catalog:
     engine = open_engine(settings.catalog_url())
     stack.push_async_callback(engine.dispose)
@@ -81,6 +83,7 @@ async def open_catalog(
         clock=clock,
         head_cache=head_cache,
     )
+    catalog.outbox = outbox
     catalog.start()
     stack.push_async_callback(catalog.stop)
     return catalog

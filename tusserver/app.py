@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Scope
 
+from catalog.backlog import record_backlog
 from catalog.routes import catalog_routes
 from catalog.service import Catalog, CatalogListener
 from catalog.setup import CatalogStartupError, open_catalog
@@ -58,6 +59,7 @@ from tusserver.ratelimit import RateLimitMiddleware
 from tusserver.settings import Settings
 from tusserver.singleton_headers import SingletonHeaders
 from tusserver.state.lease import FileLease
+from tusserver.state.outbox import CatalogOutbox, open_outbox
 from tusserver.sweep_job import SweepJob
 from tusserver.sweeper import SweepPass
 from tusserver.uploads import UploadService
@@ -113,6 +115,7 @@ def create_app(
                 listener=upload_listener,
                 clock=clock,
                 metrics=sink,
+                outbox=catalog_outbox(settings, parts),
             )
         )
 
@@ -183,6 +186,7 @@ def create_app(
                         stack,
                         clock=clock,
                         head_cache=service.digests.take_head,
+                        outbox=service.ctx.outbox,
                     )
                 except CatalogStartupError as exc:
                     log.error("startup.failed: %s", exc)
@@ -313,6 +317,14 @@ def _anchored(routes: list[BaseRoute]) -> list[BaseRoute]:
     return routes
 
 
+def catalog_outbox(settings: Settings, parts: Components | None) -> CatalogOutbox | None:
+    """Where finished uploads wait for their catalog record: beside the upload state."""
+    if not settings.catalog:
+        return None
+    redis = parts.redis if parts is not None else None
+    return open_outbox(settings.data_dir, redis, prefix=settings.redis_prefix)
+
+
 def open_delivery(
     settings: Settings,
     service: UploadService,
@@ -356,6 +368,14 @@ def sweep_job(
     """The sweep the server runs periodically and ``tusserver sweep`` runs on its own."""
     lease = parts.lease if parts is not None and parts.lease is not None else None
     passes: list[tuple[str, SweepPass]] = []
+    outbox = service.ctx.outbox
+    if catalog is not None and outbox is not None:
+        recorder = catalog
+
+        async def outbox_pass() -> object:
+            return await record_backlog(service, recorder, outbox)
+
+        passes.append(("catalog_outbox", outbox_pass))
     if catalog is not None:
         found = catalog
 

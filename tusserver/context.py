@@ -10,6 +10,7 @@ from tusserver.listener import UploadListener
 from tusserver.metrics import NO_METRICS, MetricsSink
 from tusserver.settings import Settings
 from tusserver.state.base import Locker, StateStore
+from tusserver.state.outbox import CatalogOutbox
 from tusserver.storage.base import StoreComposer
 
 
@@ -22,3 +23,5 @@ class TusContext:
     listener: UploadListener
     clock: Callable[[], float] = field(default=time.time)
     metrics: MetricsSink = field(default=NO_METRICS)
+    # Finished uploads waiting for their catalog record (None: no catalog to wait for).
+    outbox: CatalogOutbox | None = None

@@ -78,6 +78,9 @@ class MetricsSink:
     def swept(self, *, expired: int, bytes_freed: int, skipped_busy: int, failed: int) -> None:
         return None
 
+    def catalog_backlog(self, *, pending: int, recorded: int) -> None:
+        return None
+
 
 NO_METRICS = MetricsSink()
 
@@ -164,6 +167,16 @@ class Metrics(MetricsSink):
         self.sweep_failures = Counter(
             "tus_sweep_failures_total", "Expired uploads the sweeper failed to remove.", registry=r
         )
+        self.catalog_pending = Gauge(
+            "tus_catalog_pending_records",
+            "Finished uploads whose catalog record is not written yet, as of the last sweep.",
+            registry=r,
+        )
+        self.catalog_recorded_late = Counter(
+            "tus_catalog_records_recovered_total",
+            "Catalog records the sweep wrote for uploads whose recording at finish failed.",
+            registry=r,
+        )
 
     def http_request(self, method: str, status: int, seconds: float) -> None:
         method = normalise_method(method)
@@ -198,6 +211,10 @@ class Metrics(MetricsSink):
         self.sweep_bytes_freed.inc(bytes_freed)
         self.sweep_skipped_busy.inc(skipped_busy)
         self.sweep_failures.inc(failed)
+
+    def catalog_backlog(self, *, pending: int, recorded: int) -> None:
+        self.catalog_pending.set(pending)
+        self.catalog_recorded_late.inc(recorded)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

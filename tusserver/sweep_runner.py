@@ -9,7 +9,7 @@ from typing import Any
 
 from catalog.service import Catalog
 from catalog.setup import open_catalog
-from tusserver.app import sweep_job
+from tusserver.app import catalog_outbox, sweep_job
 from tusserver.context import TusContext
 from tusserver.hooks import Hooks
 from tusserver.listener import FanOut, NullListener
@@ -34,11 +34,14 @@ async def run_sweeper(settings: Settings, *, once: bool) -> dict[str, Any]:
                 locker=parts.locker,
                 listener=listener,
                 clock=time.time,
+                outbox=catalog_outbox(settings, parts),
             )
         )
         catalog: Catalog | None = None
         if settings.catalog:
-            catalog = await open_catalog(settings, parts.composer, stack, clock=time.time)
+            catalog = await open_catalog(
+                settings, parts.composer, stack, clock=time.time, outbox=service.ctx.outbox
+            )
         job = sweep_job(settings, service, parts, catalog, direct_events=listener)
         if not once:
             await job.run_forever(settings.sweep_interval)

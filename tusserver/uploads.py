@@ -497,6 +497,10 @@ class UploadService:
             info = await self.ctx.composer.core.finish(info)
         except FileNotFoundError:  # its storage was removed under us (terminated)
             raise errors.NotFound() from None
+        if not info.is_partial and self.ctx.outbox is not None:
+            # Before the finished state is written (and so before any client can be told):
+            # if recording fails or this process dies, the sweep still finds the upload.
+            await self.ctx.outbox.add(info.id)
         if info.finished_at is None:
             assert info.length is not None
             sha256 = info.sha256 or self.digests.finish(info.id, info.length)

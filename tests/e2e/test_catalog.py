@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from tusclient import client as tus_client
 
+from tests.catalog.outage import Database
 from tests.mediafiles import make_video
 from tests.services_postgres import create_database, drop_database
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
@@ -134,3 +135,57 @@ def _tusserver() -> str:
     import sys
 
     return str(Path(sys.executable).with_name("tusserver"))
+
+
+def test_an_upload_finished_while_sqlite_is_broken_is_recorded_after_a_crash(
+    server_factory: Callable[..., TusServer],
+) -> None:
+    server = server_factory(TUS_SWEEP_INTERVAL="0.5", TUS_MEDIA_PROBE="false")
+    database = Database(f"sqlite+aiosqlite:///{server.data_dir / 'catalog.db'}", "sqlite")
+    data = os.urandom(300_000)
+    database.break_()
+    file_id = upload_with_tuspy(server, data, "crash.bin")  # acknowledged, not recorded
+    server.kill()  # nothing after the acknowledgement runs: no retry, no shutdown hook
+    database.restore()
+    server.start()
+    # The restarted server's periodic sweep records it from the outbox.
+    (item,) = wait_processed(server, 1, timeout=30)
+    assert (item["id"], item["filename"], item["size"]) == (file_id, "crash.bin", len(data))
+    assert item["sha256"] == sha256(data)
+
+
+def test_an_upload_finished_while_postgres_is_down_is_recorded_by_tusserver_sweep(
+    server_factory: Callable[..., TusServer],
+    moto_s3_endpoint: str,  # noqa: F811
+    redis_url: str,  # noqa: F811
+) -> None:
+    url = create_database("e2e")
+    database = Database(url, "postgres")
+    try:
+        env = distributed_env(moto_s3_endpoint, redis_url, TUS_DATABASE_URL=url)
+        env["TUS_DATABASE_MIGRATE"] = "true"
+        env["TUS_MEDIA_PROBE"] = "false"
+        server = server_factory(**env)
+        data = os.urandom(MiB + 17)
+        database.break_()
+        file_id = upload_with_tuspy(server, data, "outage.bin")
+        server.kill()
+        database.restore()
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TUS_")}
+        swept = subprocess.run(
+            [_tusserver(), "sweep", "--once"],
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert swept.returncode == 0, swept.stderr
+        assert '"recorded": 1' in swept.stdout, swept.stdout
+        server.start()
+        (item,) = list_files(server)["items"]
+        assert (item["id"], item["filename"], item["size"]) == (file_id, "outage.bin", len(data))
+        assert item["sha256"] == sha256(data)
+    finally:
+        database.restore()
+        drop_database(url)

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from catalog.db import unavailable_errors
 from catalog.routes import file_json
 from tusserver import errors
 from tusserver.api.direct_backend import CompletedPart, Target
@@ -146,9 +147,7 @@ def _target_json(target: Target) -> dict[str, Any]:
 
 
 def _translate(exc: Exception) -> errors.TusError | None:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    if isinstance(exc, SQLAlchemyError):
+    if isinstance(exc, unavailable_errors()):
         return errors.CatalogUnavailable()
     try:
         from redis.exceptions import RedisError

@@ -354,6 +354,11 @@ class DirectUploads:
         assert upload.size is not None
         finished_at = upload.finished_at or self.now()
         info = self._info(upload, finished_at=finished_at, sha256=sha256)
+        outbox = self._uploads.ctx.outbox
+        if self._catalog is not None and outbox is not None:
+            # A failed record fails this complete (a retry records it); the mark also lets
+            # the sweep record it if the client never comes back.
+            await outbox.add(info.id)
         with contextlib.suppress(AlreadyExists):
             await self._uploads.ctx.state.create(info)
         if self._catalog is not None:

@@ -25,12 +25,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from catalog.db import unavailable_errors
 from catalog.models import FileRecord
 from catalog.routes import file_json
 from catalog.service import Catalog
@@ -163,7 +163,7 @@ def status_json(info: UploadInfo) -> dict[str, Any]:
 
 
 def _translate(exc: Exception) -> errors.TusError | None:
-    if isinstance(exc, SQLAlchemyError):
+    if isinstance(exc, unavailable_errors()):
         return errors.CatalogUnavailable()
     if isinstance(exc, (OSError, *state_unavailable())):
         return errors.StorageUnavailable()
