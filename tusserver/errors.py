@@ -117,6 +117,12 @@ class InvalidMetadata(TusError):
     message = "invalid Upload-Metadata header"
 
 
+class MetadataTooLarge(TusError):
+    status = 400
+    code = "ERR_METADATA_TOO_LARGE"
+    message = "Upload-Metadata is too large"
+
+
 class HeadersTooLarge(TusError):
     # Sent by the HTTP protocol layer, before any route runs (see tusserver.httpproto).
     status = 431

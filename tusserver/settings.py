@@ -108,6 +108,14 @@ class Settings(BaseSettings):
             "the connection (or the request's first byte); then the connection is closed."
         ),
     )
+    max_metadata_size: int = Field(
+        32 * 1024,
+        ge=1024,
+        description=(
+            "Largest `Upload-Metadata`, in bytes as tus encodes it (base64 values), on every "
+            "route that creates uploads; larger is refused with 400 `ERR_METADATA_TOO_LARGE`."
+        ),
+    )
     write_buffer: int = Field(
         1024 * 1024,
         ge=64 * 1024,
