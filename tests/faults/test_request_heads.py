@@ -119,3 +119,34 @@ def test_an_8_mb_upload_metadata_is_refused_with_431(
     # Nothing of it was stored: the state directory holds no large file.
     sizes = [p.stat().st_size for p in server.data_dir.rglob("*") if p.is_file()]
     assert max(sizes, default=0) < 1024 * 1024
+
+
+@pytest.mark.parametrize("route", ["tus-patch", "json-init"])
+def test_a_stalled_body_is_answered_within_the_read_timeout(
+    server_factory: Callable[..., TusServer], route: str
+) -> None:
+    # Slow bodies are the handlers' TUS_READ_TIMEOUT, on the JSON API as on uploads; once
+    # answered, the rest of the body may not keep the connection open either.
+    server = server_factory(TUS_READ_TIMEOUT="1", TUS_HEADER_TIMEOUT=str(TIMEOUT))
+    if route == "tus-patch":
+        url = request("POST", server.base_url, {"Upload-Length": "100"}).headers["location"]
+        path = url.split(str(server.port), 1)[1].encode()
+        head = (
+            b"PATCH %b HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+            b"Content-Type: application/offset+octet-stream\r\nContent-Length: 100\r\n\r\n"
+        ) % path
+        part = b"x" * 10
+    else:
+        head = (
+            b"POST /api/v1/uploads/init HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n"
+        )
+        part = b'{"filename'
+    started = time.monotonic()
+    with connect(server) as sock:
+        sock.sendall(head + part)
+        reply = read_reply(sock, timeout=10)
+        assert reply is not None
+        assert reply.code == "ERR_READ_TIMEOUT", reply
+        assert time.monotonic() - started < 1 + 3
+        assert closed_by_server(sock, time.monotonic() + TIMEOUT + 3) == b""
