@@ -189,16 +189,21 @@ LIMIT = 16 * 1024
 TIMEOUT = 1.0
 
 
-@pytest.fixture
-async def guarded() -> AsyncIterator[tuple[int, Seen]]:
-    """A server whose protocol allows LIMIT bytes of head and TIMEOUT seconds to send it."""
+@pytest.fixture(params=["httptools", "h11"])
+async def guarded(request: pytest.FixtureRequest) -> AsyncIterator[tuple[int, Seen]]:
+    """A server whose protocol allows LIMIT bytes of head and TIMEOUT seconds to send it;
+    with our httptools protocol and with the h11 one used when httptools is missing."""
     seen = Seen()
     port = free_port()
+    cls = protocol_class(
+        max_header_size=LIMIT, header_timeout=TIMEOUT, implementation=request.param
+    )
+    assert isinstance(cls, type)
     config = uvicorn.Config(
         make_app(seen),
         host=HOST,
         port=port,
-        http=protocol_class(max_header_size=LIMIT, header_timeout=TIMEOUT),
+        http=cls,
         lifespan="off",
         ws="none",
         log_config=None,

@@ -108,8 +108,8 @@ def serve(settings: Settings) -> None:
         http=protocol_class(
             max_header_size=settings.max_header_size, header_timeout=settings.header_timeout
         ),
-        # Used if httptools is missing. Uppy can send 8 KiB+ of Upload-Metadata (T080); h11's
-        # default cap is 16 KiB.
+        # Our h11 protocol (used if httptools is missing) applies the same head limit; this
+        # covers uvicorn's own h11 should ours not fit the installed uvicorn.
         h11_max_incomplete_event_size=settings.max_header_size,
         # PATCHes answer within about a second of SIGTERM (see _Server); this bounds the rest.
         timeout_graceful_shutdown=settings.shutdown_timeout,

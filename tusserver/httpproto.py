@@ -19,15 +19,16 @@ Idle keep-alive connections between requests stay uvicorn's ``timeout_keep_alive
 bodies are the handlers' read timeout (``TUS_READ_TIMEOUT``).
 
 This leans on uvicorn internals (``cycle.body``, the flow control, the parser callbacks), so
-``protocol_class`` checks that they look as expected and otherwise returns uvicorn's own
-protocol unchanged.
+``protocol_class`` checks that they look as expected; if they do not, or httptools is
+missing, it returns uvicorn's h11 protocol with the same head limits (and stock body
+handling).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from tusserver import TUS_VERSION, errors
 
@@ -91,7 +92,7 @@ def _error_bytes(error: errors.TusError, default_headers: list[tuple[bytes, byte
 
 
 class _HeadGuard:
-    """The head limits of ``TusHttpToolsProtocol``: size (431) and time (408 / close).
+    """The head limits of both protocols below: size (431) and time (408 / close).
 
     Mixed in before uvicorn's protocol; the attributes typed ``Any`` are uvicorn's.
     """
@@ -143,15 +144,20 @@ class _HeadGuard:
             if self._head_unparsed > self.max_header_size:
                 self._refuse(errors.HeadersTooLarge())
 
+    def _head_partial(self) -> bool:
+        """Whether part of a request head has come (and not all of it)."""
+        return self._in_head
+
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self.transport.is_closing():
             return
+        partial = self._head_partial()
         logger.info(
             "http.header_timeout",
-            extra={"client": self.client and self.client[0], "partial": self._in_head},
+            extra={"client": self.client and self.client[0], "partial": partial},
         )
-        if self._in_head:
+        if partial:
             self._refuse(errors.HeaderTimeout())
         else:
             # Nothing of a request came (or only the rest of an answered request's body):
@@ -190,13 +196,27 @@ def protocol_class(
     *,
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    implementation: Literal["httptools", "h11"] = "httptools",
 ) -> type[asyncio.Protocol] | str:
-    """Our protocol class, or ``"auto"`` when httptools or the expected internals are missing."""
+    """Our protocol class: httptools-based, or h11-based when httptools or the internals we
+    expect are missing (or when asked); ``"auto"`` (uvicorn's own) if neither fits."""
+    cls = _httptools_class() if implementation == "httptools" else None
+    if cls is None:
+        cls = _h11_class()
+    if cls is None:
+        logger.warning("uvicorn's protocols changed shape; running without head limits")
+        return "auto"
+    cls.max_header_size = max_header_size
+    cls.header_timeout = header_timeout
+    return cls
+
+
+def _httptools_class() -> type[Any] | None:
     try:
         import httptools
         from uvicorn.protocols.http import httptools_impl
-    except ImportError:  # httptools is optional in uvicorn; h11 needs no help
-        return "auto"
+    except ImportError:  # httptools is optional in uvicorn
+        return None
     base = httptools_impl.HttpToolsProtocol
     cycle = httptools_impl.RequestResponseCycle
     expected = ("on_body", "on_url", "on_header", "on_headers_complete", "on_message_begin")
@@ -204,12 +224,64 @@ def protocol_class(
         all(callable(getattr(base, name, None)) for name in expected)
         and callable(getattr(cycle, "receive", None))
     ):
-        logger.warning("uvicorn's httptools protocol changed shape; using it unmodified")
-        return "auto"
-    cls = _httptools_protocol(base, httptools)
-    cls.max_header_size = max_header_size
-    cls.header_timeout = header_timeout
-    return cls
+        logger.warning("uvicorn's httptools protocol changed shape; using h11")
+        return None
+    return _httptools_protocol(base, httptools)
+
+
+def _h11_class() -> type[Any] | None:
+    import h11
+    from uvicorn.protocols.http import h11_impl
+
+    base: type[Any] = h11_impl.H11Protocol
+    if not all(callable(getattr(base, n, None)) for n in ("handle_events", "data_received")):
+        return None
+
+    class TusH11Protocol(_HeadGuard, base):  # type: ignore[misc]
+        """uvicorn's h11 protocol with the same head limits (h11 copies bodies as it does)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._init_guard()
+            # h11 buffers no more than this of an unfinished event (a head, a chunk line).
+            self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header_size)
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._end_guard()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            # uvicorn's, plus the head limits. h11 itself refuses only an unfinished head
+            # over the limit (and with a 400); one that arrives whole in a read passes it.
+            if self._refused:
+                return
+            self._unset_keepalive_if_required()
+            if self._answered():
+                self._arm_head_timer()
+            self.conn.receive_data(data)
+            if self._head_over_limit():
+                self._refuse(errors.HeadersTooLarge())
+                return
+            self.handle_events()
+            if not self._answered():
+                self._disarm_head_timer()  # a request is in flight: its head came
+
+        def _head_over_limit(self) -> bool:
+            if self.conn.their_state is not h11.IDLE:
+                return False
+            buffered = self.conn.trailing_data[0]
+            end = buffered.find(b"\r\n\r\n")
+            return (len(buffered) if end < 0 else end + 4) > self.max_header_size
+
+        def _head_partial(self) -> bool:
+            return self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
+
+    TusH11Protocol.__name__ = TusH11Protocol.__qualname__ = "TusH11Protocol"
+    return TusH11Protocol
 
 
 def _httptools_protocol(base: type[Any], httptools: Any) -> type[Any]:
