@@ -386,3 +386,22 @@ async def test_a_trickling_body_of_an_answered_request_does_not_hold_the_connect
         assert time.monotonic() - started < TIMEOUT + 1
     finally:
         writer.close()
+
+
+async def test_a_pipelined_head_over_the_limit_ends_the_connection_after_the_answer_before_it(
+    guarded: tuple[int, Seen],
+) -> None:
+    # The answer to the first request is not cut into by a 431: it goes out whole, then the
+    # connection closes and the oversized request is never served.
+    port, seen = guarded
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(post(b"first") + get_with(LIMIT + 100, lines=20))
+        head, body = await read_answer(reader)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert body == sha(b"first")
+        rest = await closed_within(reader, 5)
+        assert b"HTTP/1.1 200" not in rest
+    finally:
+        writer.close()
+    assert seen.digests == [hashlib.sha256(b"first").hexdigest()]

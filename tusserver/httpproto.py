@@ -263,12 +263,18 @@ def _h11_class() -> type[Any] | None:
             if self._answered():
                 self._arm_head_timer()
             self.conn.receive_data(data)
-            if self._head_over_limit():
-                self._refuse(errors.HeadersTooLarge())
-                return
             self.handle_events()
             if not self._answered():
                 self._disarm_head_timer()  # a request is in flight: its head came
+
+        def handle_events(self) -> None:
+            # Also called once an answer is out, for a pipelined request already buffered.
+            if self._refused:
+                return
+            if self._head_over_limit():
+                self._refuse(errors.HeadersTooLarge())
+                return
+            super().handle_events()
 
         def _head_over_limit(self) -> bool:
             if self.conn.their_state is not h11.IDLE:
