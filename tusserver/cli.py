@@ -120,10 +120,14 @@ def serve(settings: Settings) -> None:
         # Forwarded headers are interpreted by us, only when TUS_TRUST_PROXY is set (T070).
         proxy_headers=False,
         server_header=False,
-        # httptools without uvicorn's two extra copies of every body byte (see httpproto).
-        http=protocol_class(),
-        # Uppy can send 8 KiB+ of Upload-Metadata (T080); h11's default cap is 16 KiB.
-        h11_max_incomplete_event_size=64 * 1024,
+        # httptools without uvicorn's two extra copies of every body byte, and with bounds on
+        # a request head's size and time (see httpproto).
+        http=protocol_class(
+            max_header_size=settings.max_header_size, header_timeout=settings.header_timeout
+        ),
+        # Our h11 protocol (used if httptools is missing) applies the same head limit; this
+        # covers uvicorn's own h11 should ours not fit the installed uvicorn.
+        h11_max_incomplete_event_size=settings.max_header_size,
         # PATCHes answer within about a second of SIGTERM (see _Server); this bounds the rest.
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )

@@ -119,6 +119,26 @@ class InvalidMetadata(TusError):
     message = "invalid Upload-Metadata header"
 
 
+class MetadataTooLarge(TusError):
+    status = 400
+    code = "ERR_METADATA_TOO_LARGE"
+    message = "Upload-Metadata is too large"
+
+
+class HeadersTooLarge(TusError):
+    # Sent by the HTTP protocol layer, before any route runs (see tusserver.httpproto).
+    status = 431
+    code = "ERR_HEADERS_TOO_LARGE"
+    message = "the request line and headers are too large"
+
+
+class HeaderTimeout(TusError):
+    # Sent by the HTTP protocol layer to a client whose request head stalled.
+    status = 408
+    code = "ERR_HEADER_TIMEOUT"
+    message = "timed out waiting for the request line and headers"
+
+
 class InvalidConcat(TusError):
     status = 400
     code = "ERR_INVALID_CONCAT"

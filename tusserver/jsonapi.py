@@ -7,8 +7,9 @@ fixed message: exception text can carry SQL, paths or secrets and never reaches 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -88,7 +89,7 @@ async def read_json(request: Request, *, max_bytes: int = 64 * 1024) -> Any:
     ):
         raise ApiError(errors.PayloadTooLarge(f"the body may hold at most {max_bytes} bytes"))
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in _paced(request.stream(), _read_timeout(request)):
         body += chunk
         if len(body) > max_bytes:
             raise ApiError(errors.PayloadTooLarge(f"the body may hold at most {max_bytes} bytes"))
@@ -96,6 +97,25 @@ async def read_json(request: Request, *, max_bytes: int = 64 * 1024) -> Any:
         return safejson.loads(bytes(body))
     except errors.TusError as exc:
         raise ApiError(exc) from None
+
+
+def _read_timeout(request: Request) -> float:
+    settings = getattr(request.app.state, "settings", None)
+    return float(getattr(settings, "read_timeout", 60.0))
+
+
+async def _paced(chunks: AsyncIterator[bytes], idle: float) -> AsyncIterator[bytes]:
+    """``chunks``, each due within ``idle`` seconds (``TUS_READ_TIMEOUT``, as for upload
+    bodies): a client dribbling a JSON body must not hold its connection and handler."""
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ApiError(errors.ReadTimeout()) from None
+        yield chunk
 
 
 class MethodRouter:

@@ -101,6 +101,30 @@ class Settings(BaseSettings):
     read_timeout: float = Field(
         60.0, gt=0, description="Seconds without body bytes before a PATCH is cut off."
     )
+    max_header_size: int = Field(
+        64 * 1024,
+        ge=8 * 1024,
+        description=(
+            "Largest request line plus headers, in bytes; a larger head is answered 431 and "
+            "the connection closed (enforced by `tusserver serve`'s HTTP layer)."
+        ),
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Seconds a client has to send a complete request line and headers, counted from "
+            "the connection (or the request's first byte); then the connection is closed."
+        ),
+    )
+    max_metadata_size: int = Field(
+        32 * 1024,
+        ge=1024,
+        description=(
+            "Largest `Upload-Metadata`, in bytes as tus encodes it (base64 values), on every "
+            "route that creates uploads; larger is refused with 400 `ERR_METADATA_TOO_LARGE`."
+        ),
+    )
     write_buffer: int = Field(
         1024 * 1024,
         ge=64 * 1024,

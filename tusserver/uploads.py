@@ -43,6 +43,29 @@ _REASONS: dict[str, TerminationReason] = {
 }
 
 
+def metadata_size(metadata: Mapping[str, str | None], metadata_raw: str | None) -> int:
+    """Bytes of the metadata as an ``Upload-Metadata`` header carries it (base64 values),
+    or of the raw header if that is longer: what a creation stores and HEAD echoes."""
+    encoded = 0
+    for key, value in metadata.items():
+        raw_value = (value or "").encode("utf-8", "surrogatepass")
+        encoded += len(key.encode("utf-8", "surrogatepass")) + 2 + -(-len(raw_value) // 3) * 4
+    return max(encoded, len(metadata_raw or ""))
+
+
+def check_metadata_size(
+    limit: int, metadata: Mapping[str, str | None], metadata_raw: str | None = None
+) -> None:
+    """Refuse metadata over ``TUS_MAX_METADATA_SIZE``. The HTTP layer bounds a request's
+    headers only when ``tusserver serve`` runs it; this holds under any ASGI server, and for
+    metadata that does not come in a header (the JSON API, a pre-create hook's additions)."""
+    size = metadata_size(metadata, metadata_raw)
+    if size > limit:
+        raise errors.MetadataTooLarge(
+            f"Upload-Metadata holds {size} bytes; at most {limit} are accepted"
+        )
+
+
 @dataclass(frozen=True)
 class WriteResult:
     info: UploadInfo
@@ -216,6 +239,7 @@ class UploadService:
     ) -> UploadInfo:
         """Create an upload. With ``announce=False`` listeners hear of it only when the caller
         calls ``announce_created`` (a creation whose data may still fail its checksum)."""
+        check_metadata_size(self.settings.max_metadata_size, metadata, metadata_raw)
         if concat is not None and concat.kind is ConcatKind.FINAL:
             return await self._create_final(concat, concat_raw, metadata, metadata_raw, owner)
         max_size = self.settings.max_size

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import threading
 import uuid
 from collections import Counter
@@ -28,6 +29,10 @@ MESSAGES = {
     "InternalError": (500, "We encountered an internal error. Please try again."),
     "SlowDown": (503, "Please reduce your request rate."),
     "ServiceUnavailable": (503, "Service is unable to handle request."),
+    # Refusals: S3 will not take the request as sent.
+    "AccessDenied": (403, "Access Denied"),
+    "MetadataTooLarge": (400, "Your metadata headers exceed the maximum allowed metadata size."),
+    "RequestHeaderSectionTooLarge": (400, "Your request header section exceeds the maximum."),
 }
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "expect"}
 
@@ -111,6 +116,8 @@ class S3FaultProxy:
         self._lock = threading.Lock()
         # (operation, status) of every request answered, relayed or injected.
         self.seen: Counter[tuple[str, int]] = Counter()
+        # (operation, header lines) of every request, as the client sent them.
+        self.heads: list[tuple[str, list[str]]] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -219,6 +226,8 @@ class S3FaultProxy:
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = await _read_body(reader, headers)
         op = operation(method, target, headers)
+        with self._lock:
+            self.heads.append((op, [line for line in lines[1:] if line]))
         key = urlsplit(target).path
         fault = self._match(op, key)
         if fault is not None and fault.delay:
@@ -228,7 +237,7 @@ class S3FaultProxy:
             payload = b"" if method == "HEAD" else error_body(fault.code, key)
             response_headers = [("Content-Type", "application/xml")]
             response_headers.append(("Content-Length", str(len(payload))))
-            reason = "Internal Server Error" if status == 500 else "Service Unavailable"
+            reason = http.HTTPStatus(status).phrase
             _write_response(writer, status, reason, response_headers, payload)
         else:
             status, reason, response_headers, payload = await self._relay(

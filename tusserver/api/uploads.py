@@ -52,7 +52,7 @@ from tusserver.principal import principal_of
 from tusserver.protocol import MAX_INT, encode_metadata
 from tusserver.settings import Settings
 from tusserver.state.base import state_unavailable
-from tusserver.uploads import UploadService
+from tusserver.uploads import UploadService, check_metadata_size
 
 log = logging.getLogger("tusserver.api")
 
@@ -230,6 +230,8 @@ async def init(request: Request, body: Any) -> Response:
         "filename": params.filename,
         "filetype": params.content_type,
     }
+    # Before the pre-create hook is asked about it (creation checks it again, after).
+    check_metadata_size(settings.max_metadata_size, metadata)
     metadata, metadata_raw = await screen_creation(
         request,
         length=params.file_size,

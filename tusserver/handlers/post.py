@@ -24,7 +24,7 @@ from tusserver.protocol import (
     parse_metadata,
     parse_non_negative_int,
 )
-from tusserver.uploads import UploadService
+from tusserver.uploads import UploadService, check_metadata_size
 
 
 async def handle_post(service: UploadService, request: Request) -> Response:
@@ -53,6 +53,9 @@ async def handle_post(service: UploadService, request: Request) -> Response:
         raise errors.SizeExceeded(f"Upload-Length exceeds the maximum size of {settings.max_size}")
 
     metadata_raw = headers.get("upload-metadata")
+    if metadata_raw is not None and len(metadata_raw) > settings.max_metadata_size:
+        # Before parsing: the cost of a huge header is not spent on decoding it.
+        check_metadata_size(settings.max_metadata_size, {}, metadata_raw)
     metadata = parse_metadata(metadata_raw)
     if metadata_raw is not None and not metadata_raw.strip():
         metadata_raw = None  # an empty header means no metadata (T069)

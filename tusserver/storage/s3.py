@@ -70,8 +70,19 @@ _PREFIX = re.compile(r"(?:[A-Za-z0-9!_.*'()-]+/)*")
 _MAX_PREFIX = 512
 _MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 _META_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-# S3 caps user metadata at 2 KiB per object; what does not fit is left out, not an error.
+# S3 caps user metadata at 2 KiB per object (keys plus values) and a request's headers at
+# 8 KiB; each key is sent twice (its x-amz-meta- header, and SigV4's SignedHeaders list).
+# What does not fit is left out, not an error: the full metadata is in the state store (and
+# the .info object), the object's own metadata is a convenience. The pair count keeps the
+# request well inside servers that count header lines (Python's http.server, under moto,
+# refuses more than 100 with a 431) and, with the budget, inside the 8 KiB.
 _META_BUDGET = 2000
+_META_MAX_PAIRS = 32
+# Kept first, so the object still says what it is when other keys are left out.
+_META_FIRST = ("filename", "filetype")
+# What S3 (or a server in front of it) answers when a request's metadata or headers are
+# larger than it takes.
+_TOO_LARGE = frozenset({"MetadataTooLarge", "RequestHeaderSectionTooLarge"})
 # The tail object records where it starts, so a stale tail is recognised as such.
 _TAIL_START = "tus-tail-start"
 _MISSING = frozenset({"NoSuchKey", "NoSuchUpload", "NotFound", "404"})
@@ -197,6 +208,22 @@ def _translated(what: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _refusals(what: str) -> Iterator[None]:
+    """Around ``_translated``, for requests that carry the upload's object metadata: any
+    other 4xx from S3 is a clear error, never a 500. A refusal of the metadata's size is the
+    client's to fix (400); anything else (access denied, a bad SSE setting) is the
+    operator's, and the client can only retry later (503). Both are logged with S3's code."""
+    try:
+        yield
+    except ClientError as exc:
+        code, status = _error_code(exc)
+        log.warning("storage.refused", extra={"operation": what, "code": code, "status": status})
+        if code in _TOO_LARGE or status in (413, 431):
+            raise errors.MetadataTooLarge("the storage refused the upload's metadata") from exc
+        raise errors.StorageUnavailable() from exc
+
+
+@contextlib.contextmanager
 def _spooling() -> Iterator[None]:
     """A failure of the local spool is never a ``FileNotFoundError`` taken for missing upload
     data: a full disk or quota is ``InsufficientStorage`` (507), anything else (directory
@@ -241,12 +268,16 @@ def content_type(metadata: dict[str, str | None]) -> str:
 
 
 def user_metadata(metadata: dict[str, str | None]) -> dict[str, str]:
-    """tus metadata as S3 user metadata: ASCII keys, percent-encoded values, within 2 KiB."""
+    """tus metadata as S3 user metadata: ASCII keys, percent-encoded values, at most
+    ``_META_MAX_PAIRS`` pairs within ``_META_BUDGET`` bytes; ``filename``/``filetype`` first."""
     out: dict[str, str] = {}
     used = 0
-    for raw_key, raw_value in sorted(metadata.items()):
+    ordered = sorted(metadata.items(), key=lambda kv: (kv[0] not in _META_FIRST, kv[0]))
+    for raw_key, raw_value in ordered:
+        if len(out) == _META_MAX_PAIRS:
+            break
         key = raw_key.lower()
-        if _META_KEY.fullmatch(key) is None:
+        if _META_KEY.fullmatch(key) is None or key in out:
             continue
         value = urllib.parse.quote(raw_value or "", safe="")
         if used + len(key) + len(value) > _META_BUDGET:
@@ -527,7 +558,7 @@ class S3Store:
             fixed=self.config.fixed_part_size,
         )
         key = self._data_key(info.id)
-        with _translated("create multipart upload"):
+        with _refusals("create multipart upload"), _translated("create multipart upload"):
             resp = await self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=key, **self._object_args(info)
             )
@@ -810,7 +841,7 @@ class S3Store:
     ) -> None:
         """Write the whole upload, ``size`` bytes at the start of the tail, as the object."""
         if tail is not None and tail.size == size and size:
-            with _translated("copy object"):
+            with _refusals("copy object"), _translated("copy object"):
                 await self._client.copy_object(
                     Bucket=self._bucket,
                     Key=key,
@@ -826,7 +857,7 @@ class S3Store:
             if full is None or len(full.data) < size:
                 raise FileNotFoundError(f"S3 holds fewer than {info.length} bytes of {info.id}")
             data = full.data[:size]
-        with _translated("put object"):
+        with _refusals("put object"), _translated("put object"):
             await self._client.put_object(
                 Bucket=self._bucket, Key=key, Body=data, **self._object_args(info)
             )
