@@ -349,6 +349,14 @@ async def test_the_token_command_prints_a_token_the_server_accepts() -> None:
     assert _cli("token", "--sub", "x").returncode == 2  # no secret configured
 
 
+@pytest.mark.parametrize("subject", [" alice", "bob\n", ""])
+def test_the_token_command_refuses_a_subject_the_server_would_refuse(subject: str) -> None:
+    done = _cli("token", "--sub", subject, TUS_JWT_SECRET=SECRET)
+    assert done.returncode == 2
+    assert "subject" in done.stderr
+    assert done.stdout == ""
+
+
 def test_mint_token_round_trips() -> None:
     value = mint_token(SECRET, "frank", ttl=60)
     assert jwt.decode(value, SECRET, algorithms=["HS256"])["sub"] == "frank"

@@ -200,8 +200,15 @@ def mint_token(
     audience: str | None = None,
     roles_claim: str = "roles",
 ) -> str:
-    """An HS256 token for development (``tusserver token``)."""
+    """An HS256 token for development (``tusserver token``).
+
+    ValueError for a subject the verifier would refuse: minting a token that can never be
+    used only moves the surprise to the first request.
+    """
     import jwt
+
+    if not _is_valid_subject(subject):
+        raise ValueError("the subject must be 1 to 255 printable characters, no outer spaces")
 
     now = int(time.time())
     claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + ttl}

@@ -174,8 +174,8 @@ def token(settings: Settings, subject: str, *, admin: bool, ttl: int) -> int:
     if settings.jwt_secret is None:
         print("tusserver: set TUS_JWT_SECRET (32+ characters) to sign tokens", file=sys.stderr)
         return 2
-    print(
-        mint_token(
+    try:
+        minted = mint_token(
             settings.jwt_secret.get_secret_value(),
             subject,
             admin=admin,
@@ -184,7 +184,10 @@ def token(settings: Settings, subject: str, *, admin: bool, ttl: int) -> int:
             audience=settings.jwt_audience,
             roles_claim=settings.jwt_roles_claim,
         )
-    )
+    except ValueError as exc:
+        print(f"tusserver: {exc}", file=sys.stderr)
+        return 2
+    print(minted)
     return 0
 
 
