@@ -35,11 +35,30 @@ def _refuse(now: float, reset: int) -> errors.RateLimited:
 
 
 class LocalQuota:
-    def __init__(self, limit: int, *, clock: Callable[[], float] = time.time) -> None:
+    """One process: a count per subject (client IP) for the current day.
+
+    Bounded in subjects too: a day's distinct addresses have no limit of their own (an IPv6
+    client holds many /64s), and a dict of them all would only shrink at midnight. Past
+    ``max_subjects`` the subject counted first today is forgotten and starts again from
+    zero: only a flood of distinct addresses can cause that, and the cost is a few extra URLs
+    for one of them, not memory without end.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_subjects: int = 100_000,
+    ) -> None:
         self._limit = limit
         self._clock = clock
+        self._max = max_subjects
         self._day = -1
         self._counts: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._counts)
 
     async def charge(self, subject: str, amount: int = 1) -> None:
         if self._limit <= 0:
@@ -53,6 +72,8 @@ class LocalQuota:
         if used > self._limit:
             raise _refuse(now, reset)
         self._counts[subject] = used
+        while len(self._counts) > self._max:
+            del self._counts[next(iter(self._counts))]
 
 
 class RedisQuota:
