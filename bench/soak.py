@@ -109,7 +109,7 @@ class Server:
         self.breakdown = {k: v for k, v in values.items() if k.startswith("Rss")}
         return values["VmRSS"], values["VmHWM"]
 
-    def probe(self, timeout: float = 30.0) -> dict[str, Any]:
+    def probe(self, timeout: float = 180.0) -> dict[str, Any]:
         """The server's tables, threads, tasks and open files (see bench.soak_server)."""
         previous = self._seq()
         self.proc.popen.send_signal(signal.SIGUSR1)
@@ -251,13 +251,18 @@ class Worker:
         self.options = options
         self.rng = random.Random(seed)
         self.conn = Connection("127.0.0.1", port)
-        self.finished: collections.deque[str] = collections.deque(maxlen=64)
+        # (owner, upload id) of finished uploads, for the catalog and delivery reads.
+        self.finished: collections.deque[tuple[str, str]] = collections.deque(maxlen=64)
+        self.user = "user-0"
+
+    def new_user(self) -> None:
+        """A user for the next operation: one per operation, as uploads are their owner's."""
+        self.user = f"user-{self.rng.randrange(self.options.users)}"
 
     def identity(self) -> list[tuple[str, str]]:
         headers: list[tuple[str, str]] = []
         if self.options.auth:
-            user = f"user-{self.rng.randrange(self.options.users)}"
-            headers.append(("Authorization", f"Bearer {token_for(user)}"))
+            headers.append(("Authorization", f"Bearer {token_for(self.user)}"))
         if self.options.trust_proxy:
             ip = f"10.{self.rng.randrange(256)}.{self.rng.randrange(256)}.{self.rng.randrange(256)}"
             headers.append(("X-Forwarded-For", ip))
@@ -370,7 +375,7 @@ async def tus_upload(w: Worker) -> None:
     if w.rng.random() < 0.3:
         await w.send("DELETE", path, [TUS])
     else:
-        w.finished.append(path.rsplit("/", 1)[1])
+        w.finished.append((w.user, path.rsplit("/", 1)[1]))
 
 
 async def tus_with_upload(w: Worker) -> None:
@@ -464,7 +469,7 @@ async def api_reads(w: Worker) -> None:
     await w.send("GET", f"/api/v1/files?{page}")
     await w.send("GET", "/api/v1/files/recent?limit=5")
     if w.finished:
-        file_id = w.rng.choice(list(w.finished))
+        w.user, file_id = w.rng.choice(list(w.finished))  # as its owner
         await w.send("GET", f"/api/v1/files/{file_id}")
         await download_via_url(w, file_id)
 
@@ -601,6 +606,7 @@ async def run_load(port: int, options: argparse.Namespace, requests: int, seed: 
     async def work(worker: Worker) -> None:
         try:
             while tally.requests < requests and time.monotonic() < deadline:
+                worker.new_user()
                 await worker.rng.choices(ops, weights)[0](worker)
         finally:
             await worker.conn.close()
