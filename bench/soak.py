@@ -164,6 +164,7 @@ def server_env(workdir: Path, options: argparse.Namespace) -> dict[str, str]:
         TUS_DELIVERY_DAILY_QUOTA_PER_IP="10000000",
         TUS_MAX_SIZE=str(64 * MiB),
     )
+    env.update(item.split("=", 1) for item in options.env)
     if options.tracemalloc:
         env["PYTHONTRACEMALLOC"] = "1"
     if options.auth:
@@ -754,6 +755,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--redis", action="store_true", help="state and locks in redis-server")
     p.add_argument("--s3", action="store_true", help="bytes in moto's S3 server")
     p.add_argument("--max-growth-mib", type=float, default=64.0)
+    p.add_argument(
+        "--env", action="append", default=[], metavar="TUS_NAME=value", help="a server setting"
+    )
     p.add_argument(
         "--tracemalloc",
         action="store_true",
