@@ -19,7 +19,7 @@ PORT ?= $(or $(TUS_PORT),8080)
 DATA_DIR ?= $(or $(TUS_DATA_DIR),./data)
 PYTEST_ARGS ?=
 
-.PHONY: help install run lint typecheck test e2e bench bench-quick bench-single bench-catalog clean
+.PHONY: help install run lint typecheck test e2e bench bench-quick bench-single bench-catalog soak clean
 
 help:
 	@echo "make run        start the server on http://127.0.0.1:8080/files/ (data in ./data;"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench-quick  the same, smaller sizes, under two minutes"
 	@echo "make bench-single one upload in a single PATCH: MB/s, CPU, peak RSS vs the loopback limit"
 	@echo "make bench-catalog  catalog list/search queries on SQLite and Postgres; prints a table"
+	@echo "make soak       tens of thousands of requests, malformed ones too: no 5xx, memory back near baseline"
 	@echo "make e2e        only the end-to-end tests (real server, tuspy, tus-js-client)"
 	@echo "make clean      remove caches, build output and the node_modules of tests and bench"
 
@@ -91,6 +92,10 @@ bench-single: install
 
 bench-catalog: install
 	$(BIN)/python -m bench.catalog_list $(BENCH_ARGS)
+
+# SOAK_ARGS: --requests N, --rounds N, --auth, --trust-proxy, --redis, --s3, --json FILE ...
+soak: install
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 # Keeps .venv (shared, slow to rebuild) and ./data (somebody's uploads).
 clean:

@@ -50,8 +50,17 @@ class BucketQuota:
 
 
 class LocalQuota(BucketQuota):
-    def __init__(self, limit: int, *, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(LocalBuckets(), limit, clock=clock)
+    """One process. Bounded in subjects too: a flood of distinct addresses (one IPv6 client
+    holds many /64s) evicts the least recently used bucket past ``max_subjects``."""
+
+    def __init__(
+        self, limit: int, *, clock: Callable[[], float] = time.time, max_subjects: int = 100_000
+    ) -> None:
+        self._local = LocalBuckets(max_keys=max_subjects)
+        super().__init__(self._local, limit, clock=clock)
+
+    def __len__(self) -> int:
+        return len(self._local)
 
 
 class RedisQuota(BucketQuota):

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,3 +157,20 @@ async def test_batches_shrink_as_more_uploads_hash_at_once(
     assert max(batches) <= MiB
     assert sorted(batches)[len(batches) // 2] <= 400 * 1024
     assert digests._budget.active == 0  # every feed let go of its share
+
+
+async def test_a_terminated_upload_leaves_no_running_hash(tmp_path: Path) -> None:
+    # Each running hash holds up to HEAD_BYTES of its upload; a client's DELETE must not
+    # leave one behind until the LRU bound pushes it out.
+    from tests.apphttp import serving
+    from tusserver.settings import Settings
+
+    async with serving(Settings(data_dir=tmp_path, metrics=False)) as http:
+        digests = http.app.state.service.digests  # type: ignore[attr-defined]
+        for _ in range(5):
+            created = await http.post("http://testserver/files/", headers={"Upload-Length": "100"})
+            url = created.headers["Location"]
+            patch = {"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+            assert (await http.patch(url, headers=patch, content=b"x" * 40)).status_code == 204
+            assert (await http.delete(url)).status_code == 204
+        assert len(digests._running) == 0

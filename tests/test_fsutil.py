@@ -88,3 +88,13 @@ def test_a_failed_dir_fsync_raises_and_the_next_call_retries(
     with pytest.raises(OSError, match="EIO"):
         fsutil.fsync_dir(tmp_path)
     fsutil.fsync_dir(tmp_path)
+
+
+def test_the_group_commit_table_forgets_a_directory_once_idle(tmp_path: Path) -> None:
+    # Direct uploads put their parts in a directory each: a table keeping every directory
+    # ever synced would grow by one entry per upload for the life of the process.
+    for n in range(50):
+        directory = tmp_path / str(n)
+        directory.mkdir()
+        fsutil.fsync_dir(directory)
+    assert not [key for key in fsutil._dir_syncs if key.startswith(str(tmp_path))]

@@ -354,3 +354,30 @@ def test_keys_and_fingerprints() -> None:
     assert fingerprint("POST", "/a", ["ab", "c"]) != fingerprint("POST", "/a", ["a", "bc"])
     assert fingerprint("POST", "/a", [None]) != fingerprint("POST", "/a", [""])
     assert fingerprint("post", "/a", [b"x"]) == fingerprint("POST", "/a", ["x"])
+
+
+def test_the_local_store_is_bounded_in_bytes() -> None:
+    # A multipart create's answer lists up to 1,000 part URLs: the count alone is no bound.
+    store = LocalIdempotencyStore(max_bytes=12_000)
+    big = StoredResponse(201, (("content-type", "application/json"),), b"x" * 3000)
+
+    async def fill() -> None:
+        for n in range(10):
+            token, _ = await store.claim(f"s{n}", "fp", 60)
+            assert token is not None
+            await store.save(f"s{n}", token, "fp", big, 600)
+
+    asyncio.run(fill())
+    assert store.bytes <= 12_000
+    assert list(store._entries) == ["s7", "s8", "s9"]
+
+
+def test_the_local_store_drops_expired_records_without_being_asked_for_them() -> None:
+    clock = Clock(1_700_000_000.0)
+    store = LocalIdempotencyStore(clock=clock)
+    for n in range(100):
+        asyncio.run(store.claim(f"s{n}", "fp", 60))
+    clock.now += 61
+    asyncio.run(store.claim("new", "fp", 60))
+    assert list(store._entries) == ["new"]
+    assert store.bytes == store._entries["new"].size

@@ -133,7 +133,10 @@ class _DirSync:
                 self._done = max(self._done, generation)
 
 
-_dir_syncs: dict[str, _DirSync] = {}
+# directory -> its group commit and how many calls are using it right now. An entry lives
+# only while a call uses it: a direct upload's parts go to a directory of their own, so a
+# table keeping every directory ever synced would grow by one entry per upload for ever.
+_dir_syncs: dict[str, tuple[_DirSync, int]] = {}
 _dir_syncs_lock = threading.Lock()
 
 
@@ -145,10 +148,18 @@ def fsync_dir(path: Path) -> None:
     """
     key = os.path.abspath(path)
     with _dir_syncs_lock:
-        syncer = _dir_syncs.get(key)
-        if syncer is None:
-            syncer = _dir_syncs[key] = _DirSync(Path(key))
-    syncer.sync()
+        syncer, users = _dir_syncs.get(key) or (_DirSync(Path(key)), 0)
+        _dir_syncs[key] = (syncer, users + 1)
+    try:
+        syncer.sync()
+    finally:
+        with _dir_syncs_lock:
+            users = _dir_syncs[key][1] - 1
+            if users:
+                _dir_syncs[key] = (syncer, users)
+            else:
+                # Nobody waits on it: a later call starts a fresh one, which is as good.
+                del _dir_syncs[key]
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -141,21 +141,76 @@ class _Entry:
     response: StoredResponse | None
     expires_at: float
 
+    @property
+    def size(self) -> int:
+        """Bytes this entry holds, roughly: what the byte budget counts."""
+        response = self.response
+        if response is None:
+            return _ENTRY_OVERHEAD
+        headers = sum(len(name) + len(value) for name, value in response.headers)
+        return _ENTRY_OVERHEAD + len(response.body) + headers
+
+
+# Per entry, besides the response: the slot, token and fingerprint strings, the objects.
+_ENTRY_OVERHEAD = 512
+# The count alone does not bound memory: a multipart create's answer lists up to 1,000 part
+# URLs (a quarter of a MiB), so 10,000 of them would be gigabytes.
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+
 
 class LocalIdempotencyStore:
-    """One process: an insertion-ordered dict, expired lazily and trimmed oldest first."""
+    """One process: an ordered dict (oldest write first), bounded in entries and in bytes.
+
+    Expired entries are dropped when their slot is looked up and, from the old end, on every
+    claim, so the table shrinks back once the traffic that filled it is over instead of
+    holding every answer until the bound evicts it. Past a bound the oldest entries go first
+    (their keys then run again, as after the TTL).
+    """
 
     def __init__(
-        self, *, clock: Callable[[], float] = time.time, max_entries: int = 10_000
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_entries: int = 10_000,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self._clock = clock
         self._max = max_entries
+        self._max_bytes = max_bytes
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def _put(self, slot: str, entry: _Entry) -> None:
+        self._drop(slot)
+        self._entries[slot] = entry  # a new write goes last: the dict stays oldest first
+        self._bytes += entry.size
+        while self._entries and (len(self._entries) > self._max or self._bytes > self._max_bytes):
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, slot: str) -> None:
+        entry = self._entries.pop(slot, None)
+        if entry is not None:
+            self._bytes -= entry.size
+
+    def _purge_expired(self) -> None:
+        now = self._clock()
+        while self._entries:
+            slot, entry = next(iter(self._entries.items()))
+            if entry.expires_at > now:
+                return
+            self._drop(slot)
 
     def _live(self, slot: str) -> _Entry | None:
         entry = self._entries.get(slot)
         if entry is not None and entry.expires_at <= self._clock():
-            del self._entries[slot]
+            self._drop(slot)
             return None
         return entry
 
@@ -163,13 +218,12 @@ class LocalIdempotencyStore:
         self, slot: str, fingerprint: str, ttl: float
     ) -> tuple[str | None, Record | None]:
         # No await between the check and the insert: atomic on the event loop.
+        self._purge_expired()
         entry = self._live(slot)
         if entry is not None:
             return None, Record(entry.fingerprint, entry.response)
         token = secrets.token_hex(16)
-        self._entries[slot] = _Entry(token, fingerprint, None, self._clock() + ttl)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self._put(slot, _Entry(token, fingerprint, None, self._clock() + ttl))
         return token, None
 
     def _own(self, slot: str, token: str) -> _Entry | None:
@@ -185,11 +239,11 @@ class LocalIdempotencyStore:
         self, slot: str, token: str, fingerprint: str, response: StoredResponse, ttl: float
     ) -> None:
         if self._own(slot, token) is not None:
-            self._entries[slot] = _Entry(token, fingerprint, response, self._clock() + ttl)
+            self._put(slot, _Entry(token, fingerprint, response, self._clock() + ttl))
 
     async def release(self, slot: str, token: str) -> None:
         if self._own(slot, token) is not None:
-            del self._entries[slot]
+            self._drop(slot)
 
 
 # Compare-and-act on the exact in-flight value, so a holder whose marker expired (and was

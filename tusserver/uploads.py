@@ -277,7 +277,7 @@ class UploadService:
             await self.ctx.listener.upload_created(info)
         else:
             # No progress for an upload listeners have not heard of yet.
-            self._progress_at[info.id] = math.inf
+            self._note_progress(info.id, math.inf)
         return info
 
     async def _discard_new(self, info: UploadInfo) -> None:
@@ -495,10 +495,16 @@ class UploadService:
         if last is not None and now - last < PROGRESS_INTERVAL:
             self._progress_at[info.id] = last
             return
-        self._progress_at[info.id] = now  # re-inserted last: the dict stays oldest first
-        if len(self._progress_at) > _PROGRESS_TRACKED:
-            del self._progress_at[next(iter(self._progress_at))]
+        self._note_progress(info.id, now)
         await self.ctx.listener.upload_progress(info)
+
+    def _note_progress(self, upload_id: str, when: float) -> None:
+        # Re-inserted last, so the dict stays oldest first and the oldest entry (an upload
+        # abandoned long ago) is the one dropped past the bound, whoever inserts.
+        self._progress_at.pop(upload_id, None)
+        self._progress_at[upload_id] = when
+        while len(self._progress_at) > _PROGRESS_TRACKED:
+            del self._progress_at[next(iter(self._progress_at))]
 
     async def declare_length(self, info: UploadInfo, length: int) -> UploadInfo:
         """Set a deferred length without writing (an empty final PATCH, T100)."""
@@ -604,6 +610,8 @@ class UploadService:
             await terminater.terminate(info)
         log.info(event, extra={"upload_id": info.id})
         self._progress_at.pop(info.id, None)
+        # Its running hash holds up to HEAD_BYTES of the upload: not kept for a dead upload.
+        self.digests.discard(info.id)
         if announce:
             reason = _REASONS.get(event, "terminated")
             await self.ctx.listener.upload_terminated(info, reason=reason)
