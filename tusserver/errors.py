@@ -256,6 +256,12 @@ class PayloadTooLarge(TusError):
     message = "the request body is too large"
 
 
+class BodyIncomplete(TusError):
+    status = 400
+    code = "ERR_BODY_INCOMPLETE"
+    message = "the connection ended before the whole request body arrived"
+
+
 class JsonTooDeep(TusError):
     status = 400
     code = "ERR_JSON_TOO_DEEP"

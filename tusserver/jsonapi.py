@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -89,10 +89,17 @@ async def read_json(request: Request, *, max_bytes: int = 64 * 1024) -> Any:
     ):
         raise ApiError(errors.PayloadTooLarge(f"the body may hold at most {max_bytes} bytes"))
     body = bytearray()
-    async for chunk in _paced(request.stream(), _read_timeout(request)):
-        body += chunk
-        if len(body) > max_bytes:
-            raise ApiError(errors.PayloadTooLarge(f"the body may hold at most {max_bytes} bytes"))
+    try:
+        async for chunk in _paced(request.stream(), _read_timeout(request)):
+            body += chunk
+            if len(body) > max_bytes:
+                raise ApiError(
+                    errors.PayloadTooLarge(f"the body may hold at most {max_bytes} bytes")
+                )
+    except ClientDisconnect:
+        # A client cutting its body short is a client's problem, not a 500 with a traceback:
+        # nobody reads this answer, but logs and metrics do.
+        raise ApiError(errors.BodyIncomplete()) from None
     try:
         return safejson.loads(bytes(body))
     except errors.TusError as exc:

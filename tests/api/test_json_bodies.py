@@ -98,3 +98,24 @@ async def test_public_token_routes_refuse_forged_json_payloads_with_403(
     assert response.status_code == 403, response.text
     assert response.json()["error"]["code"] == "ERR_SIGNATURE_INVALID"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(("method", "path", "auth"), JSON_ROUTES)
+async def test_a_json_body_cut_short_is_400_not_a_logged_500(
+    http: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+    auth: bool,
+) -> None:
+    # The client promises 500 bytes, sends one and goes away.
+    from tests.asgi_harness import call
+
+    headers = {"content-type": "application/json", "content-length": "500"}
+    if auth:
+        headers.update({k.lower(): v for k, v in bearer("alice").items()})
+    app = http.app  # type: ignore[attr-defined]
+    reply = await call(app, method, path, headers, [b"{"], ending="disconnect")
+    assert reply.status == 400, reply.body
+    assert b"ERR_BODY_INCOMPLETE" in reply.body
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
