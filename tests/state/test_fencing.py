@@ -258,4 +258,4 @@ async def test_a_dead_holders_lock_lapses_for_a_waiting_request(prefix: str) -> 
             took = time.monotonic() - killed
     finally:
         await here.close()
-    assert took <= 3.2, f"took {took:.2f} s to take over"
+    assert took <= 3.5, f"took {took:.2f} s to take over"
