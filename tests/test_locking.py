@@ -222,3 +222,48 @@ async def test_creation_body_cut_off_keeps_the_upload_and_its_bytes(tmp_path: Pa
     info = await service.ctx.state.get(created.pop().removesuffix(".json"))
     assert info.offset == 2 * len(PART)
     assert info.expires_at is not None
+
+
+async def test_patch_whose_lock_was_taken_over_stops_without_moving_the_offset(
+    tmp_path: Path,
+) -> None:
+    """Another instance took the upload over (this one's lease lapsed unnoticed, say): the
+    PATCH still streaming here stops with 423 and its later bytes never count."""
+    settings = Settings(data_dir=tmp_path, lock_wait=1.0, read_timeout=5.0)
+    client = Redis.from_url(REDIS.ensure_started())
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    locker = RedisLocker(client, prefix=prefix, ttl=30, refresh_every=0.1)
+    state = RedisStateStore(client, prefix=prefix)
+    app = create_app(
+        settings,
+        components=Components(
+            composer=build_components(settings).composer, state=state, locker=locker
+        ),
+    )
+    try:
+        upload_id = await create(app, length=1000 * len(PART))
+        sent = asyncio.Event()
+        patch = asyncio.create_task(
+            call(
+                app,
+                "PATCH",
+                f"/files/{upload_id}",
+                {**PATCH_HEADERS, "Upload-Offset": "0", "Content-Length": str(len(PART) * 1000)},
+                [PART] * 20,
+                ending="hang",
+                drained=sent,
+            )
+        )
+        await sent.wait()
+        before = await state.get(upload_id)
+        assert before is not None
+        await client.set(f"{prefix}lock:{upload_id}", "another-instance")
+        reply = await asyncio.wait_for(patch, 2)
+        assert reply.status == 423
+        assert reply.body.startswith(b"ERR_UPLOAD_LOCK_LOST")
+        after = await state.get(upload_id)
+        assert after is not None
+        assert after.offset == before.offset  # the drained bytes were not recorded
+    finally:
+        await locker.close()
+        await client.aclose()

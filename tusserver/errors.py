@@ -193,6 +193,12 @@ class Interrupted(TusError):
     message = "this request was stopped because another request took over the upload; retry"
 
 
+class LockLost(TusError):
+    status = 423
+    code = "ERR_UPLOAD_LOCK_LOST"
+    message = "this request lost the upload's lock (the server stalled) and stopped; retry"
+
+
 class NotFinished(TusError):
     status = 409
     code = "ERR_UPLOAD_NOT_FINISHED"

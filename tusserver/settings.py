@@ -206,9 +206,12 @@ class Settings(BaseSettings):
     )
     redis_prefix: str = Field("tus:", description="Prefix of every Redis key this server uses.")
     lock_ttl: float = Field(
-        30.0,
+        3.0,
         gt=1,
-        description="Seconds a Redis lock survives a crashed holder (refreshed while held).",
+        description=(
+            "Seconds a Redis lock survives a crashed holder (renewed every third of it while "
+            "held): another instance takes over a dead instance's uploads after at most this."
+        ),
     )
     delivery_min_ttl: int = Field(
         30, ge=1, description="Shortest lifetime in seconds of a signed download URL."

@@ -50,9 +50,9 @@ def wait_sent(patch: StreamingPatch, at_least: int) -> int:
 def test_sigkill_mid_patch_on_s3_and_redis(
     server_factory: Callable[..., TusServer], moto_s3_endpoint: str, redis_url: str
 ) -> None:
-    # The dead process's Redis lock lapses after TUS_LOCK_TTL (default 30 s): shortened here
-    # so the resumed client does not wait for it.
-    server = server_factory(**distributed_env(moto_s3_endpoint, redis_url, TUS_LOCK_TTL="2"))
+    # The dead process's Redis lock lapses within TUS_LOCK_TTL (3 s by default): the resumed
+    # client's first HEAD waits for it rather than failing.
+    server = server_factory(**distributed_env(moto_s3_endpoint, redis_url))
     data = os.urandom(24 * MiB + 99)
     url = create_upload(server.base_url, len(data))
     patch = StreamingPatch(url, 0, data, rate=8 * MiB)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
-from tusserver.errors import Locked
+from tusserver.errors import Locked, LockLost
 from tusserver.state.redis import RedisLocker
 
 from ..services_redis import REDIS
@@ -101,34 +101,51 @@ async def test_refresh_keeps_a_long_holder(make_locker: Callable[..., RedisLocke
 
 
 async def test_lost_lock_asks_the_holder_to_stop(make_locker: Callable[..., RedisLocker]) -> None:
+    # Lost means someone else may hold it: the holder is asked to let go and stopped at once.
     a = make_locker(ttl=5, refresh_every=0.1)
     client = Redis.from_url(REDIS.ensure_started())
     try:
-        async with a.lock(UPLOAD, wait=1) as handle:
-            await client.delete(f"{a._prefix}lock:{UPLOAD}")
-            await asyncio.sleep(0.3)
-            assert handle.release_requested
+        asked = asyncio.Event()
+
+        async def holder() -> None:
+            async with a.lock(UPLOAD, wait=1) as handle:
+                handle.on_release_request(asked.set)
+                await client.delete(f"{a._prefix}lock:{UPLOAD}")
+                await asyncio.sleep(3)
+
+        with pytest.raises(LockLost):
+            await holder()
+        assert asked.is_set()
     finally:
         await client.aclose()
 
 
 async def test_never_releases_another_holders_lock(make_locker: Callable[..., RedisLocker]) -> None:
-    a = make_locker(ttl=0.3, refresh_every=100)  # its lock lapses while it still "holds" it
+    a = make_locker(ttl=5, refresh_every=100)
     b, c = make_locker(), make_locker()
+    client = Redis.from_url(REDIS.ensure_started())
     leave = asyncio.Event()
+    taken = asyncio.Event()
 
     async def stale_holder() -> None:
         async with a.lock(UPLOAD, wait=1):
+            # Its lease lapses in Redis while its own clock still trusts it (a Redis clock
+            # jump, say): b takes the lock over.
+            await client.delete(f"{a._prefix}lock:{UPLOAD}")
+            taken.set()
             await leave.wait()
 
-    task = asyncio.create_task(stale_holder())
-    await asyncio.sleep(0.5)
-    async with b.lock(UPLOAD, wait=1, request_release=False):
-        leave.set()
-        await task  # a's compare-and-delete runs now, against b's token
-        with pytest.raises(Locked):
-            async with c.lock(UPLOAD, wait=0, request_release=False):
-                pass
+    try:
+        task = asyncio.create_task(stale_holder())
+        await taken.wait()
+        async with b.lock(UPLOAD, wait=1, request_release=False):
+            leave.set()
+            await task  # a's compare-and-delete runs now, against b's token
+            with pytest.raises(Locked):
+                async with c.lock(UPLOAD, wait=0, request_release=False):
+                    pass
+    finally:
+        await client.aclose()
 
 
 async def test_close_stops_the_listener(make_locker: Callable[..., RedisLocker]) -> None:

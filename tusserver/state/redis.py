@@ -3,11 +3,25 @@
 State: one JSON record per upload, a sorted set of unfinished uploads by expiry (so the
 sweeper never scans every key), and a set of waiting finals per partial.
 
-Locks: ``SET NX PX`` with a random token per acquisition, released and refreshed only by a
-Lua compare-and-act on that token, so a holder can never free or extend someone else's lock.
+Locks are short leases: ``SET NX PX`` with a random token per acquisition (``ttl``, 3 s by
+default), renewed every ``ttl / 3`` while held, released and renewed only by a Lua
+compare-and-act on that token, so a holder can never free or extend someone else's lock.
 A request that finds the lock taken publishes on the upload's release channel; the holder,
 subscribed through one shared pub/sub connection per process, stops its PATCH, persists what
 arrived and lets go, whichever instance it runs on.
+
+Why short: an instance that dies (SIGKILL, OOM, lost host) cannot release its locks, and
+until they lapse every request for its uploads on the other instances waits or answers 423.
+tus clients give up after about 9 s of retries (tus-js-client: 0, 1, 3, 5 s), so the lease
+must lapse in a few seconds; a waiter polls and takes it the moment it does.
+
+Why safe: a holder that is paused past its lease (a stalled event loop, a partition from
+Redis) must not write on while another instance holds the upload. Each acquisition carries
+a ``Fence`` (``tusserver.state.fence``): renewal that fails or finds the lock gone, or a
+lease that lapses on this process's clock, cancels the holder's request (423
+``ERR_UPLOAD_LOCK_LOST``); every state write of a locked upload is a Lua script that
+refuses unless the lock still holds the writer's token, so only the current holder can move
+the offset; and storage checks the fence before each part or tail object it writes.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from redis.asyncio import Redis
@@ -28,6 +42,7 @@ from tusserver import errors
 from tusserver.metrics import NO_METRICS, MetricsSink
 from tusserver.models import UploadInfo
 from tusserver.state.base import AlreadyExists
+from tusserver.state.fence import Fence, current, holding
 from tusserver.state.locks import ReleasableHandle
 
 log = logging.getLogger("tusserver.state")
@@ -51,6 +66,34 @@ _REFRESH = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+
+
+# State writes of an upload whose lock the writer holds carry the lock's key and token, and
+# are refused unless the lock still holds that token (see tusserver.state.fence). An empty
+# token (no lock held: the embedded paths that need none) writes unconditionally.
+_UPDATE = """
+if ARGV[4] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[4] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] == '' then redis.call('ZREM', KEYS[2], ARGV[3])
+else redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) end
+return 1
+"""
+_DELETE = """
+if ARGV[2] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+
+def _fenced(upload_id: str) -> tuple[str, str]:
+    """The lock key and token a write of ``upload_id`` must match ('' , '' if no lock is
+    held in this context). A lease this process already knows is lost fails at once."""
+    fence = current(upload_id)
+    if fence is None:
+        return "", ""
+    fence.check()
+    return fence.key, fence.token
 
 
 def _check_id(upload_id: str) -> str:
@@ -110,19 +153,35 @@ class RedisStateStore:
 
     async def update(self, info: UploadInfo) -> None:
         score = self._expiry_score(info)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._key(info.id), json.dumps(info.to_dict()))
-            if score is None:
-                pipe.zrem(self._expiry, info.id)
-            else:
-                pipe.zadd(self._expiry, {info.id: score})
-            await pipe.execute()
+        key, token = _fenced(info.id)
+        written = await self._redis.eval(
+            _UPDATE,
+            3,
+            self._key(info.id),
+            self._expiry,
+            key,
+            json.dumps(info.to_dict()),
+            "" if score is None else repr(score),
+            info.id,
+            token,
+        )
+        if not written:
+            raise errors.LockLost()
 
     async def delete(self, upload_id: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._key(upload_id), self._waiters_key(upload_id))
-            pipe.zrem(self._expiry, upload_id)
-            await pipe.execute()
+        key, token = _fenced(upload_id)
+        deleted = await self._redis.eval(
+            _DELETE,
+            4,
+            self._key(upload_id),
+            self._waiters_key(upload_id),
+            self._expiry,
+            key,
+            upload_id,
+            token,
+        )
+        if not deleted:
+            raise errors.LockLost()
 
     async def expired(self, now: float) -> AsyncIterator[UploadInfo]:
         start, batch = 0, 500
@@ -154,6 +213,31 @@ class RedisStateStore:
         return sorted(_text(m) for m in members)
 
 
+@contextlib.contextmanager
+def _stopped_if_lost(fence: Fence) -> Iterator[None]:
+    """Run the lock's body as ``fence.holder``; once the lease is lost the locker cancels
+    it, and that cancellation surfaces as ``LockLost`` (423): the request stops at whatever
+    it awaited (a part upload, a state write) instead of writing on without the lock. A
+    cancellation from elsewhere (client gone, shutdown) stays a cancellation."""
+    task = asyncio.current_task()
+    assert task is not None
+    fence.holder = task
+    try:
+        yield
+    except BaseException as exc:
+        if not fence.cancelled_holder:
+            raise
+        if task.uncancel() > 0 and isinstance(exc, asyncio.CancelledError):
+            raise  # also cancelled from elsewhere
+        raise errors.LockLost() from None
+    else:
+        if fence.cancelled_holder:  # the body swallowed the cancellation
+            task.uncancel()
+            raise errors.LockLost()
+    finally:
+        fence.holder = None
+
+
 class RedisLocker:
     """Locks shared by every instance; see the module docstring."""
 
@@ -162,7 +246,7 @@ class RedisLocker:
         client: Redis,
         *,
         prefix: str = "tus:",
-        ttl: float = 30.0,
+        ttl: float = 3.0,
         refresh_every: float | None = None,
         poll: float = 0.05,
         republish_every: float = 0.25,
@@ -171,6 +255,7 @@ class RedisLocker:
         self._redis = client
         self._metrics = metrics
         self._prefix = prefix
+        self._ttl = ttl
         self._ttl_ms = int(ttl * 1000)
         self._refresh_every = refresh_every if refresh_every is not None else ttl / 3
         self._poll = poll
@@ -196,61 +281,16 @@ class RedisLocker:
     ) -> AsyncIterator[ReleasableHandle]:
         key, channel = self._names(upload_id)
         token = secrets.token_hex(16)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        published_at = float("-inf")
-        started = loop.time()
-        waited = False
-        queue, users = self._queues.get(upload_id, (asyncio.Lock(), 0))
-        self._queues[upload_id] = (queue, users + 1)
-        queued = False
-        try:
-            waited = queue.locked() and wait > 0
-            try:
-                async with asyncio.timeout(wait if queue.locked() else None):
-                    queued = await queue.acquire()
-            except TimeoutError:
-                raise errors.Locked() from None
-            while not await self._redis.set(key, token, nx=True, px=self._ttl_ms):
-                waited = wait > 0  # the sweeper's wait=0 probe is not a wait
-                now = loop.time()
-                holder = self._local.get(upload_id)
-                if request_release and now - published_at >= self._republish_every:
-                    if published_at == float("-inf"):  # counted once, however often repeated
-                        self._metrics.lock_release_requested()
-                    # Repeated: the holder may have taken the lock a moment ago and not yet be
-                    # listening on its channel.
-                    await self._redis.publish(channel, "release")
-                    published_at = now
-                if request_release and holder is not None:
-                    holder.request_release()
-                if now >= deadline:
-                    raise errors.Locked()
-                pause = min(self._poll, max(deadline - now, 0.001))
-                if holder is None:
-                    await asyncio.sleep(pause)
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(pause):
-                            await holder.released.wait()
-        finally:
-            if queued:
-                queue.release()
-            users = self._queues[upload_id][1]
-            if users > 1:
-                self._queues[upload_id] = (queue, users - 1)
-            else:
-                del self._queues[upload_id]
-            # Counted whether the wait ended with the lock or with a 423.
-            if waited:
-                self._metrics.lock_waited(loop.time() - started)
+        sent = await self._acquire(upload_id, (key, channel, token), wait, request_release)
+        fence = Fence(key, token, sent + self._ttl)
         handle = ReleasableHandle()
         self._local[upload_id] = handle
         refresher: asyncio.Task[None] | None = None
         try:
             await self._subscribe(channel, handle)
-            refresher = asyncio.create_task(self._keep_alive(key, token, handle))
-            yield handle
+            refresher = asyncio.create_task(self._keep_alive(fence, handle))
+            with holding(upload_id, fence), _stopped_if_lost(fence):
+                yield handle
         finally:
             try:
                 if refresher is not None:
@@ -266,16 +306,114 @@ class RedisLocker:
                 if self._local.get(upload_id) is handle:
                     del self._local[upload_id]
 
-    async def _keep_alive(self, key: str, token: str, handle: ReleasableHandle) -> None:
+    async def _acquire(
+        self, upload_id: str, names: tuple[str, str, str], wait: float, request_release: bool
+    ) -> float:
+        """Take the lock (``names``: key, release channel, token), this process's waiters
+        in arrival order. Returns when the winning ``SET`` was sent: the lease lapses no
+        sooner than ``ttl`` after that. Raises ``Locked`` after ``wait`` seconds."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waited = False
+        queue, users = self._queues.get(upload_id, (asyncio.Lock(), 0))
+        self._queues[upload_id] = (queue, users + 1)
+        queued = False
+        try:
+            waited = queue.locked() and wait > 0
+            try:
+                async with asyncio.timeout(wait if queue.locked() else None):
+                    queued = await queue.acquire()
+            except TimeoutError:
+                raise errors.Locked() from None
+            sent, contended = await self._poll_for(
+                upload_id, names, started + wait, request_release
+            )
+            waited = waited or (contended and wait > 0)  # the sweeper's 0 probe is no wait
+            if sent is None:
+                raise errors.Locked()
+            return sent
+        finally:
+            if queued:
+                queue.release()
+            users = self._queues[upload_id][1]
+            if users > 1:
+                self._queues[upload_id] = (queue, users - 1)
+            else:
+                del self._queues[upload_id]
+            # Counted whether the wait ended with the lock or with a 423.
+            if waited:
+                self._metrics.lock_waited(loop.time() - started)
+
+    async def _poll_for(
+        self, upload_id: str, names: tuple[str, str, str], deadline: float, request_release: bool
+    ) -> tuple[float | None, bool]:
+        """Try ``SET NX`` until it succeeds or ``deadline``: (when the winning try was sent,
+        or None; whether any try failed).
+
+        A lock whose holder died lapses by itself within the TTL, and trying every ``poll``
+        seconds takes it over at once: a HEAD waiting on another instance for a crashed
+        holder's upload answers 200 as soon as the lease lapses, not 423.
+        """
+        key, channel, token = names
+        loop = asyncio.get_running_loop()
+        published_at = float("-inf")
+        contended = False
         while True:
-            await asyncio.sleep(self._refresh_every)
-            kept = await self._redis.eval(_REFRESH, 1, key, token, self._ttl_ms)
+            sent = loop.time()
+            if await self._redis.set(key, token, nx=True, px=self._ttl_ms):
+                return sent, contended
+            contended = True
+            now = loop.time()
+            holder = self._local.get(upload_id)
+            if request_release and now - published_at >= self._republish_every:
+                if published_at == float("-inf"):  # counted once, however often repeated
+                    self._metrics.lock_release_requested()
+                # Repeated: the holder may have taken the lock a moment ago and not yet be
+                # listening on its channel.
+                await self._redis.publish(channel, "release")
+                published_at = now
+            if request_release and holder is not None:
+                holder.request_release()
+            if now >= deadline:
+                return None, contended
+            pause = min(self._poll, max(deadline - now, 0.001))
+            if holder is None:
+                await asyncio.sleep(pause)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await holder.released.wait()
+
+    async def _keep_alive(self, fence: Fence, handle: ReleasableHandle) -> None:
+        """Renew the lease every ``refresh_every`` seconds while it is held.
+
+        A renewal that fails (Redis slow or unreachable) is retried until the lease would
+        lapse; a renewal that finds the lock gone or another's, or a lease that lapses
+        meanwhile, means someone else may hold the upload now: the holder is stopped.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            left = fence.valid_until - loop.time()
+            await asyncio.sleep(max(min(self._refresh_every, left), 0))
+            if not fence.valid():
+                break
+            sent = loop.time()
+            try:
+                async with asyncio.timeout(max(fence.valid_until - sent, 0.001)):
+                    kept = await self._redis.eval(_REFRESH, 1, fence.key, fence.token, self._ttl_ms)
+            except Exception as exc:  # a timeout, Redis down: try again while still valid
+                log.warning("lock.refresh_failed", extra={"error": type(exc).__name__})
+                continue
             if not kept:
-                # Expired (Redis stalled longer than the TTL) or removed: someone else may
-                # hold it now, so stop writing as soon as possible.
-                log.warning("lock.lost", extra={"lock": key})
-                handle.request_release()
-                return
+                break
+            fence.valid_until = sent + self._ttl
+        fence.lost = True
+        # Someone else may hold it now: stop writing at once (see _stopped_if_lost).
+        log.warning("lock.lost", extra={"lock": fence.key})
+        handle.request_release()
+        if fence.holder is not None:
+            fence.cancelled_holder = True
+            fence.holder.cancel()
 
     async def _subscribe(self, channel: str, handle: ReleasableHandle) -> None:
         self._holders[channel] = handle

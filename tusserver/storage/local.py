@@ -8,6 +8,9 @@ This module owns that layout and the local write path's promises:
   while the next batch fills (double buffering: memory per upload is about two write buffers);
 * ``on_progress`` only ever hears of bytes that ``fdatasync`` has made durable, so an offset
   recorded from it never runs ahead of the disk, even across a power loss;
+* a writer holding a Redis lock (several processes on one disk) writes, cuts or truncates
+  only while its lease is valid (``check_held``): a stale one cannot cut off bytes that the
+  new holder wrote past its end;
 * a file descriptor is never closed while a worker thread may still use it (a recycled fd
   number would otherwise let a late ``pwrite`` land in an unrelated file).
 
@@ -38,6 +41,7 @@ from tusserver.fsutil import (
     start_writeback,
 )
 from tusserver.models import UploadInfo
+from tusserver.state.fence import check_held
 from tusserver.storage.base import (
     SIDECAR_NAMES,
     KnownCheck,
@@ -436,8 +440,10 @@ class LocalStore:
                 continue
             if due:
                 last_checkpoint = now
+            check_held()
             await report(await writer.submit(batch, size, sync=due))
             batch, size = [], 0
+        check_held()
         return await writer.finish(batch, size)
 
     async def finish(self, info: UploadInfo) -> UploadInfo:
@@ -548,6 +554,7 @@ class LocalStore:
     async def truncate(self, info: UploadInfo, offset: int) -> None:
         # No fdatasync: if a crash undoes the truncation, the stale tail lies past the
         # recorded offset, where the next write overwrites it anyway.
+        check_held()
         await asyncio.to_thread(os.truncate, self._bin(info.id), offset)
 
     # Reconciler

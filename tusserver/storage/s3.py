@@ -20,6 +20,15 @@ This module owns the S3 layout and the S3 write path's promises:
 * which parts are valid is decided from the offset the caller knows (and the tail's recorded
   start), never by trusting everything ListParts returns: a failed concurrent write may leave
   a part after a gap, which later writes overwrite and ``finish`` leaves out;
+* a writer holding a Redis lock stops before any of these writes once its lease has lapsed
+  or was lost (``check_held``, a local clock test), so a stale instance cannot put a part,
+  tail or object after another instance took the upload over. What may still land is a
+  request already on the wire when the lease lapsed (the pause was in S3's hands). That
+  is harmless by construction: part ``n`` always holds the same byte range of the upload
+  (part size fixed at creation), so a stale part ``n`` holds bytes the client sent for
+  that very range, and state (fenced in Redis, see ``tusserver.state.fence``) alone says
+  how many parts count; a stale tail records its start and is ignored unless it starts
+  where the counted parts end;
 * S3 errors are translated here: a missing upload or object is ``FileNotFoundError`` (what the
   store contract means by "data missing"); outages and 5xx are ``StorageUnavailable`` (503).
 
@@ -45,6 +54,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tusserver import errors
 from tusserver.models import UploadInfo
+from tusserver.state.fence import check_held
 from tusserver.storage.base import (
     SIDECAR_NAMES,
     KnownCheck,
@@ -460,6 +470,7 @@ class S3Store:
 
     async def _put_info(self, info: UploadInfo) -> None:
         body = json.dumps(info.to_dict(), separators=(",", ":")).encode()
+        check_held()
         with _translated("info object"):
             await self._client.put_object(
                 Bucket=self._bucket,
@@ -470,6 +481,7 @@ class S3Store:
             )
 
     async def _delete(self, key: str) -> None:
+        check_held()
         # Deleting a missing key succeeds in S3: termination and cleanup may repeat.
         with _translated("delete"):
             await self._client.delete_object(Bucket=self._bucket, Key=key)
@@ -530,6 +542,7 @@ class S3Store:
         return {"Bucket": self._bucket, "Key": self._tail_key(upload_id)}
 
     async def _put_tail(self, upload_id: str, start: int, data: bytes | BinaryIO) -> None:
+        check_held()
         with _translated("tail object"):
             await self._client.put_object(
                 Bucket=self._bucket,
@@ -542,6 +555,7 @@ class S3Store:
     async def _upload_part(
         self, key: str, upload_id: str, number: int, data: bytes | BinaryIO
     ) -> str:
+        check_held()
         with _translated("upload part"):
             resp = await self._client.upload_part(
                 Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
@@ -809,6 +823,7 @@ class S3Store:
             completed = list(chosen)
             if last:
                 number = len(chosen) + 1
+                check_held()
                 with _translated("upload part copy"):
                     resp = await self._client.upload_part_copy(
                         Bucket=self._bucket,
@@ -828,6 +843,7 @@ class S3Store:
         listed: list[CompletedPartTypeDef] = [
             {"PartNumber": p.number, "ETag": p.etag} for p in parts
         ]
+        check_held()
         with _translated("complete multipart upload"):
             await self._client.complete_multipart_upload(
                 Bucket=self._bucket,
@@ -840,6 +856,7 @@ class S3Store:
         self, info: UploadInfo, key: str, size: int, tail: _TailSize | None
     ) -> None:
         """Write the whole upload, ``size`` bytes at the start of the tail, as the object."""
+        check_held()
         if tail is not None and tail.size == size and size:
             with _refusals("copy object"), _translated("copy object"):
                 await self._client.copy_object(
@@ -857,6 +874,7 @@ class S3Store:
             if full is None or len(full.data) < size:
                 raise FileNotFoundError(f"S3 holds fewer than {info.length} bytes of {info.id}")
             data = full.data[:size]
+        check_held()
         with _refusals("put object"), _translated("put object"):
             await self._client.put_object(
                 Bucket=self._bucket, Key=key, Body=data, **self._object_args(info)
@@ -1027,6 +1045,7 @@ class S3Store:
         async def copy(number: int, source: str, byte_range: str | None) -> None:
             extra: dict[str, Any] = {"CopySourceRange": byte_range} if byte_range else {}
             async with limit, self.config.parts_in_flight:
+                check_held()
                 with _translated(f"copy {source}"):
                     await self._client.upload_part_copy(
                         Bucket=self._bucket,

@@ -76,6 +76,8 @@ function main(file, { source = 'path', ...options }) {
         deferLength: req.getHeader('Upload-Defer-Length') ?? null,
         concat: req.getHeader('Upload-Concat') ?? null,
         offset: res.getHeader('Upload-Offset') ?? null,
+        // When the answer arrived (ms since the epoch): the takeover test times a resume.
+        at: Date.now(),
       });
     },
     onError(error) {
