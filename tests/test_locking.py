@@ -1,5 +1,8 @@
-"""Locks, release requests and interrupted bodies, end to end through the ASGI app (T040,
-T057-T061, T128): what happens when a client's connection dies mid-PATCH and it comes back."""
+"""Locks, release requests and interrupted bodies, end to end through the ASGI app: what
+happens when a client's connection dies mid-PATCH and it comes back.
+
+See docs/protocol.md, "Busy uploads and the release request" and "Interrupted bodies".
+"""
 
 from __future__ import annotations
 
@@ -80,11 +83,11 @@ async def test_head_releases_a_stalled_patch_and_sees_its_bytes(app) -> None:  #
     elapsed = time.monotonic() - started
     assert head.status == 200
     assert head.headers["upload-offset"] == str(3 * len(PART))
-    assert elapsed < 1.0, "the holder must let go promptly (T058)"
+    assert elapsed < 1.0, "the holder must let go promptly"
     old = await asyncio.wait_for(patch, 2)
     assert old.status == 423
     assert old.body.startswith(b"ERR_UPLOAD_INTERRUPTED")
-    # The offset HEAD reported is accepted by the very next PATCH (T060).
+    # The offset HEAD reported is accepted by the very next PATCH.
     resumed = await call(
         app,
         "PATCH",
@@ -125,7 +128,7 @@ async def test_disconnect_with_checksum_discards_the_chunk(app) -> None:  # type
         [PART, PART],
         ending="disconnect",
     )
-    assert await offset_of(app, upload_id) == 0  # T128
+    assert await offset_of(app, upload_id) == 0
 
 
 async def test_read_timeout_keeps_bytes_and_answers_5xx(tmp_path: Path) -> None:
@@ -142,7 +145,7 @@ async def test_read_timeout_keeps_bytes_and_answers_5xx(tmp_path: Path) -> None:
         ),
         3,
     )
-    assert reply.status == 500  # 5xx on purpose: clients retry it (T041)
+    assert reply.status == 500  # 5xx on purpose: clients retry it
     assert reply.body.startswith(b"ERR_READ_TIMEOUT")
     assert await offset_of(app, upload_id) == len(PART)
 
@@ -153,7 +156,7 @@ async def test_delete_stops_an_inflight_patch(app) -> None:  # type: ignore[no-u
     patch = stalled_patch(app, upload_id, [PART], drained)
     await drained.wait()
     deleted = await call(app, "DELETE", f"/files/{upload_id}", TUS)
-    assert deleted.status == 204  # T061
+    assert deleted.status == 204
     assert (await asyncio.wait_for(patch, 2)).status == 423
     assert (await call(app, "HEAD", f"/files/{upload_id}", TUS)).status == 404
     assert not list(Path(app.state.service.settings.data_dir).glob(f"{upload_id}*"))
@@ -167,7 +170,7 @@ async def test_second_patch_at_same_offset_never_interleaves(app) -> None:  # ty
     second = await call(
         app, "PATCH", f"/files/{upload_id}", {**PATCH_HEADERS, "Upload-Offset": "0"}, [b"x" * 10]
     )
-    assert second.status == 409  # the first PATCH's bytes were persisted first (T057)
+    assert second.status == 409  # the first PATCH's bytes were persisted first
     assert (await asyncio.wait_for(first, 2)).status == 423
     data = (Path(app.state.service.settings.data_dir) / f"{upload_id}.bin").read_bytes()
     assert data == PART
@@ -179,7 +182,7 @@ async def test_busy_holder_that_never_lets_go_gets_423_not_5xx(app) -> None:  # 
     async with service.locked(upload_id):  # a holder deaf to release requests
         started = time.monotonic()
         head = await call(app, "HEAD", f"/files/{upload_id}", TUS)
-        assert head.status == 423  # T025, T059
+        assert head.status == 423
         assert 0.9 <= time.monotonic() - started < 2.0
 
 
@@ -200,7 +203,7 @@ async def test_sweeper_skips_busy_and_removes_expired(tmp_path: Path) -> None:
 
 
 async def test_creation_body_cut_off_keeps_the_upload_and_its_bytes(tmp_path: Path) -> None:
-    """T089: the client never saw Location, but what arrived is stored (expiry collects it)."""
+    """The client never saw Location, but what arrived is stored (expiry collects it)."""
     app = create_app(Settings(data_dir=tmp_path))
     service = app.state.service
     before = {p.name for p in Path(service.settings.data_dir).glob("*.json")}

@@ -1,4 +1,4 @@
-"""The ASGI middleware: CORS (section 5), the tus envelope (T001-T008, T046-T049) and ids."""
+"""The ASGI middleware: CORS, the tus envelope and ids (docs/protocol.md, "CORS")."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from tusserver.middleware import (
 )
 
 ORIGIN = "https://app.example"
-T215 = [
+TUS_EXPOSED = [
     "Upload-Offset",
     "Location",
     "Upload-Length",
@@ -123,7 +123,7 @@ async def test_preflight_answered_for_any_path_without_calling_the_app(path: str
             path, headers=preflight_headers("PATCH", "tus-resumable,upload-offset,content-type")
         )
     assert inner.calls == []
-    assert r.status_code == 200  # T010: not 204
+    assert r.status_code == 200  # not 204
     assert r.content == b""
     assert single(r, "content-length") == "0"
     assert single(r, "access-control-allow-origin") == ORIGIN
@@ -139,7 +139,7 @@ async def test_preflight_answered_for_any_path_without_calling_the_app(path: str
     ]
     assert single(r, "access-control-max-age") == "600"
     assert single(r, "x-content-type-options") == "nosniff"
-    assert csv(single(r, "access-control-expose-headers"))[: len(T215)] == T215
+    assert csv(single(r, "access-control-expose-headers"))[: len(TUS_EXPOSED)] == TUS_EXPOSED
     assert "access-control-allow-credentials" not in r.headers
     if path.startswith("/files"):
         assert single(r, "tus-resumable") == "1.0.0"
@@ -154,7 +154,7 @@ def test_default_lists_are_tusd_plus_ours() -> None:
         "Upload-Checksum",
         "Idempotency-Key",
     ]
-    assert list(EXPOSE_HEADERS[: len(T215)]) == T215
+    assert list(EXPOSE_HEADERS[: len(TUS_EXPOSED)]) == TUS_EXPOSED
     assert {"ETag", "Content-Range", "Content-Disposition", "X-Request-ID", "Retry-After"} <= set(
         EXPOSE_HEADERS
     )
@@ -164,16 +164,16 @@ def test_default_lists_are_tusd_plus_ours() -> None:
 @pytest.mark.parametrize(
     ("method", "requested"),
     [
-        ("PATCH", "tus-resumable,upload-offset,content-type"),  # T210
+        ("PATCH", "tus-resumable,upload-offset,content-type"),
         (
             "POST",
             "tus-resumable,upload-length,upload-metadata,upload-concat,upload-defer-length,"
             "x-request-id,authorization",
-        ),  # T211
-        ("HEAD", "tus-resumable"),  # T212
-        ("DELETE", "tus-resumable"),  # T212
-        ("PATCH", "tus-resumable,upload-offset,content-type,upload-checksum"),  # T213
-        ("POST", "tus-resumable,x-http-method-override,upload-offset"),  # T214
+        ),
+        ("HEAD", "tus-resumable"),
+        ("DELETE", "tus-resumable"),
+        ("PATCH", "tus-resumable,upload-offset,content-type,upload-checksum"),
+        ("POST", "tus-resumable,x-http-method-override,upload-offset"),
         ("POST", "idempotency-key, authorization"),
     ],
 )
@@ -186,7 +186,7 @@ async def test_preflight_allows_every_requested_header(method: str, requested: s
 
 
 async def test_preflight_reflects_app_specific_headers_once() -> None:
-    # T221: the tus-js-client `headers` option adds names nobody can list in advance.
+    # the tus-js-client `headers` option adds names nobody can list in advance.
     requested = "x-custom-thing, Tus-Resumable,x-custom-thing,x-tenant-id"
     async with client(cors(Recorder())) as c:
         r = await c.options("/files/", headers=preflight_headers("POST", requested))
@@ -215,7 +215,7 @@ async def test_preflight_without_requested_headers_gets_the_default_list() -> No
 
 
 async def test_options_without_request_method_reaches_the_app() -> None:
-    # T220: tus feature detection from JS is an actual OPTIONS; it needs Expose (and tusd
+    # tus feature detection from JS is an actual OPTIONS; it needs Expose (and tusd
     # also sends the preflight set on it).
     inner = Recorder(headers={"Tus-Extension": "creation"})
     async with client(cors(inner)) as c:
@@ -224,7 +224,7 @@ async def test_options_without_request_method_reaches_the_app() -> None:
     assert r.status_code == 200
     assert r.text == "OPTIONS"
     assert single(r, "access-control-allow-origin") == ORIGIN
-    assert csv(single(r, "access-control-expose-headers"))[: len(T215)] == T215
+    assert csv(single(r, "access-control-expose-headers"))[: len(TUS_EXPOSED)] == TUS_EXPOSED
     assert single(r, "access-control-allow-methods") == ALLOW_METHODS
     assert csv(single(r, "access-control-allow-headers")) == list(DEFAULT_ALLOW_HEADERS)
     assert single(r, "tus-extension") == "creation"
@@ -243,19 +243,19 @@ async def test_options_without_origin_is_not_a_preflight() -> None:
 
 @pytest.mark.parametrize("status", [200, 201, 204, 404, 409, 423, 460, 500, 503])
 async def test_actual_responses_carry_origin_and_expose(status: int) -> None:
-    # T215/T217: errors included, or a browser sees status 0 and tus-js-client retries.
+    # errors included, or a browser sees status 0 and tus-js-client retries.
     async with client(cors(Recorder(status=status))) as c:
         r = await c.patch("/files/abc", headers={"Origin": ORIGIN}, content=b"x")
     assert r.status_code == status
     assert single(r, "access-control-allow-origin") == ORIGIN
     assert single(r, "vary") == "Origin"
-    assert csv(single(r, "access-control-expose-headers"))[: len(T215)] == T215
+    assert csv(single(r, "access-control-expose-headers"))[: len(TUS_EXPOSED)] == TUS_EXPOSED
     assert "access-control-allow-methods" not in r.headers
     assert "access-control-allow-credentials" not in r.headers
 
 
 async def test_star_never_echoed_and_credentials_sent_when_configured() -> None:
-    # T218: with credentials the exact origin, never "*", on preflight and actual response.
+    # with credentials the exact origin, never "*", on preflight and actual response.
     app = cors(Recorder(), origins=["*"], allow_credentials=True)
     async with client(app) as c:
         pre = await c.options("/files/", headers=preflight_headers("POST", "tus-resumable"))
@@ -289,7 +289,7 @@ async def test_disallowed_origin_is_403_without_cors_headers(origin: str, prefli
         else:
             r = await c.patch("/files/x", headers={"Origin": origin}, content=b"abc")
     assert inner.calls == []
-    assert r.status_code == 403  # T219
+    assert r.status_code == 403
     assert r.text.startswith("ERR_ORIGIN_NOT_ALLOWED:")
     assert not any(name.startswith("access-control-") for name in r.headers)
     assert single(r, "tus-resumable") == "1.0.0"
@@ -335,7 +335,7 @@ async def test_vary_already_covering_origin_is_left_alone(vary: str) -> None:
 
 
 async def test_412_from_the_version_check_has_cors_and_expose() -> None:
-    # T217 with the real stack order: CORS outside the tus envelope.
+    # Errors carry CORS headers with the real stack order too: CORS outside the tus envelope.
     inner = Recorder()
     app = cors(TusProtocolMiddleware(inner, base_path="/files/"))
     async with client(app) as c:
@@ -343,7 +343,7 @@ async def test_412_from_the_version_check_has_cors_and_expose() -> None:
     assert inner.calls == []
     assert r.status_code == 412
     assert single(r, "access-control-allow-origin") == ORIGIN
-    assert csv(single(r, "access-control-expose-headers"))[: len(T215)] == T215
+    assert csv(single(r, "access-control-expose-headers"))[: len(TUS_EXPOSED)] == TUS_EXPOSED
     assert single(r, "tus-version") == "1.0.0"
     assert single(r, "tus-resumable") == "1.0.0"
 
@@ -357,7 +357,7 @@ async def test_500_sent_by_an_inner_app_has_cors() -> None:
         r = await c.patch("/files/x", headers={"Origin": ORIGIN})
     assert r.status_code == 500
     assert single(r, "access-control-allow-origin") == ORIGIN
-    assert csv(single(r, "access-control-expose-headers"))[: len(T215)] == T215
+    assert csv(single(r, "access-control-expose-headers"))[: len(TUS_EXPOSED)] == TUS_EXPOSED
 
 
 async def test_exception_before_any_response_becomes_a_readable_500() -> None:
@@ -460,9 +460,9 @@ V = {"Tus-Resumable": "1.0.0"}
 @pytest.mark.parametrize(
     ("real", "override", "seen"),
     [
-        ("POST", "PATCH", "PATCH"),  # T046
-        ("POST", "DELETE", "DELETE"),  # T047
-        ("POST", "HEAD", "HEAD"),  # T048
+        ("POST", "PATCH", "PATCH"),
+        ("POST", "DELETE", "DELETE"),
+        ("POST", "HEAD", "HEAD"),
         ("POST", "GET", "GET"),
         ("POST", "POST", "POST"),
         ("POST", " patch ", "PATCH"),  # trimmed, case-insensitive
@@ -470,7 +470,7 @@ V = {"Tus-Resumable": "1.0.0"}
         ("POST", "TRACE", "POST"),
         ("POST", "", "POST"),
         ("POST", "PATCH, DELETE", "POST"),
-        ("GET", "DELETE", "GET"),  # T049: never on a non-POST
+        ("GET", "DELETE", "GET"),  # never on a non-POST
         ("PATCH", "DELETE", "PATCH"),
         ("DELETE", "GET", "DELETE"),
     ],
@@ -501,23 +501,23 @@ async def test_override_does_not_leak_into_the_outer_scope() -> None:
 @pytest.mark.parametrize(
     ("method", "version", "status"),
     [
-        ("POST", None, 412),  # T002
-        ("PATCH", "0.2.2", 412),  # T003
-        ("DELETE", "2.0.0", 412),  # T004
-        ("POST", "1.0", 412),  # T008
-        ("POST", "1.0.0,0.2.2", 412),  # T008
+        ("POST", None, 412),
+        ("PATCH", "0.2.2", 412),
+        ("DELETE", "2.0.0", 412),
+        ("POST", "1.0", 412),
+        ("POST", "1.0.0,0.2.2", 412),
         ("PATCH", "1.0.0, 1.0.0", 412),
         ("PATCH", "", 412),
         ("PATCH", None, 412),
         ("DELETE", None, 412),
         ("POST", "1.0.0", 200),
-        ("PATCH", " 1.0.0 ", 200),  # trimmed (T008)
+        ("PATCH", " 1.0.0 ", 200),  # trimmed
         ("DELETE", "1.0.0", 200),
-        ("HEAD", None, 200),  # T006: exempt without the header
+        ("HEAD", None, 200),  # exempt without the header
         ("HEAD", "1.0.0", 200),
-        ("HEAD", "0.2.2", 412),  # T006: but not with a bad one
-        ("OPTIONS", None, 200),  # T010
-        ("OPTIONS", "9.9.9", 200),  # T011
+        ("HEAD", "0.2.2", 412),  # but not with a bad one
+        ("OPTIONS", None, 200),
+        ("OPTIONS", "9.9.9", 200),
         ("GET", None, 200),
         ("GET", "0.2.2", 200),
     ],
@@ -532,7 +532,7 @@ async def test_version_check(method: str, version: str | None, status: int) -> N
     assert single(r, "x-content-type-options") == "nosniff"
     if status == 412:
         assert inner.calls == []
-        assert single(r, "tus-version") == "1.0.0"  # T003: tusd omits it, we must not
+        assert single(r, "tus-version") == "1.0.0"  # tusd omits it, we must not
         if method == "HEAD":
             assert r.content == b""
         else:
@@ -542,7 +542,7 @@ async def test_version_check(method: str, version: str | None, status: int) -> N
 
 
 async def test_header_name_is_case_insensitive() -> None:
-    # T007: TUSKit sends "TUS-Resumable"; ASGI lower-cases names before we see them.
+    # TUSKit sends "TUS-Resumable"; ASGI lower-cases names before we see them.
     async with client(tus(Recorder())) as c:
         r = await c.post("/files/", headers={"TUS-Resumable": "1.0.0"})
     assert r.status_code == 200
@@ -570,7 +570,7 @@ async def test_overridden_head_with_bad_version_is_a_bodyless_412() -> None:
 
 
 async def test_412_reads_no_body_and_skips_the_app() -> None:
-    # T005: not processing the request includes not reading it (no 100 Continue either).
+    # not processing the request includes not reading it (no 100 Continue either).
     inner = Recorder()
     sent: list[Message] = []
 

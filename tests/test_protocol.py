@@ -1,6 +1,6 @@
 """Tests for tusserver.protocol: one parametrized table per helper.
 
-Ids such as T077 refer to /work/shared/tus-conformance.md.
+Why each rule is what it is: docs/protocol.md, cited by section heading.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def test_constants() -> None:
 
 
 def test_new_upload_id_is_valid_and_unique() -> None:
-    # T071: 128 random bits as 32 lowercase hex characters, never reused.
+    # 128 random bits as 32 lowercase hex characters, never reused.
     ids = {new_upload_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(re.fullmatch(r"[0-9a-f]{32}", value) for value in ids)
@@ -90,7 +90,7 @@ def test_is_valid_upload_id(value: str, valid: bool) -> None:
     assert is_valid_upload_id(value) is valid
 
 
-# --- parse_non_negative_int (T032, T066) ------------------------------------------------------
+# --- parse_non_negative_int ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,7 @@ def test_parse_non_negative_int_accepts(value: str | None, expected: int | None)
         " ",
         "\t",
         "abc",
-        "+5",  # tusd's ParseInt accepts it; we do not (T032)
+        "+5",  # tusd's ParseInt accepts it; we do not
         "-1",
         "-0",
         "1.5",
@@ -145,16 +145,16 @@ def test_parse_non_negative_int_rejects(value: str, error: type[errors.TusError]
     assert len(info.value.message) < 120  # the 5000-digit input is not echoed
 
 
-# --- is_offset_content_type (T031) ------------------------------------------------------------
+# --- is_offset_content_type ------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
         ("application/offset+octet-stream", True),
-        ("Application/Offset+Octet-Stream", True),  # T031: case-insensitive
+        ("Application/Offset+Octet-Stream", True),  # case-insensitive
         ("APPLICATION/OFFSET+OCTET-STREAM", True),
-        ("application/offset+octet-stream; charset=utf-8", True),  # T031: params ignored
+        ("application/offset+octet-stream; charset=utf-8", True),  # params ignored
         ("application/offset+octet-stream;charset=utf-8", True),
         (" application/offset+octet-stream ", True),
         ("application/offset+octet-stream ;x=y", True),
@@ -171,9 +171,9 @@ def test_is_offset_content_type(value: str | None, expected: bool) -> None:
     assert is_offset_content_type(value) is expected
 
 
-# --- parse_metadata (T069, T075-T080) ---------------------------------------------------------
+# --- parse_metadata ---------------------------------------------------------
 
-UPPY_META = {  # T080: Uppy sends every file.meta field, "null" literal included
+UPPY_META = {  # Uppy sends every file.meta field, "null" literal included
     "name": "holiday.mp4",
     "type": "video/mp4",
     "relativePath": "null",
@@ -187,29 +187,29 @@ UPPY_META = {  # T080: Uppy sends every file.meta field, "null" literal included
     ("raw", "expected"),
     [
         (None, {}),  # header absent
-        ("", {}),  # T069: tuspy always sends the header, empty without metadata
+        ("", {}),  # tuspy always sends the header, empty without metadata
         ("   ", {}),
         ("\t", {}),
         ("a YQ==", {"a": "a"}),
         (
-            # T075: the spec example, a key without a value
+            # the spec example, a key without a value
             "filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential",
             {"filename": "world_domination_plan.pdf", "is_confidential": None},
         ),
-        ("a YQ==, b Yg==", {"a": "a", "b": "b"}),  # T077: whitespace after the comma
-        (" a YQ== ,\tb Yg==\t", {"a": "a", "b": "b"}),  # T077: each element trimmed
-        ("a ", {"a": None}),  # tusd renders empty values as "key " (T082)
+        ("a YQ==, b Yg==", {"a": "a", "b": "b"}),  # whitespace after the comma
+        (" a YQ== ,\tb Yg==\t", {"a": "a", "b": "b"}),  # each element trimmed
+        ("a ", {"a": None}),  # tusd renders empty values as "key "
         ("a", {"a": None}),
-        # T076: UTF-8 text, e.g. a unicode filename
+        # UTF-8 text, e.g. a unicode filename
         ("filename " + b64("Résumé 履歴書 🎬.pdf".encode()), {"filename": "Résumé 履歴書 🎬.pdf"}),
-        ("k " + b64(b"line1\r\nX-Injected: y"), {"k": "line1\r\nX-Injected: y"}),  # T081: callers
+        ("k " + b64(b"line1\r\nX-Injected: y"), {"k": "line1\r\nX-Injected: y"}),  # callers
         ("x-custom_key.1~!#$% YQ==", {"x-custom_key.1~!#$%": "a"}),  # any printable ASCII key
         ("A YQ==,a Yg==", {"A": "a", "a": "b"}),  # keys are case-sensitive: not duplicates
         # Trimming happens before splitting, so a leading space never yields an empty key:
         # the element is the bare key "YQ==".
         (" YQ==", {"YQ==": None}),
-        (encode_metadata(UPPY_META), UPPY_META),  # T080: header over 8 KiB accepted
-        # T076: values are bytes; non-UTF-8 is legal and kept lossy in the decoded form
+        (encode_metadata(UPPY_META), UPPY_META),  # header over 8 KiB accepted
+        # values are bytes; non-UTF-8 is legal and kept lossy in the decoded form
         ("a " + b64(b"\xff\xfe"), {"a": "\ufffd\ufffd"}),
     ],
 )
@@ -224,7 +224,7 @@ def test_uppy_header_is_over_8_kib() -> None:
 @pytest.mark.parametrize(
     ("raw", "problem"),
     [
-        # T078 (strict, our product decision): one bad pair rejects the whole header
+        # Strict, our product decision: one bad pair rejects the whole header
         ("k !!!", "base64"),  # bad base64
         ("a YQ==,k !!!", "base64"),
         ("a YQ", "base64"),  # unpadded
@@ -240,7 +240,7 @@ def test_uppy_header_is_over_8_kib() -> None:
         ("k\x00 YQ==", "invalid key"),
         ("k\x7f YQ==", "invalid key"),
         ("a " + b64(b"a")[:-2] + "\u00e9=", "base64"),  # non-ASCII in the value
-        ("a YQ==,a Yg==", "duplicate key 'a'"),  # T079: duplicates rejected
+        ("a YQ==,a Yg==", "duplicate key 'a'"),  # duplicates rejected
         ("a,a", "duplicate key 'a'"),
         ("a YQ==,,b", "empty element"),  # empty element
         ("a YQ==,", "empty element"),  # trailing comma
@@ -321,7 +321,7 @@ def test_encode_metadata_rejects(values: dict[str, str | None]) -> None:
     assert_tus_error(info, errors.InvalidMetadata)
 
 
-# --- parse_concat (T154-T172) -----------------------------------------------------------------
+# --- parse_concat -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -330,11 +330,11 @@ def test_encode_metadata_rejects(values: dict[str, str | None]) -> None:
         (None, "/files/", None),  # header absent
         ("partial", "/files/", ConcatRequest(ConcatKind.PARTIAL, ())),
         (" partial\t", "/files/", ConcatRequest(ConcatKind.PARTIAL, ())),
-        # T154: relative paths
+        # relative paths
         (f"final;/files/{ID_A} /files/{ID_B}", "/files/", (ID_A, ID_B)),
-        # T158: order is kept
+        # order is kept
         (f"final;/files/{ID_B} /files/{ID_A}", "/files/", (ID_B, ID_A)),
-        # T156: absolute URLs, as tus-js-client sends; matched by path, not host
+        # absolute URLs, as tus-js-client sends; matched by path, not host
         (
             f"final;https://up.example.com/files/{ID_A} http://10.0.0.1:8080/files/{ID_B}",
             "/files/",
@@ -342,7 +342,7 @@ def test_encode_metadata_rejects(values: dict[str, str | None]) -> None:
         ),
         (f"final;HTTPS://h/files/{ID_A}", "/files/", (ID_A,)),
         (f"final;http://[::1]:8080/files/{ID_A}", "/files/", (ID_A,)),
-        # T157: space after ';' and a trailing slash
+        # space after ';' and a trailing slash
         (f"final; /files/{ID_A} /files/{ID_B}/", "/files/", (ID_A, ID_B)),
         (f"final;\t/files/{ID_A}\t\t/files/{ID_B} ", "/files/", (ID_A, ID_B)),
         (f"final;https://h/files/{ID_A}/", "/files/", (ID_A,)),
@@ -369,7 +369,6 @@ def test_parse_concat_accepts(
 @pytest.mark.parametrize(
     ("raw", "base_path"),
     [
-        # T169
         ("final;", "/files/"),
         ("final; ", "/files/"),
         ("foo", "/files/"),
@@ -433,7 +432,7 @@ def test_parse_concat_rejects(raw: str, base_path: str) -> None:
     assert len(info.value.message) < 200
 
 
-# --- checksums (T120-T126) --------------------------------------------------------------------
+# --- checksums --------------------------------------------------------------------
 
 HELLO = b"hello world"
 
@@ -441,7 +440,7 @@ HELLO = b"hello world"
 @pytest.mark.parametrize(
     ("algorithm", "chunks", "digest"),
     [
-        ("sha1", [HELLO], base64.b64decode("Kq5sNclPz7QV2+lfQIuc6R7oRu0=")),  # T121
+        ("sha1", [HELLO], base64.b64decode("Kq5sNclPz7QV2+lfQIuc6R7oRu0=")),
         ("sha1", [b"hello", b" ", b"world"], base64.b64decode("Kq5sNclPz7QV2+lfQIuc6R7oRu0=")),
         ("md5", [HELLO], bytes.fromhex("5eb63bbbe01eeed093cb22bb8f5acdc3")),
         (
@@ -481,10 +480,10 @@ def _sha1_hello() -> bytes:
     ("raw", "supported", "expected"),
     [
         (None, ALL_ALGORITHMS, None),  # header absent
-        ("sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", ALL_ALGORITHMS, ("sha1", _sha1_hello())),  # T121
-        # T122: well-formed but wrong; parsing succeeds, the comparison yields 460 later
+        ("sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", ALL_ALGORITHMS, ("sha1", _sha1_hello())),
+        # well-formed but wrong; parsing succeeds, the comparison yields 460 later
         ("sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA=", ALL_ALGORITHMS, ("sha1", bytes(20))),
-        # T126: uppercase accepted and normalised
+        # uppercase accepted and normalised
         ("SHA1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", ALL_ALGORITHMS, ("sha1", _sha1_hello())),
         ("Sha256 " + b64(bytes(32)), ("sha256",), ("sha256", bytes(32))),
         ("sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", ("SHA1",), ("sha1", _sha1_hello())),
@@ -502,14 +501,14 @@ def test_parse_checksum_accepts(
 @pytest.mark.parametrize(
     ("raw", "supported", "error"),
     [
-        # T124: unsupported algorithm -> 400 before the body is read
+        # unsupported algorithm -> 400 before the body is read
         ("sha3 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", ALL_ALGORITHMS, errors.UnsupportedChecksum),
         ("sha512 " + b64(bytes(64)), ALL_ALGORITHMS, errors.UnsupportedChecksum),
         ("sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", ("md5", "crc32"), errors.UnsupportedChecksum),
         ("sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", (), errors.UnsupportedChecksum),
         ("sha512 " + b64(bytes(64)), ("sha512",), errors.UnsupportedChecksum),  # cannot compute
         ("\u017fha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=", ALL_ALGORITHMS, errors.UnsupportedChecksum),
-        # T125: malformed
+        # malformed
         ("", ALL_ALGORITHMS, errors.InvalidChecksum),
         ("   ", ALL_ALGORITHMS, errors.InvalidChecksum),
         ("sha1", ALL_ALGORITHMS, errors.InvalidChecksum),  # no space
@@ -523,7 +522,7 @@ def test_parse_checksum_accepts(
         ("sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0", ALL_ALGORITHMS, errors.InvalidChecksum),  # unpadded
         ("sha1 Kq5sNclPz7QV2-lfQIuc6R7oRu0=", ALL_ALGORITHMS, errors.InvalidChecksum),  # url-safe
         ("sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=\n", ALL_ALGORITHMS, errors.InvalidChecksum),
-        # T123: hex instead of base64 -> 400 (wrong decoded length), never 204
+        # hex instead of base64 -> 400 (wrong decoded length), never 204
         ("sha1 2aae6c35c94fcfb415dbe95f408b9ce91ee846ed", ALL_ALGORITHMS, errors.InvalidChecksum),
         ("md5 5eb63bbbe01eeed093cb22bb8f5acdc3", ALL_ALGORITHMS, errors.InvalidChecksum),
         (
@@ -547,7 +546,7 @@ def test_parse_checksum_rejects(
     assert info.value.status == 400
 
 
-# --- format_http_date (T112) ------------------------------------------------------------------
+# --- format_http_date ------------------------------------------------------------------
 
 IMF_FIXDATE = re.compile(
     r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} "
@@ -558,7 +557,7 @@ IMF_FIXDATE = re.compile(
 @pytest.mark.parametrize(
     ("timestamp", "expected"),
     [
-        (1403712000, "Wed, 25 Jun 2014 16:00:00 GMT"),  # the T112 example
+        (1403712000, "Wed, 25 Jun 2014 16:00:00 GMT"),  # the spec's example
         (0, "Thu, 01 Jan 1970 00:00:00 GMT"),
         (1704067199.999, "Sun, 31 Dec 2023 23:59:59 GMT"),  # fractions truncated
         (1709164800, "Thu, 29 Feb 2024 00:00:00 GMT"),  # two-digit day
@@ -570,7 +569,7 @@ def test_format_http_date(timestamp: float, expected: str) -> None:
     assert IMF_FIXDATE.fullmatch(format_http_date(timestamp))
 
 
-# --- request_base_url (T063, T070) ------------------------------------------------------------
+# --- request_base_url ------------------------------------------------------------
 
 SERVER = ("127.0.0.1", 8080)
 EVIL = "evil.com\r\nX: y"
@@ -601,7 +600,7 @@ EVIL = "evil.com\r\nX: y"
         ({"host": EVIL, "server": None}, "http://localhost"),
         ({"scheme": "HTTPS"}, "https://h"),
         ({"scheme": "ws"}, "http://h"),
-        # T070: forwarded headers ignored unless the proxy is trusted
+        # forwarded headers ignored unless the proxy is trusted
         (
             {"headers": {"x-forwarded-proto": "https", "x-forwarded-host": "pub.example"}},
             "http://h",
@@ -628,7 +627,7 @@ EVIL = "evil.com\r\nX: y"
         ({"trust_proxy": True, "headers": {"x-forwarded-host": EVIL}}, "http://h"),
         ({"trust_proxy": True, "headers": {"x-forwarded-host": "a b"}}, "http://h"),
         ({"trust_proxy": True, "headers": {"x-forwarded-host": ""}}, "http://h"),
-        # header names are case-insensitive (T007)
+        # header names are case-insensitive
         ({"trust_proxy": True, "headers": {"X-Forwarded-Proto": "https"}}, "https://h"),
         # trusted: RFC 7239 Forwarded wins over X-Forwarded-*
         (

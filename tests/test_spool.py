@@ -74,4 +74,4 @@ async def test_cut_off_chunk_stores_nothing(app, tmp_path: Path) -> None:  # typ
     headers = {**patch_headers(0, sha1(BODY)), "Content-Length": str(len(BODY))}
     await call(app, "PATCH", f"/files/{upload_id}", headers, [BODY[:1000]], ending="disconnect")
     head = await call(app, "HEAD", f"/files/{upload_id}", TUS)
-    assert head.headers["upload-offset"] == "0"  # T128
+    assert head.headers["upload-offset"] == "0"

@@ -223,7 +223,7 @@ def create_app(
                     await sweeper
 
     # Outermost first. CORS wraps everything so even a 412 or a 500 carries its headers
-    # (T217); the tus dispatcher renders its own errors, inside CORS.
+    # (docs/protocol.md, "CORS"); the tus dispatcher renders its own errors, inside CORS.
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(

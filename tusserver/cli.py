@@ -117,7 +117,8 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         # Our handler formats uvicorn's records too (JSON or key=value, request ids).
         log_config=None,
-        # Forwarded headers are interpreted by us, only when TUS_TRUST_PROXY is set (T070).
+        # Forwarded headers are interpreted by us, only when TUS_TRUST_PROXY is set
+        # (docs/protocol.md, "Location and proxies").
         proxy_headers=False,
         server_header=False,
         # httptools without uvicorn's two extra copies of every body byte, and with bounds on

@@ -1,9 +1,10 @@
 """Routing of tus requests: one dispatcher for the creation endpoint and one for upload URLs.
 
 A hand-written dispatcher rather than Starlette routes, because the tus paths need exact
-control: ``/files`` and ``/files/`` both create without a redirect (T051), HEAD goes to the tus
-handler and never to an implicit GET route (T056), and a 405 carries the right ``Allow``
-(T052). Everything else falls through to the wrapped app (catalog, health, ...).
+control: ``/files`` and ``/files/`` both create without a redirect, HEAD goes to the tus
+handler and never to an implicit GET route, and a 405 carries the right ``Allow``
+(docs/protocol.md, "Routing and 405"). Everything else falls through to the wrapped app
+(catalog, health, ...).
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ class TusDispatch:
                 )
                 response = error_response(full, method=method)
             else:
-                # Rendered here, inside the CORS middleware, so even a 500 reaches browser
-                # code as a real status instead of an opaque network error (T217).
+                # Rendered here, inside the CORS middleware, so even a 500 reaches browser code as a
+                # real status instead of an opaque network error (docs/protocol.md, "CORS").
                 log.exception("request.failed", extra={"path": path, "method": method})
                 response = error_response(errors.TusError(), method=method)
         await response(scope, receive, send)
@@ -113,7 +114,7 @@ class TusDispatch:
         # Another user's upload answers exactly like a missing one (404): no existence leak.
         owner = principal_of(request).owner_filter
         if method == "OPTIONS":
-            # Discovery works on any upload URL, known or not (T016).
+            # Discovery works on any upload URL, known or not (docs/protocol.md, "Discovery").
             return await handle_options(service)
         if method == "HEAD":
             return await handle_head(service, upload_id, owner=owner)

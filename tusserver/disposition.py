@@ -1,9 +1,9 @@
 """Safe download headers from client-supplied metadata: ``Content-Disposition`` and the type.
 
-Upload metadata (``filename``, ``filetype``) is whatever the uploader typed, so it is hostile
-input by the time someone downloads it. This module owns turning it into headers that cannot
-inject header syntax, traverse paths, spoof extensions or make a browser render active content
-from our origin (T055; RFC 6266 for the disposition, RFC 5987/8187 for the UTF-8 form).
+Upload metadata (``filename``, ``filetype``) is whatever the uploader typed, so it is hostile input
+by the time someone downloads it. This module owns turning it into headers that cannot inject header
+syntax, traverse paths, spoof extensions or make a browser render active content from our origin
+(docs/protocol.md, "Downloads"; RFC 6266 for the disposition, RFC 5987/8187 for the UTF-8 form).
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def safe_media_type(value: str | None) -> str:
 def is_inline_safe(media_type: str) -> bool:
     """Whether a browser may render this type in place without running anything of ours.
 
-    HTML, SVG, XML, PDF and anything unknown are served as attachments (T055).
+    HTML, SVG, XML, PDF and anything unknown are served as attachments
+    (docs/protocol.md, "Downloads").
     """
     media_type = media_type.lower()
     if media_type in _INLINE_EXACT:

@@ -3,11 +3,13 @@
 This module owns everything that must hold for every request before any handler runs:
 
 - ``CORSMiddleware`` answers preflights itself and puts CORS headers on every response, errors
-  included. It must be the outermost layer (T217): an error without
+  included. It must be the outermost layer (docs/protocol.md, "CORS"): an error without
   ``Access-Control-Allow-Origin`` reaches browser JS as a network error.
-- ``TusProtocolMiddleware`` applies ``X-HTTP-Method-Override`` (T046-T049), refuses
-  unsupported ``Tus-Resumable`` versions with 412 before the body is read (T002-T008), and
-  stamps ``Tus-Resumable`` and ``nosniff`` on every tus response (T001, T054).
+- ``TusProtocolMiddleware`` applies ``X-HTTP-Method-Override``
+  (docs/protocol.md, "Method override"), refuses unsupported ``Tus-Resumable`` versions with 412
+  before the body is read (docs/protocol.md, "Versioning and Tus-Resumable"), and stamps
+  ``Tus-Resumable`` and ``nosniff`` on every tus response
+  (docs/protocol.md, "Versioning and Tus-Resumable").
 - ``RequestIdMiddleware`` gives every request an id for logs and the response.
 
 Order: CORS outside TusProtocol (so its 412 carries CORS headers) and outside every handler.
@@ -35,8 +37,9 @@ from tusserver.responses import error_response
 
 RawHeaders = list[tuple[bytes, bytes]]
 
-# tusd's DefaultCorsConfig, plus what our extensions add: Upload-Checksum (T213) and
-# Idempotency-Key (the REST API). X-HTTP-Method-Override is in tusd's list (T050, T214).
+# tusd's DefaultCorsConfig, plus what our extensions add: Upload-Checksum (docs/protocol.md, "CORS")
+# and Idempotency-Key (the REST API). X-HTTP-Method-Override is in tusd's list
+# (docs/protocol.md, "Method override" and "CORS").
 DEFAULT_ALLOW_HEADERS: tuple[str, ...] = (
     "Authorization",
     "Origin",
@@ -57,7 +60,8 @@ DEFAULT_ALLOW_HEADERS: tuple[str, ...] = (
     "Idempotency-Key",
 )
 
-# T215, plus what downloads and ops need to be readable from JS (ranges, names, retry hints).
+# What tus clients must read (docs/protocol.md, "CORS"), plus what downloads and ops need to be
+# readable from JS (ranges, names, retry hints).
 EXPOSE_HEADERS: tuple[str, ...] = (
     "Upload-Offset",
     "Location",
@@ -83,7 +87,7 @@ EXPOSE_HEADERS: tuple[str, ...] = (
     "Idempotent-Replayed",
 )
 
-# T222: PATCH and DELETE are not CORS-safelisted, so they must be listed.
+# PATCH and DELETE are not CORS-safelisted, so they must be listed.
 # PUT: the signed part URLs of direct uploads on local storage (browsers PUT parts).
 ALLOW_METHODS = "POST, HEAD, PATCH, OPTIONS, GET, DELETE, PUT"
 
@@ -100,16 +104,17 @@ _CORS_OWNED = frozenset(
     }
 )
 
-# RFC 9110 §5.6.2 token, for header names a preflight asks us to reflect (T221).
+# RFC 9110 §5.6.2 token, for header names a preflight asks us to reflect (docs/protocol.md, "CORS").
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class CORSMiddleware:
-    """CORS for browser clients (tus-js-client, Uppy), section 5 of the checklist.
+    """CORS for browser clients (tus-js-client, Uppy): docs/protocol.md, "CORS".
 
     ``origins`` are exact origins, or ``"*"`` for any. The request's own ``Origin`` is always
-    echoed, never ``*``, so credentials work (T218). ``extra_preflight_headers(scope)`` lets
-    the app add headers to preflights it never sees (e.g. ``Tus-Resumable`` on tus paths).
+    echoed, never ``*``, so credentials work (docs/protocol.md, "CORS").
+    ``extra_preflight_headers(scope)`` lets the app add headers to preflights it never sees (e.g.
+    ``Tus-Resumable`` on tus paths).
     """
 
     def __init__(
@@ -164,7 +169,7 @@ class CORSMiddleware:
 
         method = scope["method"]
         if not self.allow_any and origin.decode("latin-1") not in self.origins:
-            # T219: 403 and no CORS headers, so the browser reports the refusal.
+            # 403 and no CORS headers, so the browser reports the refusal.
             await _own_error(OriginNotAllowed(), method)(scope, receive, send)
             return
 
@@ -172,7 +177,7 @@ class CORSMiddleware:
             await self._preflight(scope, send, origin, requested)
             return
 
-        # T220: a JS-initiated tus OPTIONS also gets the preflight set, as tusd sends it.
+        # A JS-initiated tus OPTIONS also gets the preflight set, as tusd sends it.
         extra = self._preflight_set(()) if method == "OPTIONS" else []
         started = False
 
@@ -192,7 +197,7 @@ class CORSMiddleware:
         try:
             await self.app(scope, receive, send_with_cors)
         except Exception:
-            # T217: if nothing answered yet (an exception escaped every inner layer), answer
+            # If nothing answered yet (an exception escaped every inner layer), answer
             # a 500 that the browser can read, then re-raise so the server (or Starlette's
             # ServerErrorMiddleware, which then sees the response as started) logs it. If an
             # inner layer already answered through send_with_cors, this only re-raises.
@@ -203,7 +208,10 @@ class CORSMiddleware:
     async def _preflight(
         self, scope: Scope, send: Send, origin: bytes, requested: list[bytes]
     ) -> None:
-        """Answer a preflight for any path, known or not, with no auth (T210-T214)."""
+        """Answer a preflight for any path, known or not, with no auth.
+
+        See (docs/protocol.md, "CORS").
+        """
         headers: RawHeaders = [
             (b"access-control-allow-origin", origin),
             (b"vary", b"Origin"),
@@ -212,9 +220,10 @@ class CORSMiddleware:
         ]
         if self.extra_preflight_headers is not None:
             headers.extend(self.extra_preflight_headers(scope))
-        headers.append((b"x-content-type-options", b"nosniff"))  # T054: on every response
+        headers.append((b"x-content-type-options", b"nosniff"))  # on every response
         headers.append((b"content-length", b"0"))
-        # 200, not 204: some old browsers (Presto) reject a 204 preflight (T010).
+        # 200, not 204: some old browsers (Presto) reject a 204 preflight
+        # (docs/protocol.md, "Discovery").
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
 
@@ -222,13 +231,13 @@ class CORSMiddleware:
         allow_headers = self._allow_headers
         extra = _reflectable(requested, self._allow_headers_lower)
         if extra:
-            # T221: app-specific headers (tus-js-client/Uppy `headers` option) are reflected.
+            # App-specific headers (tus-js-client/Uppy `headers` option) are reflected.
             allow_headers += b", " + b", ".join(extra)
         return [(b"access-control-allow-headers", allow_headers), *self._preflight_common]
 
 
 def _own_error(error: TusError, method: str) -> Response:
-    """An error this middleware answers itself, outside the layer that adds nosniff (T054)."""
+    """An error this middleware answers itself, outside the layer that adds nosniff."""
     response = error_response(error, method=method)
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
@@ -295,8 +304,8 @@ class TusProtocolMiddleware:
 
         method: str = scope["method"]
         if override is not None and method == "POST":
-            # T046-T048: only a real POST may be rewritten (T049: overriding a safe method
-            # into a destructive one, e.g. GET -> DELETE, would be a CSRF gadget).
+            # Only a real POST may be rewritten: overriding a safe method into a destructive
+            # one, e.g. GET -> DELETE, would be a CSRF gadget (docs/protocol.md, "Method override").
             wanted = override.decode("latin-1").strip().upper()
             if wanted in self._OVERRIDABLE:
                 method = wanted
@@ -308,7 +317,7 @@ class TusProtocolMiddleware:
             await send(message)
 
         if not _version_ok(method, versions):
-            # T005: a 412 means the request is not processed, so neither the app nor
+            # A 412 means the request is not processed, so neither the app nor
             # receive() is called; no body is read (and no 100 Continue is sent).
             response = error_response(UnsupportedVersion(), method=method)
             await response(scope, receive, send_with_tus)
@@ -317,13 +326,15 @@ class TusProtocolMiddleware:
 
 
 def _version_ok(method: str, versions: list[bytes]) -> bool:
-    # OPTIONS is discovery and must never 412 (T011); GET is a download a browser may visit.
+    # OPTIONS is discovery and must never 412 (docs/protocol.md, "Discovery"); GET is a download a
+    # browser may visit.
     if method in ("OPTIONS", "GET"):
         return True
-    # T006: HEAD without the header is served (tusd exempts it); with a bad one it is a 412.
+    # HEAD without the header is served (tusd exempts it); with a bad one it is a 412
+    # (docs/protocol.md, "HEAD without Tus-Resumable").
     if not versions:
         return method == "HEAD"
-    # T008: exact match after trimming; two header lines count as a list, which is a 412.
+    # Exact match after trimming; two header lines count as a list, which is a 412.
     return len(versions) == 1 and versions[0].strip() == _TUS_VERSION
 
 
@@ -335,7 +346,10 @@ _TUS_HEADERS: RawHeaders = [
 
 
 def _with_tus_headers(headers: Iterable[tuple[bytes, bytes]]) -> RawHeaders:
-    """``headers`` plus Tus-Resumable (T001) and nosniff (T054), unless already present."""
+    """``headers`` plus Tus-Resumable and nosniff, unless already present.
+
+    See (docs/protocol.md, "Versioning and Tus-Resumable").
+    """
     out = list(headers)
     present = {name.lower() for name, _ in out}
     out.extend(h for h in _TUS_HEADERS if h[0] not in present)

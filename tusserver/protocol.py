@@ -15,7 +15,7 @@ It does no I/O and imports nothing from Starlette, so every rule here is testabl
 function. Whether a header is *allowed* on a request (extension enabled, upload state, limits)
 is the handlers' business; they call in here only to turn strings into values. Every parser
 raises a ``tusserver.errors`` class, so a malformed header always maps to the same stable code.
-Numbers such as "T077" refer to /work/shared/tus-conformance.md.
+Why each rule is what it is: docs/protocol.md, cited by section heading.
 """
 
 from __future__ import annotations
@@ -99,7 +99,10 @@ _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def new_upload_id() -> str:
-    """A fresh upload id: 128 random bits as 32 lowercase hex characters (T071, as tusd)."""
+    """A fresh upload id: 128 random bits as 32 lowercase hex characters, as tusd.
+
+    See (docs/protocol.md, "Upload ids").
+    """
     return secrets.token_hex(16)
 
 
@@ -122,9 +125,10 @@ _DIGITS = re.compile(r"[0-9]+")
 def parse_non_negative_int(value: str | None, error: type[TusError]) -> int | None:
     """Parse ``Upload-Offset``/``Upload-Length``-style values; None when the header is absent.
 
-    Only ASCII digits are accepted (T032, T066): ``+5``, ``-1``, ``1.5``, ``5x`` and inner
-    spaces raise ``error``, as does an empty value or anything above ``MAX_INT``.
-    Surrounding spaces and tabs are optional whitespace in HTTP and are trimmed.
+    Only ASCII digits are accepted (docs/protocol.md, "Numbers and header syntax"):
+    ``+5``, ``-1``, ``1.5``, ``5x`` and inner spaces raise ``error``, as does an empty value or
+    anything above ``MAX_INT``. Surrounding spaces and tabs are optional whitespace in HTTP and are
+    trimmed.
     """
     if value is None:
         return None
@@ -144,9 +148,10 @@ def parse_non_negative_int(value: str | None, error: type[TusError]) -> int | No
 def is_offset_content_type(value: str | None) -> bool:
     """True when ``value`` names ``application/offset+octet-stream``.
 
-    T031: media types are case-insensitive and may carry parameters
+    Media types are case-insensitive and may carry parameters
     (``Application/Offset+Octet-Stream; charset=utf-8``), so compare only the type/subtype,
-    case-insensitively. tusd's exact string compare would reject both.
+    case-insensitively. tusd's exact string compare would reject both
+    (docs/protocol.md, "Content types").
     """
     if value is None:
         return False
@@ -185,20 +190,20 @@ def parse_metadata(raw: str | None) -> dict[str, str | None]:
     """Decode ``Upload-Metadata`` into ``{key: value or None}``.
 
     Product decision: this parser is *strict*. Any malformed pair rejects the whole header
-    with ``InvalidMetadata`` (400), rather than tusd's "drop the bad pair and log" (T078
-    lists both behaviours; we pin the strict one). Rules:
+    with ``InvalidMetadata`` (400), rather than tusd's "drop the bad pair and log" (the spec
+    allows both; docs/protocol.md, "Upload-Metadata strictness"). Rules:
 
-    - absent or blank -> ``{}`` (T069: tuspy always sends the header, empty when it has no
+    - absent or blank -> ``{}`` (tuspy always sends the header, empty when it has no
       metadata; ``@tus/server`` wrongly answers 400 there);
-    - pairs are separated by ``,``; each element is trimmed of spaces/tabs (T077:
-      ``a YQ==, b Yg==`` is what some clients send);
-    - an element is ``key`` or ``key value`` separated by exactly one space (T075, T078);
-    - keys are printable ASCII without comma; values are standard padded base64 (T076) of
+    - pairs are separated by ``,``; each element is trimmed of spaces/tabs
+      (``a YQ==, b Yg==`` is what some clients send);
+    - an element is ``key`` or ``key value`` separated by exactly one space;
+    - keys are printable ASCII without comma; values are standard padded base64 of
       bytes, decoded as UTF-8 with U+FFFD for invalid sequences; a key without a value maps
       to None;
-    - empty elements (``a YQ==,,b``, a trailing comma) and duplicate keys (T079) are errors.
+    - empty elements (``a YQ==,,b``, a trailing comma) and duplicate keys are errors.
 
-    Callers keep ``raw`` itself for HEAD, which must echo the header verbatim (T082).
+    Callers keep ``raw`` itself for HEAD, which must echo the header verbatim.
     """
     if raw is None or raw.strip(_OWS) == "":
         return {}
@@ -229,8 +234,9 @@ def parse_metadata(raw: str | None) -> dict[str, str | None]:
             raise InvalidMetadata(
                 f"Upload-Metadata: value of {_echo(key)} is not padded standard base64"
             ) from None
-        # Values are bytes (T076): every client sends UTF-8, but binary is legal tus. HEAD
-        # echoes the raw header, so the lossy text form only feeds our own consumers.
+        # Values are bytes (docs/protocol.md, "Upload-Metadata strictness"): every client sends
+        # UTF-8, but binary is legal tus. HEAD echoes the raw header, so the lossy text form only
+        # feeds our own consumers.
         result[key] = decoded.decode("utf-8", errors="replace")
     return result
 
@@ -282,11 +288,12 @@ def parse_concat(
     """Parse ``Upload-Concat``; None when absent.
 
     ``partial`` -> a partial. ``final;<url> <url> ...`` -> a final naming at most
-    ``max_parts`` distinct partials in the given order (T158). A partial named twice is
+    ``max_parts`` distinct partials in the given order. A partial named twice is
     refused: no client does it, and it let one small partial be copied a thousand times into
     one final (amplifying storage writes). Each URL is an absolute ``http(s)`` URL
-    (tus-js-client, T156) or an absolute path, may end with ``/`` and the list may start
-    with a space (T157). Anything else raises ``InvalidConcat`` (T169).
+    (tus-js-client sends those) or an absolute path, may end with ``/`` and the list may
+    start with a space. Anything else raises ``InvalidConcat``
+    (docs/protocol.md, "Concatenation").
     """
     if raw is None:
         return None
@@ -294,7 +301,7 @@ def parse_concat(
     if value == "partial":
         return ConcatRequest(ConcatKind.PARTIAL)
     if not value.startswith("final;"):
-        # T169: "foo" and "partial;x" are errors, not a partial and not ignored.
+        # "foo" and "partial;x" are errors, not a partial and not ignored.
         raise InvalidConcat(f"Upload-Concat must be 'partial' or 'final;<urls>', got {_echo(raw)}")
     listed = value[len("final;") :].strip(_OWS)
     if listed == "":
@@ -326,7 +333,7 @@ def _concat_upload_id(url: str, base_path: str) -> str:
     elif parts.netloc:
         # A scheme-relative "//host/files/id": no client sends it; keep the rule simple.
         raise bad
-    # T156: match by path only. A proxy may have rewritten scheme and host, and the client
+    # Match by path only. A proxy may have rewritten scheme and host, and the client
     # built these URLs from the Location it saw, so the host is not ours to check.
     try:
         path = unquote(parts.path, errors="strict")
@@ -335,7 +342,7 @@ def _concat_upload_id(url: str, base_path: str) -> str:
     if not path.startswith(base_path):
         raise bad
     rest = path[len(base_path) :]
-    if rest.endswith("/"):  # T157: one trailing slash, kept "for compatibility" by tusd
+    if rest.endswith("/"):  # one trailing slash, kept "for compatibility" by tusd
         rest = rest[:-1]
     # The id check also rejects traversal ("../"), NUL and anything else decoding produced.
     if not is_valid_upload_id(rest):
@@ -381,9 +388,10 @@ class _Crc32:
 def new_hasher(algorithm: str) -> Hasher:
     """A fresh running hasher for a lowercase algorithm name from ``DIGEST_SIZES``.
 
-    Raises ``UnsupportedChecksum`` for any other name, so a misuse still renders as a 400
-    rather than a 500. ``usedforsecurity=False``: these are integrity checks (T120), and
-    it keeps md5/sha1 available on FIPS-restricted OpenSSL builds.
+    Raises ``UnsupportedChecksum`` for any other name, so a misuse still renders as a 400 rather
+    than a 500. ``usedforsecurity=False``: these are integrity checks
+    (docs/protocol.md, "Checksums"), and it keeps md5/sha1 available on FIPS-restricted OpenSSL
+    builds.
     """
     if algorithm == "sha1":
         return hashlib.sha1(usedforsecurity=False)
@@ -399,14 +407,15 @@ def new_hasher(algorithm: str) -> Hasher:
 def parse_checksum(raw: str | None, supported: Sequence[str]) -> Checksum | None:
     """Parse ``Upload-Checksum: <algorithm> <base64 digest>``; None when absent.
 
-    - The algorithm is matched case-insensitively and returned lowercase (T126: names are
-      defined lowercase, but tusdotnet accepts ``SHA1`` and so do we).
+    - The algorithm is matched case-insensitively and returned lowercase (names are
+      defined lowercase, but tusdotnet accepts ``SHA1`` and so do we;
+      docs/protocol.md, "Checksums").
     - An algorithm outside ``supported`` (or one we cannot compute) raises
-      ``UnsupportedChecksum`` (T124). Callers parse this before reading the body.
+      ``UnsupportedChecksum``. Callers parse this before reading the body.
     - A header without exactly two parts, an empty digest, a digest that is not strict
       base64, or one whose decoded length is wrong for the algorithm raises
-      ``InvalidChecksum`` (T125). The length check is what turns a hex digest into a 400
-      (T123 allows 460 or 400; never 204).
+      ``InvalidChecksum``. The length check is what turns a hex digest into a 400 (the
+      spec allows 460 or 400 there; never 204).
     """
     if raw is None:
         return None
@@ -434,7 +443,7 @@ def parse_checksum(raw: str | None, supported: Sequence[str]) -> Checksum | None
 
 
 def format_http_date(timestamp: float) -> str:
-    """IMF-fixdate, e.g. ``Wed, 25 Jun 2014 16:00:00 GMT`` (T112).
+    """IMF-fixdate, e.g. ``Wed, 25 Jun 2014 16:00:00 GMT`` (docs/protocol.md, "Expiration").
 
     formatdate() uses fixed English names; strftime("%a") would follow the process locale.
     """
@@ -529,7 +538,8 @@ def request_base_url(
     headers: Mapping[str, str],
     trust_proxy: bool,
 ) -> str:
-    """``scheme://host[:port]`` (no trailing slash) for an absolute ``Location`` (T063).
+    """``scheme://host[:port]`` (no trailing slash) for an absolute ``Location``
+    (docs/protocol.md, "Location and proxies").
 
     Sources, first usable one wins:
 
@@ -537,12 +547,14 @@ def request_base_url(
     - host: ``Forwarded: host=`` > ``X-Forwarded-Host`` > ``Host`` > the server address >
       ``localhost``.
 
-    The forwarded headers are read only when ``trust_proxy`` is set (T070: tusd likewise
-    ignores them unless told to respect them); otherwise any client could steer Location.
+    The forwarded headers are read only when ``trust_proxy`` is set (tusd likewise
+    ignores them unless told to respect them); otherwise any client could steer Location
+    (docs/protocol.md, "Location and proxies").
     A proto other than http/https, or a host failing ``_SAFE_HOST``, is skipped.
     """
-    # Header names are case-insensitive (T007); callers pass ASGI's lowercase names, but a
-    # Mapping built elsewhere should not silently lose its proxy headers.
+    # Header names are case-insensitive (docs/protocol.md, "Versioning and Tus-Resumable"); callers
+    # pass ASGI's lowercase names, but a Mapping built elsewhere should not silently lose its proxy
+    # headers.
     lowered = {name.lower(): value for name, value in headers.items()}
     protos: list[str | None] = []
     hosts: list[str | None] = []

@@ -1,8 +1,8 @@
 """A request body parked on local disk until its checksum verifies.
 
-Stores that cannot take bytes back (S3 parts are immutable once uploaded) get a checksummed
-chunk only after it verified, so the chunk stays all or nothing (T127). The spool lives on
-local disk, so memory stays bounded whatever the chunk size.
+Stores that cannot take bytes back (S3 parts are immutable once uploaded) get a checksummed chunk
+only after it verified, so the chunk stays all or nothing (docs/protocol.md, "Checksums"). The spool
+lives on local disk, so memory stays bounded whatever the chunk size.
 """
 
 from __future__ import annotations

@@ -206,9 +206,10 @@ class UploadService:
     async def load_locked(self, upload_id: str, *, owner: str | None) -> UploadInfo:
         """Load an upload while holding its lock.
 
-        Expiry is enforced here, at request time, even before the sweeper runs (T117), and the
-        offset is reconciled with what storage really holds after a crash. Another user's
-        upload is NotFound, exactly like a missing one: existence is not leaked.
+        Expiry is enforced here, at request time, even before the sweeper runs
+        (docs/protocol.md, "Expiration"), and the offset is reconciled with what storage really
+        holds after a crash. Another user's upload is NotFound, exactly like a missing one:
+        existence is not leaked.
         """
         info = await self._fetch(upload_id)
         if info is None or not self.owned_by(info, owner):
@@ -257,7 +258,8 @@ class UploadService:
         )
         info = await self._store_new(info, announce=announce)
         if info.is_complete:
-            # An empty upload is complete at creation; clients send no PATCH (T067).
+            # An empty upload is complete at creation; clients send no PATCH
+            # (docs/protocol.md, "Creation").
             info = await self.finish(info)
         return info
 
@@ -385,7 +387,7 @@ class UploadService:
         Without a checksum, durable progress is recorded as it happens (a crash loses at most
         one checkpoint) and an interrupted body keeps what arrived. With a checksum, the chunk
         is all or nothing: nothing is recorded until it verifies, and a mismatch or a cut-off
-        body rolls the bytes back (T127, T128).
+        body rolls the bytes back (docs/protocol.md, "Checksums").
         """
         current = info
 
@@ -425,8 +427,8 @@ class UploadService:
         if checksum is not None and not self._verified(reader, checksum):
             assert truncater is not None
             await truncater.truncate(info, info.offset)
-            # The length is not declared either (T129). The running hash saw the rolled-back
-            # bytes, so it is dropped (start() already took it out).
+            # The length is not declared either (docs/protocol.md, "Checksums"). The running hash
+            # saw the rolled-back bytes, so it is dropped (start() already took it out).
             return WriteResult(info, end, checksum_failed=end is BodyEnd.COMPLETE)
         await self.digests.commit(info.id, feed, stored)
         self.ctx.metrics.bytes_received(stored)
@@ -507,7 +509,10 @@ class UploadService:
             del self._progress_at[next(iter(self._progress_at))]
 
     async def declare_length(self, info: UploadInfo, length: int) -> UploadInfo:
-        """Set a deferred length without writing (an empty final PATCH, T100)."""
+        """Set a deferred length without writing (an empty final PATCH).
+
+        See (docs/protocol.md, "Deferred length").
+        """
         updated = await self._declare(info, length)
         await self.ctx.state.update(updated)
         return updated
@@ -539,7 +544,8 @@ class UploadService:
         log.info("upload.finished", extra={"upload_id": info.id, "length": info.length})
         self._progress_at.pop(info.id, None)
         if info.is_partial:
-            # A finished partial is not a finished file (T153); it may complete finals.
+            # A finished partial is not a finished file (docs/protocol.md, "Concatenation"); it may
+            # complete finals.
             for final_id in await self.ctx.state.waiters(info.id):
                 try:
                     async with self.locked(final_id, request_release=False):

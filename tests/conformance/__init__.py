@@ -1,1 +1,1 @@
-"""HTTP conformance suite: tus 1.0.0 checklist (/work/shared/tus-conformance.md), table-driven."""
+"""HTTP conformance suite for tus 1.0.0, table-driven; docs/protocol.md explains each choice."""

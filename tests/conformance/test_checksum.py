@@ -1,4 +1,7 @@
-"""Checklist 2.6 (checksum) and 2.7 (checksum-trailer: must not be advertised)."""
+"""Checksums, and checksum-trailer, which must not be advertised.
+
+See docs/protocol.md, "Checksums".
+"""
 
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ HELLO_WORLD = b"hello world"
 ALGORITHMS = ["sha1", "sha256", "md5", "crc32"]
 
 
-def test_t120_t013_advertised(tus: TusHTTP) -> None:
-    """T120 [M], T013 [M], T134 [M]: ``checksum`` advertised with lowercase algorithm names
+def test_checksum_advertised(tus: TusHTTP) -> None:
+    """``checksum`` advertised with lowercase algorithm names
     including sha1; ``checksum-trailer`` is not (ASGI cannot read request trailers)."""
     headers = tus.options().headers
     extensions = csv_items(headers["tus-extension"])
@@ -36,8 +39,8 @@ def test_t120_t013_advertised(tus: TusHTTP) -> None:
     assert all(name == name.lower() for name in names)
 
 
-def test_t013_configured_subset(make_client: MakeClient) -> None:
-    """T013 [M]: the advertised list is the configured list; others are unsupported."""
+def test_configured_subset(make_client: MakeClient) -> None:
+    """The advertised list is the configured list; others are unsupported."""
     tus = make_client(checksum_algorithms=("sha1",))
     assert tus.options().headers["tus-checksum-algorithm"] == "sha1"
     url = tus.new(11)
@@ -48,8 +51,8 @@ def test_t013_configured_subset(make_client: MakeClient) -> None:
     assert tus.offset(url) == 0
 
 
-def test_t121_spec_example_sha1(tus: TusHTTP) -> None:
-    """T121 [M]: the spec's own example value."""
+def test_spec_example_sha1(tus: TusHTTP) -> None:
+    """The spec's own example value."""
     url = tus.new(11)
     response = tus.patch(
         url, 0, HELLO_WORLD, headers={"Upload-Checksum": "sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0="}
@@ -59,8 +62,8 @@ def test_t121_spec_example_sha1(tus: TusHTTP) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_t121_every_algorithm_verifies(tus: TusHTTP, algorithm: str) -> None:
-    """T121 [M], T120 [M]: each advertised algorithm accepts a matching checksum."""
+def test_every_algorithm_verifies(tus: TusHTTP, algorithm: str) -> None:
+    """Each advertised algorithm accepts a matching checksum."""
     data = os.urandom(70_000)
     url = tus.new(len(data))
     response = tus.patch(
@@ -72,8 +75,8 @@ def test_t121_every_algorithm_verifies(tus: TusHTTP, algorithm: str) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_t122_t127_mismatch_460_chunk_discarded(tus: TusHTTP, algorithm: str) -> None:
-    """T122 [M], T127 [M], T131 [C], T132 [C]: mismatch -> 460 ERR_CHECKSUM_MISMATCH (a 4xx,
+def test_mismatch_460_chunk_discarded(tus: TusHTTP, algorithm: str) -> None:
+    """Mismatch -> 460 ERR_CHECKSUM_MISMATCH (a 4xx,
     which tus-js-client treats as final; it never sends checksums), the chunk is
     discarded whole (offset unchanged, storage unchanged), and the same chunk re-sent with the
     right checksum succeeds (tuspy retry)."""
@@ -92,8 +95,8 @@ def test_t122_t127_mismatch_460_chunk_discarded(tus: TusHTTP, algorithm: str) ->
     assert tus.content(url) == b"0123456789a" + HELLO_WORLD
 
 
-def test_t122_spec_example_mismatch(tus: TusHTTP) -> None:
-    """T122 [M]: ``sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA=`` -> 460; HEAD shows offset 0."""
+def test_spec_example_mismatch(tus: TusHTTP) -> None:
+    """``sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA=`` -> 460; HEAD shows offset 0."""
     url = tus.new(11)
     response = tus.patch(
         url, 0, HELLO_WORLD, headers={"Upload-Checksum": "sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA="}
@@ -102,8 +105,8 @@ def test_t122_spec_example_mismatch(tus: TusHTTP) -> None:
     assert tus.offset(url) == 0
 
 
-def test_t123_hex_digest_rejected(tus: TusHTTP) -> None:
-    """T123 [M]: a hex digest instead of base64 -> 400 ERR_INVALID_CHECKSUM, never 204."""
+def test_hex_digest_rejected(tus: TusHTTP) -> None:
+    """A hex digest instead of base64 -> 400 ERR_INVALID_CHECKSUM, never 204."""
     url = tus.new(11)
     before = tus.snapshot()
     response = tus.patch(
@@ -118,8 +121,8 @@ def test_t123_hex_digest_rejected(tus: TusHTTP) -> None:
 
 
 @pytest.mark.parametrize("name", ["sha3", "sha512", "blake2b", "md4", "crc32c", "sha-1"])
-def test_t124_unsupported_algorithm_400(tus: TusHTTP, name: str) -> None:
-    """T124 [M]: unsupported algorithm -> 400 ERR_UNSUPPORTED_CHECKSUM_ALGORITHM, offset
+def test_unsupported_algorithm_400(tus: TusHTTP, name: str) -> None:
+    """Unsupported algorithm -> 400 ERR_UNSUPPORTED_CHECKSUM_ALGORITHM, offset
     unchanged."""
     url = tus.new(11)
     before = tus.snapshot()
@@ -154,8 +157,8 @@ def test_t124_unsupported_algorithm_400(tus: TusHTTP, name: str) -> None:
         "no-algorithm",
     ],
 )
-def test_t125_malformed_header_400(tus: TusHTTP, value: str) -> None:
-    """T125 [R]: malformed Upload-Checksum -> 400 ERR_INVALID_CHECKSUM, nothing written."""
+def test_malformed_header_400(tus: TusHTTP, value: str) -> None:
+    """Malformed Upload-Checksum -> 400 ERR_INVALID_CHECKSUM, nothing written."""
     url = tus.new(11)
     before = tus.snapshot()
     response = tus.patch(url, 0, HELLO_WORLD, headers={"Upload-Checksum": value})
@@ -167,16 +170,16 @@ def test_t125_malformed_header_400(tus: TusHTTP, value: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["SHA1", "Sha256", "MD5", "CRC32"])
-def test_t126_algorithm_names_case_insensitive(tus: TusHTTP, name: str) -> None:
-    """T126 [R]: names are matched case-insensitively."""
+def test_algorithm_names_case_insensitive(tus: TusHTTP, name: str) -> None:
+    """Names are matched case-insensitively."""
     url = tus.new(11)
     value = checksum_header(name.lower(), HELLO_WORLD).split(" ", 1)[1]
     response = tus.patch(url, 0, HELLO_WORLD, headers={"Upload-Checksum": f"{name} {value}"})
     assert_status(response, 204)
 
 
-def test_t129_mismatch_with_declared_length_declares_nothing(tus: TusHTTP) -> None:
-    """T129 [R], T042 [M]: a 460 on a PATCH that also declares Upload-Length leaves the length
+def test_mismatch_with_declared_length_declares_nothing(tus: TusHTTP) -> None:
+    """A 460 on a PATCH that also declares Upload-Length leaves the length
     deferred."""
     url = tus.new(defer=True)
     before = tus.snapshot()
@@ -197,8 +200,8 @@ def test_t129_mismatch_with_declared_length_declares_nothing(tus: TusHTTP) -> No
     assert tus.snapshot() == before
 
 
-def test_t121_checksum_on_empty_body(tus: TusHTTP) -> None:
-    """T121 [M], T037 [M]: an empty body with the empty-input digest -> 204, offset unchanged;
+def test_checksum_on_empty_body(tus: TusHTTP) -> None:
+    """An empty body with the empty-input digest -> 204, offset unchanged;
     a wrong digest for the empty body -> 460."""
     url = tus.new(11)
     response = tus.patch(url, 0, b"", headers={"Upload-Checksum": checksum_header("sha1", b"")})
@@ -209,8 +212,8 @@ def test_t121_checksum_on_empty_body(tus: TusHTTP) -> None:
     assert tus.offset(url) == 0
 
 
-def test_t127_checksum_on_chunked_body(tus: TusHTTP) -> None:
-    """T127 [M]: verification covers the whole (chunked) body."""
+def test_checksum_on_chunked_body(tus: TusHTTP) -> None:
+    """Verification covers the whole (chunked) body."""
     url = tus.new(11)
     response = tus.patch(
         url,
@@ -239,10 +242,8 @@ def test_t127_checksum_on_chunked_body(tus: TusHTTP) -> None:
         pytest.param({"Content-Length": "99"}, 413, id="size-before-algorithm"),
     ],
 )
-def test_t130_check_order_before_checksum(
-    tus: TusHTTP, headers: dict[str, str], status: int
-) -> None:
-    """T130 [R]: 415, 409 and 413 are decided before the checksum algorithm."""
+def test_check_order_before_checksum(tus: TusHTTP, headers: dict[str, str], status: int) -> None:
+    """415, 409 and 413 are decided before the checksum algorithm."""
     url = tus.new(11)
     merged = {
         "Content-Type": OFFSET_OCTET,

@@ -1,4 +1,7 @@
-"""Checklist 2.9: concatenation and concatenation-unfinished (which we implement)."""
+"""Concatenation and concatenation-unfinished (which we implement).
+
+See docs/protocol.md, "Concatenation".
+"""
 
 from __future__ import annotations
 
@@ -26,15 +29,15 @@ def two_partials(tus: TusHTTP) -> tuple[str, str]:
     return tus.upload(b"hello", concat="partial"), tus.upload(b" world", concat="partial")
 
 
-def test_t149_advertised(tus: TusHTTP) -> None:
-    """T149 [M]: ``concatenation`` and ``concatenation-unfinished`` are advertised."""
+def test_concatenation_advertised(tus: TusHTTP) -> None:
+    """``concatenation`` and ``concatenation-unfinished`` are advertised."""
     extensions = csv_items(tus.options().headers["tus-extension"])
     assert "concatenation" in extensions
     assert "concatenation-unfinished" in extensions
 
 
-def test_t150_t151_partial_creation_and_head(tus: TusHTTP) -> None:
-    """T150 [M], T151 [M]: partial -> 201 + Location; HEAD has Upload-Concat: partial, offset
+def test_partial_creation_and_head(tus: TusHTTP) -> None:
+    """Partial -> 201 + Location; HEAD has Upload-Concat: partial, offset
     and length."""
     response = tus.create(5, concat="partial")
     assert_status(response, 201)
@@ -47,8 +50,8 @@ def test_t150_t151_partial_creation_and_head(tus: TusHTTP) -> None:
     assert head.headers.get("upload-length") == "5"
 
 
-def test_t152_partial_patch_like_any_upload(tus: TusHTTP) -> None:
-    """T152 [M]: offsets, 409 and completion work on a partial as on any upload."""
+def test_partial_patch_like_any_upload(tus: TusHTTP) -> None:
+    """Offsets, 409 and completion work on a partial as on any upload."""
     url = tus.new(5, concat="partial")
     tus.append(url, 0, b"he")
     assert_error(tus.patch(url, 0, b"llo"), 409, errors.MismatchedOffset.code)
@@ -68,8 +71,8 @@ FINAL_FORMS = {
 
 
 @pytest.mark.parametrize("template", FINAL_FORMS.values(), ids=FINAL_FORMS.keys())
-def test_t154_t155_t156_t157_t172_t173_final_concatenation(tus: TusHTTP, template: str) -> None:
-    """T154 [M], T155 [M], T156 [C], T157 [R], T172 [M], T173 [R]: final over two complete
+def test_final_concatenation(tus: TusHTTP, template: str) -> None:
+    """Final over two complete
     partials -> 201; complete when the POST returns; HEAD echoes Upload-Concat as received."""
     a, b = two_partials(tus)
     header = template.format(a=upload_id(a), b=upload_id(b))
@@ -85,16 +88,16 @@ def test_t154_t155_t156_t157_t172_t173_final_concatenation(tus: TusHTTP, templat
     assert tus.content(final) == b"hello world"
 
 
-def test_t158_order_is_kept(tus: TusHTTP) -> None:
-    """T158 [M]: ``final;b a`` -> `` worldhello``."""
+def test_order_is_kept(tus: TusHTTP) -> None:
+    """``final;b a`` -> `` worldhello``."""
     a, b = two_partials(tus)
     final = tus.new(concat=f"final;{upload_path(b)} {upload_path(a)}")
     assert tus.content(final) == b" worldhello"
 
 
-def test_t159_t160_partials_are_reusable_but_not_listed_twice(tus: TusHTTP) -> None:
-    """T160 [Y]: one partial used by two finals: the partials are copied, never consumed.
-    T159: a partial listed twice in one final is a 400 (a changed decision: repeating one
+def test_partials_are_reusable_but_not_listed_twice(tus: TusHTTP) -> None:
+    """One partial used by two finals: the partials are copied, never consumed.
+    A partial listed twice in one final is a 400 (a changed decision: repeating one
     small partial a thousand times multiplied what the server wrote a thousandfold)."""
     a, b = two_partials(tus)
     response = tus.create(concat=f"final;{upload_path(a)} {upload_path(a)}")
@@ -109,8 +112,8 @@ def test_t159_t160_partials_are_reusable_but_not_listed_twice(tus: TusHTTP) -> N
 @pytest.mark.parametrize(
     ("offset", "body"), [(11, b""), (0, b"x"), (11, b"x")], ids=["end-empty", "zero", "end"]
 )
-def test_t161_patch_on_final_403(tus: TusHTTP, offset: int, body: bytes) -> None:
-    """T161 [M], T130 [R]: PATCH to a final -> 403 ERR_MODIFY_FINAL (checked before the
+def test_patch_on_final_403(tus: TusHTTP, offset: int, body: bytes) -> None:
+    """PATCH to a final -> 403 ERR_MODIFY_FINAL (checked before the
     offset); the final and its partials are unchanged."""
     a, b = two_partials(tus)
     final = tus.new(concat=f"final;{upload_path(a)} {upload_path(b)}")
@@ -122,16 +125,16 @@ def test_t161_patch_on_final_403(tus: TusHTTP, offset: int, body: bytes) -> None
     assert tus.content(a) == b"hello"
 
 
-def test_t130_final_checked_before_content_type(tus: TusHTTP) -> None:
-    """T130 [R]: 403 (final) comes before 415 (content type) and 409 (offset)."""
+def test_final_checked_before_content_type(tus: TusHTTP) -> None:
+    """403 (final) comes before 415 (content type) and 409 (offset)."""
     a, b = two_partials(tus)
     final = tus.new(concat=f"final;{upload_path(a)} {upload_path(b)}")
     response = tus.patch(final, 5, b"x", content_type="text/plain")
     assert_error(response, 403, errors.ModifyFinal.code)
 
 
-def test_t162_final_post_with_body_403(tus: TusHTTP) -> None:
-    """T162 [R], A15: a final POST carrying a body -> 403; nothing created."""
+def test_final_post_with_body_403(tus: TusHTTP) -> None:
+    """A final POST carrying a body -> 403; nothing created."""
     a, b = two_partials(tus)
     before = tus.snapshot()
     response = tus.create(concat=f"final;{upload_path(a)} {upload_path(b)}", body=b"hello world")
@@ -140,8 +143,8 @@ def test_t162_final_post_with_body_403(tus: TusHTTP) -> None:
     assert tus.snapshot() == before
 
 
-def test_t163_final_upload_length_ignored(tus: TusHTTP) -> None:
-    """T163 [R], A14: Upload-Length on a final is ignored; the length is the sum."""
+def test_final_upload_length_ignored(tus: TusHTTP) -> None:
+    """Upload-Length on a final is ignored; the length is the sum."""
     a, b = two_partials(tus)
     final = tus.new(999, concat=f"final;{upload_path(a)} {upload_path(b)}")
     head = tus.head(final)
@@ -149,8 +152,8 @@ def test_t163_final_upload_length_ignored(tus: TusHTTP) -> None:
 
 
 @pytest.mark.parametrize("kind", ["unknown", "non-partial", "final", "unknown-absolute"])
-def test_t164_t165_t166_invalid_partial_references_400(tus: TusHTTP, kind: str) -> None:
-    """T164 [R], T165 [R], T166 [R], A12, A13: unknown ids, non-partial uploads and finals
+def test_invalid_partial_references_400(tus: TusHTTP, kind: str) -> None:
+    """Unknown ids, non-partial uploads and finals
     cannot be concatenated -> 400 ERR_INVALID_CONCAT; nothing created."""
     a, b = two_partials(tus)
     if kind == "unknown":
@@ -168,8 +171,8 @@ def test_t164_t165_t166_invalid_partial_references_400(tus: TusHTTP, kind: str) 
     assert tus.snapshot() == before
 
 
-def test_t168_sum_over_max_size_413(make_client: MakeClient) -> None:
-    """T168 [R]: sum of partial lengths > Tus-Max-Size -> 413; nothing created."""
+def test_sum_over_max_size_413(make_client: MakeClient) -> None:
+    """Sum of partial lengths > Tus-Max-Size -> 413; nothing created."""
     tus = make_client(max_size=10)
     a = tus.upload(b"123456", concat="partial")
     b = tus.upload(b"abcdef", concat="partial")
@@ -179,8 +182,8 @@ def test_t168_sum_over_max_size_413(make_client: MakeClient) -> None:
     assert tus.snapshot() == before
 
 
-def test_t168_unfinished_sum_over_max_size_413(make_client: MakeClient) -> None:
-    """T168 [R] with concatenation-unfinished: known lengths already exceed the limit."""
+def test_unfinished_sum_over_max_size_413(make_client: MakeClient) -> None:
+    """With concatenation-unfinished: known lengths already exceed the limit."""
     tus = make_client(max_size=10)
     a = tus.new(6, concat="partial")
     b = tus.new(6, concat="partial")
@@ -192,16 +195,16 @@ def test_t168_unfinished_sum_over_max_size_413(make_client: MakeClient) -> None:
     "value",
     ["final;", "final; ", "final", "foo", "partial;x", "partial;/files/x", "final;/other/abc"],
 )
-def test_t169_malformed_upload_concat_400(tus: TusHTTP, value: str) -> None:
-    """T169 [M]: malformed Upload-Concat -> 400 ERR_INVALID_CONCAT; nothing created."""
+def test_malformed_upload_concat_400(tus: TusHTTP, value: str) -> None:
+    """Malformed Upload-Concat -> 400 ERR_INVALID_CONCAT; nothing created."""
     before = tus.snapshot()
     response = tus.create(5, concat=value)
     assert_error(response, 400, errors.InvalidConcat.code)
     assert tus.snapshot() == before
 
 
-def test_t170_final_metadata_from_own_post_only(tus: TusHTTP) -> None:
-    """T170 [M]: partial metadata is not inherited; the final's comes from its own POST."""
+def test_final_metadata_from_own_post_only(tus: TusHTTP) -> None:
+    """Partial metadata is not inherited; the final's comes from its own POST."""
     partial_meta = metadata_header([("part", "yes")])
     a = tus.upload(b"hello", concat="partial", metadata=partial_meta)
     b = tus.upload(b" world", concat="partial", metadata=partial_meta)
@@ -214,8 +217,8 @@ def test_t170_final_metadata_from_own_post_only(tus: TusHTTP) -> None:
     assert tus.head(a).headers.get("upload-metadata") == partial_meta
 
 
-def test_t174_t175_final_over_unfinished_partials(tus: TusHTTP) -> None:
-    """T174 [M], T175 [M]: final over an unfinished partial -> 201; HEAD has Upload-Concat,
+def test_final_over_unfinished_partials(tus: TusHTTP) -> None:
+    """Final over an unfinished partial -> 201; HEAD has Upload-Concat,
     Upload-Length (all lengths known) and no Upload-Offset; PATCH on the final is 403 and
     on the partial allowed; once the last partial completes the final is assembled."""
     a = tus.new(5, concat="partial")
@@ -243,8 +246,8 @@ def test_t174_t175_final_over_unfinished_partials(tus: TusHTTP) -> None:
     assert_error(tus.patch(final, 11, b""), 403, errors.ModifyFinal.code)
 
 
-def test_t174_t175_final_over_deferred_partial(tus: TusHTTP) -> None:
-    """T174 [M], T175 [M], T108 [R] (superseded by concatenation-unfinished): a partial with
+def test_final_over_deferred_partial(tus: TusHTTP) -> None:
+    """(superseded by concatenation-unfinished): a partial with
     a deferred length -> the final's HEAD has ``Upload-Defer-Length: 1`` and no length or
     offset until the partial declares its length and completes."""
     a = tus.upload(b"hello", concat="partial")
@@ -266,8 +269,8 @@ def test_t174_t175_final_over_deferred_partial(tus: TusHTTP) -> None:
     assert tus.content(final) == b"hello world"
 
 
-def test_t176_many_absolute_partials_over_8k(tus: TusHTTP) -> None:
-    """T176 [C]: an Upload-Concat of ~100 absolute URLs (> 8 KiB) is accepted."""
+def test_many_absolute_partials_over_8k(tus: TusHTTP) -> None:
+    """An Upload-Concat of ~100 absolute URLs (> 8 KiB) is accepted."""
     host = "https://uploads.a-rather-long-proxy-hostname.example.com"
     parts = []
     expected = bytearray()
@@ -283,8 +286,8 @@ def test_t176_many_absolute_partials_over_8k(tus: TusHTTP) -> None:
     assert tus.content(final) == bytes(expected)
 
 
-def test_t188_parallel_uploads_flow(tus: TusHTTP) -> None:
-    """T188 [C], T092 [C]: tus-js-client ``parallelUploads: 3`` with
+def test_parallel_uploads_flow(tus: TusHTTP) -> None:
+    """Tus-js-client ``parallelUploads: 3`` with
     ``uploadDataDuringCreation``: three partial POSTs (with a body), PATCHes, then the final
     with absolute URLs and the file's metadata."""
     data = os.urandom(30_001)
@@ -309,8 +312,8 @@ def test_t188_parallel_uploads_flow(tus: TusHTTP) -> None:
     assert tus.head(final).headers.get("upload-metadata") == metadata
 
 
-def test_t092_partial_creation_with_body_content_type(tus: TusHTTP) -> None:
-    """T092 [C]: a partial POST with body and the tus content type (sanity for T188)."""
+def test_partial_creation_with_body_content_type(tus: TusHTTP) -> None:
+    """A partial POST with body and the tus content type (sanity for the parallel upload flow)."""
     response = tus.create(5, concat="partial", body=b"hello", content_type=OFFSET_OCTET)
     assert_status(response, 201)
     assert response.headers.get("upload-offset") == "5"
@@ -321,10 +324,8 @@ def test_t092_partial_creation_with_body_content_type(tus: TusHTTP) -> None:
 # lifecycle hooks
 
 
-def test_t153_t173_partials_never_finish_final_does(
-    hooked: TusHTTP, events: RecordingListener
-) -> None:
-    """T153 [S], T173 [R]: a completed partial is not an application-level finished file; the
+def test_partials_never_finish_final_does(hooked: TusHTTP, events: RecordingListener) -> None:
+    """A completed partial is not an application-level finished file; the
     final fires ``finished`` inside its POST."""
     a = hooked.upload(b"hello", concat="partial")
     b = hooked.upload(b" world", concat="partial")
@@ -334,10 +335,10 @@ def test_t153_t173_partials_never_finish_final_does(
     assert events.of(final) == ["created", "finished"]
 
 
-def test_t175_unfinished_final_fires_finished_on_assembly(
+def test_unfinished_final_fires_finished_on_assembly(
     hooked: TusHTTP, events: RecordingListener
 ) -> None:
-    """T175 [M]: with unfinished partials the final's completion hook fires when the last
+    """With unfinished partials the final's completion hook fires when the last
     partial completes, once."""
     a = hooked.new(5, concat="partial")
     b = hooked.new(6, concat="partial")

@@ -1,7 +1,9 @@
-"""Checklist 1.1-1.7: versioning, OPTIONS, HEAD, PATCH, method override, routing, offsets.
+"""Core protocol: versioning, OPTIONS, HEAD, PATCH, method override, routing, offsets.
 
-Also the core-protocol client behaviours of section 4 (tus-js-client, tuspy, TUSKit,
-tus-java-client) that can be expressed as request sequences.
+Also the core-protocol client behaviours (tus-js-client, tuspy, TUSKit, tus-java-client) that
+can be expressed as request sequences. See docs/protocol.md, "Versioning and Tus-Resumable",
+"HEAD without Tus-Resumable", "Discovery", "Offset retrieval", "Appending", "Content types",
+"PATCH on a completed upload", "Method override", "Routing and 405" and "Downloads".
 """
 
 from __future__ import annotations
@@ -69,10 +71,10 @@ T001_ROWS: list[tuple[str, Request, int]] = [
     ("make_request", "status"),
     [pytest.param(r, s, id=i) for i, r, s in T001_ROWS],
 )
-def test_t001_t054_every_response_carries_tus_resumable(
+def test_every_response_carries_tus_resumable(
     tus: TusHTTP, make_request: Request, status: int
 ) -> None:
-    """T001 [M], T054 [R]: success or error, every tus response has ``Tus-Resumable: 1.0.0``
+    """Success or error, every tus response has ``Tus-Resumable: 1.0.0``
     (and ``X-Content-Type-Options: nosniff``)."""
     url = tus.new(10)
     response = make_request(tus, url)
@@ -81,8 +83,8 @@ def test_t001_t054_every_response_carries_tus_resumable(
     assert response.headers.get("x-content-type-options") == "nosniff", describe(response)
 
 
-def test_t002_post_without_version_412_creates_nothing(tus: TusHTTP) -> None:
-    """T002 [M], T005 [M]: no upload, no Location, storage unchanged."""
+def test_post_without_version_412_creates_nothing(tus: TusHTTP) -> None:
+    """No upload, no Location, storage unchanged."""
     before = tus.snapshot()
     response = tus.create(5, version=None)
     assert_error(response, 412, errors.UnsupportedVersion.code)
@@ -91,8 +93,8 @@ def test_t002_post_without_version_412_creates_nothing(tus: TusHTTP) -> None:
     assert tus.snapshot() == before
 
 
-def test_t003_patch_wrong_version_412_offset_unchanged(tus: TusHTTP) -> None:
-    """T003 [M], T005 [M]: 412 + Tus-Version; the 5 bytes are not appended."""
+def test_patch_wrong_version_412_offset_unchanged(tus: TusHTTP) -> None:
+    """412 + Tus-Version; the 5 bytes are not appended."""
     url = tus.new(10)
     before = tus.snapshot()
     response = tus.patch(url, 0, b"hello", version="0.2.2")
@@ -102,8 +104,8 @@ def test_t003_patch_wrong_version_412_offset_unchanged(tus: TusHTTP) -> None:
     assert tus.snapshot() == before
 
 
-def test_t004_t146_delete_wrong_version_412_upload_survives(tus: TusHTTP) -> None:
-    """T004 [M], T146 [M]: DELETE with a wrong or missing version -> 412; the upload stays."""
+def test_delete_wrong_version_412_upload_survives(tus: TusHTTP) -> None:
+    """DELETE with a wrong or missing version -> 412; the upload stays."""
     url = tus.new(10)
     for version in ("2.0.0", None):
         response = tus.delete(url, version=version)
@@ -112,8 +114,8 @@ def test_t004_t146_delete_wrong_version_412_upload_survives(tus: TusHTTP) -> Non
     assert tus.head(url).status_code == 200
 
 
-def test_t005_412_does_not_declare_length(tus: TusHTTP) -> None:
-    """T005 [M]: a 412 PATCH carrying Upload-Length on a deferred upload declares nothing."""
+def test_412_does_not_declare_length(tus: TusHTTP) -> None:
+    """A 412 PATCH carrying Upload-Length on a deferred upload declares nothing."""
     url = tus.new(defer=True)
     before = tus.snapshot()
     response = tus.patch(url, 0, b"hello", headers={"Upload-Length": "5"}, version="0.2.2")
@@ -125,8 +127,8 @@ def test_t005_412_does_not_declare_length(tus: TusHTTP) -> None:
     assert tus.snapshot() == before
 
 
-def test_t005_412_fires_no_hooks(hooked: TusHTTP, events: RecordingListener) -> None:
-    """T005 [M]: a 412 fires no hooks (no created, no finished)."""
+def test_412_fires_no_hooks(hooked: TusHTTP, events: RecordingListener) -> None:
+    """A 412 fires no hooks (no created, no finished)."""
     url = hooked.new(5)
     seen = list(events.log)
     assert_status(hooked.create(0, version=None), 412)
@@ -144,8 +146,8 @@ def test_t005_412_fires_no_hooks(hooked: TusHTTP, events: RecordingListener) -> 
         pytest.param("1.0", 412, id="1.0"),
     ],
 )
-def test_t006_head_version_check(tus: TusHTTP, version: str | None, status: int) -> None:
-    """T006 [R]: HEAD without Tus-Resumable is served; a wrong value -> 412."""
+def test_head_version_check(tus: TusHTTP, version: str | None, status: int) -> None:
+    """HEAD without Tus-Resumable is served; a wrong value -> 412."""
     url = tus.new(10)
     response = tus.head(url, version=version)
     assert_status(response, status)
@@ -155,8 +157,8 @@ def test_t006_head_version_check(tus: TusHTTP, version: str | None, status: int)
         assert response.headers.get("upload-offset") == "0"
 
 
-def test_t007_t197_header_names_case_insensitive(tus: TusHTTP) -> None:
-    """T007 [C], T197 [C]: ``TUS-Resumable`` (TUSKit), all-lowercase names (tuspy) accepted.
+def test_header_names_case_insensitive(tus: TusHTTP) -> None:
+    """``TUS-Resumable`` (TUSKit), all-lowercase names (tuspy) accepted.
 
     ASGI lowercases request header names before the app sees them, so this pins the
     end-to-end behaviour rather than a parser detail.
@@ -195,14 +197,14 @@ def test_t007_t197_header_names_case_insensitive(tus: TusHTTP) -> None:
         pytest.param("", 412, id="empty"),
     ],
 )
-def test_t008_version_compared_exactly(tus: TusHTTP, version: str, status: int) -> None:
-    """T008 [R]: exact compare to 1.0.0 after trimming whitespace."""
+def test_version_compared_exactly(tus: TusHTTP, version: str, status: int) -> None:
+    """Exact compare to 1.0.0 after trimming whitespace."""
     response = tus.create(5, version=version)
     assert_status(response, status)
 
 
-def test_t009_tus_version_is_1_0_0(tus: TusHTTP) -> None:
-    """T009 [M]: ``Tus-Version: 1.0.0`` on discovery and on 412."""
+def test_tus_version_is_1_0_0(tus: TusHTTP) -> None:
+    """``Tus-Version: 1.0.0`` on discovery and on 412."""
     assert tus.options().headers.get("tus-version") == "1.0.0"
     assert tus.create(5, version="9.9.9").headers.get("tus-version") == "1.0.0"
 
@@ -215,11 +217,8 @@ def test_t009_tus_version_is_1_0_0(tus: TusHTTP) -> None:
     "where", ["endpoint", "endpoint-no-slash", "upload-existing", "upload-unknown"]
 )
 @pytest.mark.parametrize("version", [None, "1.0.0", "9.9.9"], ids=["none", "1.0.0", "9.9.9"])
-def test_t010_t011_t014_t016_options_discovery(
-    tus: TusHTTP, where: str, version: str | None
-) -> None:
-    """T010 [M], T011 [M], T013 [M], T014 [M], T016 [R], T083 [M], T094 [M], T120 [M],
-    T134 [M], T141 [M], T149 [M]: 200 with the exact discovery headers on E and any U."""
+def test_options_discovery(tus: TusHTTP, where: str, version: str | None) -> None:
+    """200 with the exact discovery headers on E and any U."""
     url = {
         "endpoint": ENDPOINT,
         "endpoint-no-slash": ENDPOINT.rstrip("/"),
@@ -234,17 +233,17 @@ def test_t010_t011_t014_t016_options_discovery(
     assert headers.get("tus-extension") == EXTENSIONS
     assert headers.get("tus-checksum-algorithm") == CHECKSUM_ALGORITHMS
     assert "checksum-trailer" not in csv_items(headers.get("tus-extension"))
-    assert "tus-max-size" not in headers, "T012: no limit configured -> header omitted"
+    assert "tus-max-size" not in headers, "no limit configured -> header omitted"
 
 
-def test_t012_tus_max_size_advertised(make_client: MakeClient) -> None:
-    """T012 [S]: ``Tus-Max-Size`` equals the configured limit."""
+def test_tus_max_size_advertised(make_client: MakeClient) -> None:
+    """``Tus-Max-Size`` equals the configured limit."""
     tus = make_client(max_size=1000)
     assert tus.options().headers.get("tus-max-size") == "1000"
 
 
-def test_t015_t206_comma_lists_have_no_spaces(tus: TusHTTP) -> None:
-    """T015 [C], T206 [C]: TUSKit splits on ',' without trimming."""
+def test_comma_lists_have_no_spaces(tus: TusHTTP) -> None:
+    """TUSKit splits on ',' without trimming."""
     headers = tus.options().headers
     for name in ("tus-version", "tus-extension", "tus-checksum-algorithm"):
         value = headers.get(name)
@@ -256,8 +255,8 @@ def test_t015_t206_comma_lists_have_no_spaces(tus: TusHTTP) -> None:
 # 1.3 HEAD
 
 
-def test_t017_t024_head_fresh_upload(tus: TusHTTP) -> None:
-    """T017 [M], T023 [M], T024 [S], T184 [C]: 200, offset 0, length 100, no-store."""
+def test_head_fresh_upload(tus: TusHTTP) -> None:
+    """200, offset 0, length 100, no-store."""
     url = tus.new(100)
     response = tus.head(url)
     assert_status(response, 200)
@@ -267,8 +266,8 @@ def test_t017_t024_head_fresh_upload(tus: TusHTTP) -> None:
     assert "upload-defer-length" not in response.headers
 
 
-def test_t017_t026_head_sends_no_body_raw(tus: TusHTTP) -> None:
-    """T017 [M], T026 [R]: no body bytes on the wire (checked below TestClient, which drops
+def test_head_sends_no_body_raw(tus: TusHTTP) -> None:
+    """No body bytes on the wire (checked below TestClient, which drops
     HEAD bodies); a Content-Length, if sent, is consistent with what GET would return."""
     url = tus.upload(b"0123456789")
     raw = tus.raw("HEAD", upload_path(url))
@@ -286,8 +285,8 @@ def test_t017_t026_head_sends_no_body_raw(tus: TusHTTP) -> None:
     assert raw.header("content-length") in (None, "100", "3")
 
 
-def test_t018_t019_t056_head_tracks_offset(tus: TusHTTP) -> None:
-    """T018 [M], T019 [M], T056 [C]: 70 of 100, then complete (offset still sent; the HEAD is
+def test_head_tracks_offset(tus: TusHTTP) -> None:
+    """70 of 100, then complete (offset still sent; the HEAD is
     answered by the tus handler, not an implicit GET route)."""
     url = tus.new(100)
     tus.append(url, 0, b"x" * 70)
@@ -300,8 +299,8 @@ def test_t018_t019_t056_head_tracks_offset(tus: TusHTTP) -> None:
     assert "no-store" in head.headers.get("cache-control", "")
 
 
-def test_t020_head_deferred_length(tus: TusHTTP) -> None:
-    """T020 [M]: deferred upload -> offset N, ``Upload-Defer-Length: 1``, no Upload-Length."""
+def test_head_deferred_length(tus: TusHTTP) -> None:
+    """Deferred upload -> offset N, ``Upload-Defer-Length: 1``, no Upload-Length."""
     url = tus.new(defer=True)
     tus.append(url, 0, b"1234567")
     head = tus.head(url)
@@ -310,8 +309,8 @@ def test_t020_head_deferred_length(tus: TusHTTP) -> None:
     assert "upload-length" not in head.headers
 
 
-def test_t022_t023_t209_head_unknown_404(tus: TusHTTP) -> None:
-    """T022 [S], T023 [M], T209 [C]: exactly 404, no Upload-Offset, no body, no-store."""
+def test_head_unknown_404(tus: TusHTTP) -> None:
+    """Exactly 404, no Upload-Offset, no body, no-store."""
     response = tus.head(UNKNOWN)
     assert_error(response, 404)
     assert "upload-offset" not in response.headers
@@ -325,8 +324,8 @@ def test_t022_t023_t209_head_unknown_404(tus: TusHTTP) -> None:
 # 1.4 PATCH
 
 
-def test_t027_t034_patch_appends(tus: TusHTTP) -> None:
-    """T027 [M], T034 [M]: 204, ``Upload-Offset: 5``, no body."""
+def test_patch_appends(tus: TusHTTP) -> None:
+    """204, ``Upload-Offset: 5``, no body."""
     url = tus.new(11)
     response = tus.patch(url, 0, b"hello")
     assert_status(response, 204)
@@ -335,8 +334,8 @@ def test_t027_t034_patch_appends(tus: TusHTTP) -> None:
     assert response.headers.get("tus-resumable") == TUS_VERSION
 
 
-def test_t028_offset_counts_stored_bytes_not_claimed_length(tus: TusHTTP) -> None:
-    """T028 [M], T043 [C]: a body shorter than its Content-Length never yields an offset for
+def test_offset_counts_stored_bytes_not_claimed_length(tus: TusHTTP) -> None:
+    """A body shorter than its Content-Length never yields an offset for
     bytes that were not stored; the offset is exactly the stored prefix."""
     url = tus.new(20)
     response = tus.patch(url, 0, b"hello", headers={"Content-Length": "10"})
@@ -351,8 +350,8 @@ def test_t028_offset_counts_stored_bytes_not_claimed_length(tus: TusHTTP) -> Non
 
 
 @pytest.mark.parametrize("sent", [3, 7, 0], ids=["behind", "ahead", "zero"])
-def test_t029_t042_offset_mismatch_409(tus: TusHTTP, sent: int) -> None:
-    """T029 [M], T042 [M], T152 [M]: wrong offset -> 409, nothing written, HEAD still 5."""
+def test_offset_mismatch_409(tus: TusHTTP, sent: int) -> None:
+    """Wrong offset -> 409, nothing written, HEAD still 5."""
     url = tus.new(20)
     tus.append(url, 0, b"hello")
     before = tus.snapshot()
@@ -374,8 +373,8 @@ def test_t029_t042_offset_mismatch_409(tus: TusHTTP, sent: int) -> None:
     ],
     ids=["missing", "octet-stream", "text", "suffix", "prefix", "multipart"],
 )
-def test_t030_t042_wrong_content_type_415(tus: TusHTTP, content_type: str | None) -> None:
-    """T030 [S], T042 [M]: 415 ERR_INVALID_CONTENT_TYPE; upload unchanged."""
+def test_wrong_content_type_415(tus: TusHTTP, content_type: str | None) -> None:
+    """415 ERR_INVALID_CONTENT_TYPE; upload unchanged."""
     url = tus.new(10)
     before = tus.snapshot()
     response = tus.patch(url, 0, b"hello", content_type=content_type)
@@ -393,8 +392,8 @@ def test_t030_t042_wrong_content_type_415(tus: TusHTTP, content_type: str | None
         "application/offset+octet-stream;foo=bar",
     ],
 )
-def test_t031_content_type_case_and_parameters_ignored(tus: TusHTTP, content_type: str) -> None:
-    """T031 [R]: media type compared case-insensitively, parameters ignored."""
+def test_content_type_case_and_parameters_ignored(tus: TusHTTP, content_type: str) -> None:
+    """Media type compared case-insensitively, parameters ignored."""
     url = tus.new(10)
     response = tus.patch(url, 0, b"hello", content_type=content_type)
     assert_status(response, 204)
@@ -434,8 +433,8 @@ def test_t031_content_type_case_and_parameters_ignored(tus: TusHTTP, content_typ
         "fullwidth-zero",
     ],
 )
-def test_t032_t042_bad_offset_syntax_400(tus: TusHTTP, value: str | bytes | None) -> None:
-    """T032 [R], T042 [M], A29: digits only -> otherwise 400 ERR_INVALID_OFFSET, no write.
+def test_bad_offset_syntax_400(tus: TusHTTP, value: str | bytes | None) -> None:
+    """Digits only -> otherwise 400 ERR_INVALID_OFFSET, no write.
 
     The upload sits at offset 0, so a lenient ``int()`` would accept ``+0``, ``0_0`` and the
     non-ASCII zeros and answer 204: this table tells syntax errors from mismatches.
@@ -448,14 +447,14 @@ def test_t032_t042_bad_offset_syntax_400(tus: TusHTTP, value: str | bytes | None
     assert tus.snapshot() == before
 
 
-def test_t033_patch_unknown_404(tus: TusHTTP) -> None:
-    """T033 [S]: PATCH to an unknown id -> 404 ERR_UPLOAD_NOT_FOUND."""
+def test_patch_unknown_404(tus: TusHTTP) -> None:
+    """PATCH to an unknown id -> 404 ERR_UPLOAD_NOT_FOUND."""
     response = tus.patch(UNKNOWN, 0, b"hello")
     assert_error(response, 404, errors.NotFound.code)
 
 
-def test_t035_chunked_body_without_content_length(tus: TusHTTP) -> None:
-    """T035 [C]: ``Transfer-Encoding: chunked`` without Content-Length is accepted."""
+def test_chunked_body_without_content_length(tus: TusHTTP) -> None:
+    """``Transfer-Encoding: chunked`` without Content-Length is accepted."""
     url = tus.new(11)
     response = tus.patch(url, 0, iter([b"hel", b"lo ", b"world"]))
     assert response.request.headers.get("transfer-encoding") == "chunked"
@@ -473,10 +472,8 @@ def test_t035_chunked_body_without_content_length(tus: TusHTTP) -> None:
         pytest.param(0, "text/plain", 415, id="content-type"),
     ],
 )
-def test_t036_expect_100_continue(
-    tus: TusHTTP, offset: int, content_type: str, status: int
-) -> None:
-    """T036 [C]: ``Expect: 100-continue`` (tus-java-client) -> normal handling or early 4xx."""
+def test_expect_100_continue(tus: TusHTTP, offset: int, content_type: str, status: int) -> None:
+    """``Expect: 100-continue`` (tus-java-client) -> normal handling or early 4xx."""
     url = tus.new(10)
     response = tus.patch(
         url, offset, b"hello", content_type=content_type, headers={"Expect": "100-continue"}
@@ -486,8 +483,8 @@ def test_t036_expect_100_continue(
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length-0", "chunked-empty"])
-def test_t037_t190_empty_body(tus: TusHTTP, chunked: bool) -> None:
-    """T037 [M], T190 [C]: an empty PATCH at the right offset -> 204, offset unchanged (both
+def test_empty_body(tus: TusHTTP, chunked: bool) -> None:
+    """An empty PATCH at the right offset -> 204, offset unchanged (both
     ``Content-Length: 0`` and an empty chunked body, as tus-js-client on Node sends)."""
     url = tus.new(10)
     tus.append(url, 0, b"abc")
@@ -499,8 +496,8 @@ def test_t037_t190_empty_body(tus: TusHTTP, chunked: bool) -> None:
 
 
 @pytest.mark.parametrize(("start", "size"), [(0, 11), (5, 6), (9, 100)])
-def test_t038_size_exceeded_by_content_length_413(tus: TusHTTP, start: int, size: int) -> None:
-    """T038 [R]: offset + Content-Length > Upload-Length -> 413 before reading; no write."""
+def test_size_exceeded_by_content_length_413(tus: TusHTTP, start: int, size: int) -> None:
+    """Offset + Content-Length > Upload-Length -> 413 before reading; no write."""
     url = tus.new(10)
     if start:
         tus.append(url, 0, b"a" * start)
@@ -511,8 +508,8 @@ def test_t038_size_exceeded_by_content_length_413(tus: TusHTTP, start: int, size
     assert tus.snapshot() == before
 
 
-def test_t038_chunked_overflow_keeps_bytes_up_to_length(tus: TusHTTP) -> None:
-    """T038 [R]: chunked body past the length -> bytes up to the length kept, then 413."""
+def test_chunked_overflow_keeps_bytes_up_to_length(tus: TusHTTP) -> None:
+    """Chunked body past the length -> bytes up to the length kept, then 413."""
     url = tus.new(10)
     tus.append(url, 0, b"01234")
     response = tus.patch(url, 5, iter([b"56789", b"abcde"]))
@@ -523,8 +520,8 @@ def test_t038_chunked_overflow_keeps_bytes_up_to_length(tus: TusHTTP) -> None:
 
 
 @pytest.mark.parametrize("body", [b"", b"extra"], ids=["empty", "with-body"])
-def test_t039_patch_on_completed_upload_is_noop(tus: TusHTTP, body: bytes) -> None:
-    """T039 [R], A5: completed upload + matching offset -> 204, Upload-Offset = length, body
+def test_patch_on_completed_upload_is_noop(tus: TusHTTP, body: bytes) -> None:
+    """Completed upload + matching offset -> 204, Upload-Offset = length, body
     not appended."""
     url = tus.upload(b"0123456789")
     before = tus.snapshot()
@@ -546,10 +543,10 @@ REJECTED_PATCHES: list[tuple[str, dict[str, object], int]] = [
 @pytest.mark.parametrize(
     ("changes", "status"), [pytest.param(c, s, id=i) for i, c, s in REJECTED_PATCHES]
 )
-def test_t042_rejected_patch_declares_no_length(
+def test_rejected_patch_declares_no_length(
     tus: TusHTTP, changes: dict[str, object], status: int
 ) -> None:
-    """T042 [M]: a rejected PATCH appends nothing and does not declare the deferred length."""
+    """A rejected PATCH appends nothing and does not declare the deferred length."""
     url = tus.new(defer=True)
     before = tus.snapshot()
     kwargs: dict[str, object] = {"offset": 0, "headers": {"Upload-Length": "5"}}
@@ -567,8 +564,8 @@ def test_t042_rejected_patch_declares_no_length(
 @pytest.mark.parametrize(
     "size", [1, 1000, 65537, 5 * 1024 * 1024 + 3], ids=["1B", "1000B", "64KiB+1", "5MiB+3"]
 )
-def test_t043_t044_t045_t198_offset_equals_all_bytes_sent(tus: TusHTTP, size: int) -> None:
-    """T043 [C], T044 [C], T045 [C], T198 [C]: a 204 acknowledges every byte sent (one PATCH
+def test_offset_equals_all_bytes_sent(tus: TusHTTP, size: int) -> None:
+    """A 204 acknowledges every byte sent (one PATCH
     carrying the whole file, as tuspy does by default), and they are all stored."""
     data = os.urandom(size)
     url = tus.new(size)
@@ -582,8 +579,8 @@ def test_t043_t044_t045_t198_offset_equals_all_bytes_sent(tus: TusHTTP, size: in
 # 1.5 X-HTTP-Method-Override
 
 
-def test_t046_t186_override_patch(tus: TusHTTP) -> None:
-    """T046 [M], T186 [C]: POST U + override PATCH is a PATCH."""
+def test_override_patch(tus: TusHTTP) -> None:
+    """POST U + override PATCH is a PATCH."""
     url = tus.new(5)
     response = tus.patch(
         url, 0, b"hello", method="POST", headers={"X-HTTP-Method-Override": "PATCH"}
@@ -593,16 +590,16 @@ def test_t046_t186_override_patch(tus: TusHTTP) -> None:
     assert tus.content(url) == b"hello"
 
 
-def test_t047_override_delete(tus: TusHTTP) -> None:
-    """T047 [M]: POST U + override DELETE -> 204; the upload is gone."""
+def test_override_delete(tus: TusHTTP) -> None:
+    """POST U + override DELETE -> 204; the upload is gone."""
     url = tus.new(5)
     response = tus.request("POST", url, headers={"X-HTTP-Method-Override": "DELETE"})
     assert_status(response, 204)
     assert tus.head(url).status_code == 404
 
 
-def test_t048_override_head(tus: TusHTTP) -> None:
-    """T048 [R]: POST U + override HEAD -> HEAD semantics."""
+def test_override_head(tus: TusHTTP) -> None:
+    """POST U + override HEAD -> HEAD semantics."""
     url = tus.new(5)
     tus.append(url, 0, b"ab")
     response = tus.request("POST", url, headers={"X-HTTP-Method-Override": "HEAD"})
@@ -612,8 +609,8 @@ def test_t048_override_head(tus: TusHTTP) -> None:
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "PATCH"])
-def test_t049_override_ignored_on_non_post(tus: TusHTTP, method: str) -> None:
-    """T049 [R], A23: the override is honoured only on POST; elsewhere it is ignored."""
+def test_override_ignored_on_non_post(tus: TusHTTP, method: str) -> None:
+    """The override is honoured only on POST; elsewhere it is ignored."""
     url = tus.new(5)
     headers = {"X-HTTP-Method-Override": "DELETE"}
     if method == "PATCH":
@@ -631,8 +628,8 @@ def test_t049_override_ignored_on_non_post(tus: TusHTTP, method: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["/files/", "/files"])
-def test_t051_t207_create_on_both_paths_without_redirect(tus: TusHTTP, path: str) -> None:
-    """T051 [C], T207 [C]: ``/files`` and ``/files/`` create directly (no 30x)."""
+def test_create_on_both_paths_without_redirect(tus: TusHTTP, path: str) -> None:
+    """``/files`` and ``/files/`` create directly (no 30x)."""
     response = tus.create(5, url=path)
     assert_status(response, 201)
     assert UPLOAD_URL_RE.match(response.headers["location"]), describe(response)
@@ -648,10 +645,8 @@ def test_t051_t207_create_on_both_paths_without_redirect(tus: TusHTTP, path: str
         pytest.param("DELETE", "endpoint", {"POST"}, id="delete-endpoint"),
     ],
 )
-def test_t052_method_not_allowed_405(
-    tus: TusHTTP, method: str, where: str, allowed: set[str]
-) -> None:
-    """T052 [R]: 405 + ``Allow`` listing the methods of that URL."""
+def test_method_not_allowed_405(tus: TusHTTP, method: str, where: str, allowed: set[str]) -> None:
+    """405 + ``Allow`` listing the methods of that URL."""
     url = tus.new(5) if where == "upload" else ENDPOINT
     response = tus.request(method, url, headers={"Content-Type": OFFSET_OCTET})
     assert_error(response, 405, errors.MethodNotAllowed.code)
@@ -663,8 +658,8 @@ def test_t052_method_not_allowed_405(
         assert "PATCH" not in allow
 
 
-def test_t053_error_bodies_are_text_plain_codes(tus: TusHTTP) -> None:
-    """T053 [R]: ``ERR_CODE: message\\n`` as text/plain; HEAD errors carry no body."""
+def test_error_bodies_are_text_plain_codes(tus: TusHTTP) -> None:
+    """``ERR_CODE: message\\n`` as text/plain; HEAD errors carry no body."""
     url = tus.new(5)
     for response in (
         tus.create(),
@@ -686,16 +681,16 @@ def test_t053_error_bodies_are_text_plain_codes(tus: TusHTTP) -> None:
 # GET download (not tus; our stated behaviour)
 
 
-def test_t055_get_finished_upload_returns_bytes(tus: TusHTTP) -> None:
-    """T055 [R]: GET of a finished upload -> 200 with its bytes."""
+def test_get_finished_upload_returns_bytes(tus: TusHTTP) -> None:
+    """GET of a finished upload -> 200 with its bytes."""
     url = tus.upload(b"hello world", chunk=4)
     response = tus.get(url)
     assert_status(response, 200)
     assert response.content == b"hello world"
 
 
-def test_t055_get_unfinished_409(tus: TusHTTP) -> None:
-    """T055 [R]: GET of an unfinished upload -> 409 ERR_UPLOAD_NOT_FINISHED."""
+def test_get_unfinished_409(tus: TusHTTP) -> None:
+    """GET of an unfinished upload -> 409 ERR_UPLOAD_NOT_FINISHED."""
     url = tus.new(10)
     tus.append(url, 0, b"abc")
     assert_error(tus.get(url), 409, errors.NotFinished.code)
@@ -711,8 +706,8 @@ def test_t055_get_unfinished_409(tus: TusHTTP) -> None:
         ("bytes=0-0", b"0", "bytes 0-0/10"),
     ],
 )
-def test_t055_get_range_206(tus: TusHTTP, spec: str, body: bytes, content_range: str) -> None:
-    """T055 [R]: GET with Range -> 206 and the requested slice."""
+def test_get_range_206(tus: TusHTTP, spec: str, body: bytes, content_range: str) -> None:
+    """GET with Range -> 206 and the requested slice."""
     url = tus.upload(b"0123456789")
     response = tus.get(url, headers={"Range": spec})
     assert_status(response, 206)
@@ -720,15 +715,15 @@ def test_t055_get_range_206(tus: TusHTTP, spec: str, body: bytes, content_range:
     assert response.headers.get("content-range") == content_range
 
 
-def test_t055_get_range_unsatisfiable_416(tus: TusHTTP) -> None:
-    """T055 [R]: a Range wholly past the end -> 416 (RFC 9110), not 5xx."""
+def test_get_range_unsatisfiable_416(tus: TusHTTP) -> None:
+    """A Range wholly past the end -> 416 (RFC 9110), not 5xx."""
     url = tus.upload(b"0123456789")
     response = tus.get(url, headers={"Range": "bytes=20-30"})
     assert_error(response, 416, errors.RangeNotSatisfiable.code)
 
 
-def test_t055_get_unknown_404(tus: TusHTTP) -> None:
-    """T055 [R]: GET of an unknown id -> 404."""
+def test_get_unknown_404(tus: TusHTTP) -> None:
+    """GET of an unknown id -> 404."""
     assert_error(tus.get(UNKNOWN), 404, errors.NotFound.code)
 
 
@@ -736,8 +731,8 @@ def test_t055_get_unknown_404(tus: TusHTTP) -> None:
 # 1.7 Offsets across requests
 
 
-def test_t060_t204_head_offset_accepted_by_next_patch(tus: TusHTTP) -> None:
-    """T060 [M], T204 [C]: each HEAD offset is accepted by the next PATCH; after the last
+def test_head_offset_accepted_by_next_patch(tus: TusHTTP) -> None:
+    """Each HEAD offset is accepted by the next PATCH; after the last
     PATCH, HEAD shows offset == length (TUSKit's retry-after-timeout path)."""
     data = os.urandom(1000)
     url = tus.new(len(data))
@@ -750,11 +745,11 @@ def test_t060_t204_head_offset_accepted_by_next_patch(tus: TusHTTP) -> None:
 
 
 # =============================================================================================
-# Section 4: client request sequences
+# Client request sequences
 
 
-def test_t178_chunked_uploads_report_cumulative_offsets(tus: TusHTTP) -> None:
-    """T178 [C]: a 12 MiB file in 5, 5 and 2 MiB PATCHes; each 204 has the cumulative offset."""
+def test_chunked_uploads_report_cumulative_offsets(tus: TusHTTP) -> None:
+    """A 12 MiB file in 5, 5 and 2 MiB PATCHes; each 204 has the cumulative offset."""
     mib = 1024 * 1024
     data = os.urandom(12 * mib)
     url = tus.new(len(data))
@@ -767,8 +762,8 @@ def test_t178_chunked_uploads_report_cumulative_offsets(tus: TusHTTP) -> None:
     assert tus.content(url) == data
 
 
-def test_t181_t200_retry_after_409_via_head(tus: TusHTTP) -> None:
-    """T181 [C], T200 [C]: a 409 is recoverable: HEAD, then PATCH from the reported offset."""
+def test_retry_after_409_via_head(tus: TusHTTP) -> None:
+    """A 409 is recoverable: HEAD, then PATCH from the reported offset."""
     url = tus.new(10)
     tus.append(url, 0, b"01234")
     assert tus.patch(url, 0, b"0123456789").status_code == 409
@@ -778,8 +773,8 @@ def test_t181_t200_retry_after_409_via_head(tus: TusHTTP) -> None:
     assert tus.content(url) == b"0123456789"
 
 
-def test_t198_t199_tuspy_patch_lowercase_with_checksum(tus: TusHTTP) -> None:
-    """T198 [C], T199 [C]: tuspy's PATCH (lowercase names, sha1 checksum); ``upload-offset``
+def test_tuspy_patch_lowercase_with_checksum(tus: TusHTTP) -> None:
+    """Tuspy's PATCH (lowercase names, sha1 checksum); ``upload-offset``
     is parseable by ``int()``."""
     data = os.urandom(4096)
     url = tus.new(len(data))
@@ -797,8 +792,8 @@ def test_t198_t199_tuspy_patch_lowercase_with_checksum(tus: TusHTTP) -> None:
     assert int(response.headers["upload-offset"]) == len(data)
 
 
-def test_t206_tuskit_head_has_length_and_offset(tus: TusHTTP) -> None:
-    """T206 [C]: HEAD is 2xx with parseable Upload-Length and Upload-Offset."""
+def test_tuskit_head_has_length_and_offset(tus: TusHTTP) -> None:
+    """HEAD is 2xx with parseable Upload-Length and Upload-Offset."""
     url = tus.new(512 * 1024)
     tus.append(url, 0, b"a" * 1024)
     head = tus.head(url, headers={"TUS-Resumable": "1.0.0"}, version=None)
@@ -807,8 +802,8 @@ def test_t206_tuskit_head_has_length_and_offset(tus: TusHTTP) -> None:
     assert int(head.headers["upload-offset"]) == 1024
 
 
-def test_t208_java_client_chunked_expect_override(tus: TusHTTP) -> None:
-    """T208 [C]: POST + override PATCH, chunked, ``Expect: 100-continue``; the returned offset
+def test_java_client_chunked_expect_override(tus: TusHTTP) -> None:
+    """POST + override PATCH, chunked, ``Expect: 100-continue``; the returned offset
     equals all bytes sent."""
     data = os.urandom(3 * 1024 * 1024)
     url = tus.new(len(data))
@@ -825,8 +820,8 @@ def test_t208_java_client_chunked_expect_override(tus: TusHTTP) -> None:
     assert tus.content(url) == data
 
 
-def test_t209_t183_head_after_termination_is_404(tus: TusHTTP) -> None:
-    """T209 [C], T183 [C], T201 [C]: a gone upload answers exactly 404 so clients re-create."""
+def test_head_after_termination_is_404(tus: TusHTTP) -> None:
+    """A gone upload answers exactly 404 so clients re-create."""
     url = tus.new(5)
     assert tus.delete(url).status_code == 204
     response = tus.head(url)

@@ -1,4 +1,4 @@
-"""Checklist section 5: CORS for browser clients (tus-js-client, Uppy)."""
+"""CORS for browser clients (tus-js-client, Uppy): docs/protocol.md, "CORS"."""
 
 from __future__ import annotations
 
@@ -101,11 +101,8 @@ PREFLIGHTS = [
     ("where", "method", "requested"),
     [pytest.param(w, m, h, id=i) for i, w, m, h in PREFLIGHTS],
 )
-def test_t210_to_t214_t221_t222_preflight(
-    tus: TusHTTP, where: str, method: str, requested: str
-) -> None:
-    """T210 [C], T211 [C], T212 [C], T213 [C], T214 [C], T050 [C], T221 [R], T222 [R]:
-    preflights to E, an existing U and an unknown U -> 200 with the origin echoed, the
+def test_preflight(tus: TusHTTP, where: str, method: str, requested: str) -> None:
+    """Preflights to E, an existing U and an unknown U -> 200 with the origin echoed, the
     method and every requested header allowed, Max-Age and ``Vary: Origin``."""
     url = {"endpoint": ENDPOINT, "upload": tus.new(5), "unknown": UNKNOWN}[where]
     response = preflight(tus, url, method, requested)
@@ -159,10 +156,8 @@ ACTUALS: list[tuple[str, Request, int]] = [
 @pytest.mark.parametrize(
     ("make_request", "status"), [pytest.param(r, s, id=i) for i, r, s in ACTUALS]
 )
-def test_t215_t217_actual_responses_carry_cors(
-    tus: TusHTTP, make_request: Request, status: int
-) -> None:
-    """T215 [C], T216 [C], T217 [C]: every actual response, errors included, has
+def test_actual_responses_carry_cors(tus: TusHTTP, make_request: Request, status: int) -> None:
+    """Every actual response, errors included, has
     Access-Control-Allow-Origin and exposes the tus headers."""
     url = tus.new(5)
     response = make_request(tus, url)
@@ -175,8 +170,8 @@ def test_t215_t217_actual_responses_carry_cors(
     assert not missing, f"not exposed: {missing}: {describe(response)}"
 
 
-def test_t220_js_options_gets_expose_headers(tus: TusHTTP) -> None:
-    """T220 [R]: a JS-initiated tus OPTIONS (an actual request) carries discovery and Expose
+def test_js_options_gets_expose_headers(tus: TusHTTP) -> None:
+    """A JS-initiated tus OPTIONS (an actual request) carries discovery and Expose
     headers."""
     response = tus.options(ENDPOINT, headers={"Origin": ORIGIN})
     assert_status(response, 200)
@@ -189,8 +184,8 @@ def test_t220_js_options_gets_expose_headers(tus: TusHTTP) -> None:
         assert name.lower() in exposed, name
 
 
-def test_t177_t185_t216_browser_upload_flow(tus: TusHTTP) -> None:
-    """T177 [C], T185 [C], T191 [C], T216 [C]: preflight, POST, preflight, PATCH; Location
+def test_browser_upload_flow(tus: TusHTTP) -> None:
+    """Preflight, POST, preflight, PATCH; Location
     and Upload-Offset are readable from script (React Native uses the same XHR path)."""
     pre = preflight(tus, ENDPOINT, "POST", "tus-resumable,upload-length,upload-metadata")
     assert_status(pre, 200)
@@ -208,8 +203,8 @@ def test_t177_t185_t216_browser_upload_flow(tus: TusHTTP) -> None:
     assert response.headers["upload-offset"] == "11"
 
 
-def test_t194_t218_credentials(make_client: MakeClient) -> None:
-    """T194 [C], T218 [C]: with credentials the exact origin is echoed (never ``*``) with
+def test_credentials(make_client: MakeClient) -> None:
+    """With credentials the exact origin is echoed (never ``*``) with
     ``Allow-Credentials: true`` and ``Vary: Origin`` on preflight and actual responses, and the
     header names are listed (no wildcard)."""
     tus = make_client(cors_allow_credentials=True, cors_origins=(ORIGIN,))
@@ -232,8 +227,8 @@ def test_t194_t218_credentials(make_client: MakeClient) -> None:
         assert {n.lower() for n in EXPOSE_NAMES} <= {n.lower() for n in exposed}
 
 
-def test_t218_no_credentials_header_by_default(tus: TusHTTP) -> None:
-    """T218 [C] (control): without the setting, no Allow-Credentials."""
+def test_no_credentials_header_by_default(tus: TusHTTP) -> None:
+    """Without the setting, no Allow-Credentials."""
     pre = preflight(tus, ENDPOINT, "POST", "tus-resumable,upload-length")
     assert "access-control-allow-credentials" not in pre.headers
     assert "access-control-allow-credentials" not in tus.create(5, headers=H).headers
@@ -248,16 +243,16 @@ def restricted(make_client: MakeClient) -> TusHTTP:
     return make_client(cors_origins=(GOOD,))
 
 
-def test_t219_disallowed_origin_preflight_403(restricted: TusHTTP) -> None:
-    """T219 [R]: a preflight from a disallowed origin -> 403 with no CORS headers."""
+def test_disallowed_origin_preflight_403(restricted: TusHTTP) -> None:
+    """A preflight from a disallowed origin -> 403 with no CORS headers."""
     response = preflight(restricted, ENDPOINT, "POST", "tus-resumable,upload-length", EVIL)
     assert response.status_code == 403, describe(response)
     assert not cors_headers(response), describe(response)
 
 
 @pytest.mark.parametrize("verb", ["POST", "HEAD", "PATCH", "DELETE"])
-def test_t219_disallowed_origin_actual_403(restricted: TusHTTP, verb: str) -> None:
-    """T219 [R]: actual requests from a disallowed origin -> 403, no CORS headers, no effect."""
+def test_disallowed_origin_actual_403(restricted: TusHTTP, verb: str) -> None:
+    """Actual requests from a disallowed origin -> 403, no CORS headers, no effect."""
     url = restricted.new(5)
     before = restricted.snapshot()
     evil = {"Origin": EVIL}
@@ -275,8 +270,8 @@ def test_t219_disallowed_origin_actual_403(restricted: TusHTTP, verb: str) -> No
     assert restricted.offset(url) == 0
 
 
-def test_t219_allowed_origin_and_no_origin(restricted: TusHTTP) -> None:
-    """T219 [R] (control): the listed origin is echoed; requests without Origin (tuspy,
+def test_allowed_origin_and_no_origin(restricted: TusHTTP) -> None:
+    """The listed origin is echoed; requests without Origin (tuspy,
     mobile SDKs) are not subject to CORS."""
     pre = preflight(restricted, ENDPOINT, "POST", "tus-resumable,upload-length", GOOD)
     assert_status(pre, 200)

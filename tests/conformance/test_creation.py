@@ -1,4 +1,8 @@
-"""Checklist 2.1-2.4: creation, Upload-Metadata, creation-with-upload, creation-defer-length."""
+"""Creation, Upload-Metadata, creation-with-upload and creation-defer-length.
+
+See docs/protocol.md, "Creation", "Upload-Metadata strictness", "Creation with upload",
+"Deferred length" and "Upload-Length repeated or changed".
+"""
 
 from __future__ import annotations
 
@@ -29,8 +33,8 @@ from .tusclient_http import (
 # 2.1 creation
 
 
-def test_t062_t063_create_returns_absolute_location(tus: TusHTTP) -> None:
-    """T062 [M], T063 [M/R], T074 [R]: 201, absolute Location, empty body, no Upload-Offset
+def test_create_returns_absolute_location(tus: TusHTTP) -> None:
+    """201, absolute Location, empty body, no Upload-Offset
     without a body; HEAD shows offset 0 and the length."""
     response = tus.create(100, headers={"Content-Length": "0"})
     assert_status(response, 201)
@@ -44,16 +48,16 @@ def test_t062_t063_create_returns_absolute_location(tus: TusHTTP) -> None:
     assert head.headers["upload-length"] == "100"
 
 
-def test_t063_t197_location_survives_urljoin(tus: TusHTTP) -> None:
-    """T063 [M], T197 [C], T205 [C], T207 [C]: tuspy's ``urljoin(endpoint, location)``,
+def test_location_survives_urljoin(tus: TusHTTP) -> None:
+    """Tuspy's ``urljoin(endpoint, location)``,
     TUSKit's and Java's relative resolution all land on the upload."""
     location = tus.new(5)
     for base in ("http://testserver/files", "http://testserver/files/"):
         assert urljoin(base, location) == location
 
 
-def test_t064_length_over_max_size_413(make_client: MakeClient) -> None:
-    """T064 [M]: Upload-Length > Tus-Max-Size -> 413; nothing created."""
+def test_length_over_max_size_413(make_client: MakeClient) -> None:
+    """Upload-Length > Tus-Max-Size -> 413; nothing created."""
     tus = make_client(max_size=100)
     before = tus.snapshot()
     response = tus.create(101)
@@ -63,8 +67,8 @@ def test_t064_length_over_max_size_413(make_client: MakeClient) -> None:
     assert tus.create(100).status_code == 201
 
 
-def test_t065_no_length_400(tus: TusHTTP) -> None:
-    """T065 [M]: neither Upload-Length nor Upload-Defer-Length -> 400."""
+def test_no_length_400(tus: TusHTTP) -> None:
+    """Neither Upload-Length nor Upload-Defer-Length -> 400."""
     before = tus.snapshot()
     response = tus.create()
     assert_error(response, 400, errors.LengthRequired.code)
@@ -72,36 +76,36 @@ def test_t065_no_length_400(tus: TusHTTP) -> None:
 
 
 @pytest.mark.parametrize("value", ["abc", "-5", "1.5", "+5", "5 5"])
-def test_t066_bad_upload_length_400(tus: TusHTTP, value: str) -> None:
-    """T066 [R], A29: syntax errors -> 400 ERR_INVALID_UPLOAD_LENGTH; nothing created."""
+def test_bad_upload_length_400(tus: TusHTTP, value: str) -> None:
+    """Syntax errors -> 400 ERR_INVALID_UPLOAD_LENGTH; nothing created."""
     before = tus.snapshot()
     response = tus.create(headers={"Upload-Length": value})
     assert_error(response, 400, errors.InvalidLength.code)
     assert tus.snapshot() == before
 
 
-def test_t067_t202_empty_upload_complete_at_creation(tus: TusHTTP) -> None:
-    """T067 [M], T202 [C]: Upload-Length 0 -> 201, complete (offset 0, length 0); no PATCH."""
+def test_empty_upload_complete_at_creation(tus: TusHTTP) -> None:
+    """Upload-Length 0 -> 201, complete (offset 0, length 0); no PATCH."""
     url = tus.new(0)
     head = tus.head(url)
     assert head.headers["upload-offset"] == "0"
     assert head.headers["upload-length"] == "0"
-    # A resuming client that PATCHes anyway gets the completed no-op (T039).
+    # A resuming client that PATCHes anyway gets the completed no-op.
     response = tus.patch(url, 0, b"")
     assert_status(response, 204)
     assert response.headers["upload-offset"] == "0"
 
 
-def test_t068_bodyless_post_without_content_headers(tus: TusHTTP) -> None:
-    """T068 [C]: no Content-Type and no Content-Length (tus-java-client, browsers)."""
+def test_bodyless_post_without_content_headers(tus: TusHTTP) -> None:
+    """No Content-Type and no Content-Length (tus-java-client, browsers)."""
     response = tus.create(5, drop=("content-length", "content-type"))
     assert "content-length" not in response.request.headers
     assert "content-type" not in response.request.headers
     assert_status(response, 201)
 
 
-def test_t069_t197_empty_metadata_means_none(tus: TusHTTP) -> None:
-    """T069 [C], T197 [C]: ``Upload-Metadata:`` empty -> 201; HEAD omits Upload-Metadata."""
+def test_empty_metadata_means_none(tus: TusHTTP) -> None:
+    """``Upload-Metadata:`` empty -> 201; HEAD omits Upload-Metadata."""
     url = tus.new(5, metadata="")
     assert "upload-metadata" not in tus.head(url).headers
 
@@ -122,10 +126,10 @@ def test_t069_t197_empty_metadata_means_none(tus: TusHTTP) -> None:
         ),
     ],
 )
-def test_t070_forwarded_headers_from_trusted_proxy(
+def test_forwarded_headers_from_trusted_proxy(
     make_client: MakeClient, headers: dict[str, str], scheme_host: str
 ) -> None:
-    """T070 [R]: with trust_proxy, Location follows the forwarded scheme/host; without it the
+    """With trust_proxy, Location follows the forwarded scheme/host; without it the
     headers are ignored."""
     trusted = make_client(trust_proxy=True)
     location = trusted.create(5, headers=headers).headers["location"]
@@ -135,16 +139,16 @@ def test_t070_forwarded_headers_from_trusted_proxy(
     assert UPLOAD_URL_RE.match(location), location
 
 
-def test_t063_public_url_prefix(make_client: MakeClient) -> None:
-    """T063 [R]: a configured absolute base wins."""
+def test_public_url_prefix(make_client: MakeClient) -> None:
+    """A configured absolute base wins."""
     tus = make_client(public_url="https://up.example.com")
     location = tus.create(5).headers["location"]
     assert location.startswith("https://up.example.com/files/"), location
     assert len(location.rsplit("/", 1)[1]) == 32
 
 
-def test_t071_ids_unguessable_and_unique(tus: TusHTTP) -> None:
-    """T071 [R]: 32 lowercase hex characters, never reused."""
+def test_ids_unguessable_and_unique(tus: TusHTTP) -> None:
+    """32 lowercase hex characters, never reused."""
     ids = {upload_id(tus.new(1)) for _ in range(50)}
     assert len(ids) == 50
 
@@ -153,23 +157,23 @@ def test_t071_ids_unguessable_and_unique(tus: TusHTTP) -> None:
 # 2.2 Upload-Metadata
 
 
-def test_t021_t075_t082_metadata_echoed_verbatim(tus: TusHTTP) -> None:
-    """T021 [M], T075 [M], T082 [M]: a key without value is legal; HEAD echoes the raw header."""
+def test_metadata_echoed_verbatim(tus: TusHTTP) -> None:
+    """A key without value is legal; HEAD echoes the raw header."""
     raw = "filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential"
     url = tus.new(5, metadata=raw)
     assert tus.head(url).headers.get("upload-metadata") == raw
 
 
-def test_t076_utf8_values(tus: TusHTTP) -> None:
-    """T076 [M]: standard base64 of UTF-8 bytes (including '+' and '/' in the alphabet)."""
+def test_utf8_values(tus: TusHTTP) -> None:
+    """Standard base64 of UTF-8 bytes (including '+' and '/' in the alphabet)."""
     raw = metadata_header([("filename", "résumé 日本語.pdf"), ("bin", bytes([0xFB, 0xFF, 0xBF]))])
     assert "+" in raw or "/" in raw
     url = tus.new(5, metadata=raw)
     assert tus.head(url).headers.get("upload-metadata") == raw
 
 
-def test_t077_whitespace_after_comma(tus: TusHTTP) -> None:
-    """T077 [R]: ``a YQ==, b Yg==`` -> accepted, echoed as sent."""
+def test_whitespace_after_comma(tus: TusHTTP) -> None:
+    """``a YQ==, b Yg==`` -> accepted, echoed as sent."""
     url = tus.new(5, metadata="a YQ==, b Yg==")
     assert tus.head(url).headers.get("upload-metadata") == "a YQ==, b Yg=="
 
@@ -201,8 +205,8 @@ def test_t077_whitespace_after_comma(tus: TusHTTP) -> None:
         "three-tokens-b64",
     ],
 )
-def test_t078_t079_strict_metadata_400(tus: TusHTTP, value: str) -> None:
-    """T078 [R], T079 [R], A8: our choice is STRICT -> 400 ERR_INVALID_METADATA, no upload."""
+def test_strict_metadata_400(tus: TusHTTP, value: str) -> None:
+    """Our choice is STRICT -> 400 ERR_INVALID_METADATA, no upload."""
     before = tus.snapshot()
     response = tus.create(5, metadata=value)
     assert_error(response, 400, errors.InvalidMetadata.code)
@@ -210,8 +214,8 @@ def test_t078_t079_strict_metadata_400(tus: TusHTTP, value: str) -> None:
     assert tus.snapshot() == before
 
 
-def test_t080_t195_large_metadata_accepted(tus: TusHTTP) -> None:
-    """T080 [R], T195 [C]: Uppy-style metadata (every meta field, ``relativePath`` "null",
+def test_large_metadata_accepted(tus: TusHTTP) -> None:
+    """Uppy-style metadata (every meta field, ``relativePath`` "null",
     filename/filetype copies), over 8 KiB in total, is accepted and echoed verbatim."""
     pairs: list[tuple[str, str | bytes | None]] = [
         ("name", "holiday.mov"),
@@ -227,8 +231,8 @@ def test_t080_t195_large_metadata_accepted(tus: TusHTTP) -> None:
     assert tus.head(url).headers.get("upload-metadata") == raw
 
 
-def test_t081_metadata_not_smuggled_into_download_headers(tus: TusHTTP) -> None:
-    """T081 [S]: a filename with CR/LF never reaches a response header unsanitised."""
+def test_metadata_not_smuggled_into_download_headers(tus: TusHTTP) -> None:
+    """A filename with CR/LF never reaches a response header unsanitised."""
     raw = metadata_header(
         [("filename", 'evil"\r\nX-Injected: 1\r\n.txt'), ("filetype", "text/html\r\nX-B: 2")]
     )
@@ -247,8 +251,8 @@ def test_t081_metadata_not_smuggled_into_download_headers(tus: TusHTTP) -> None:
 # 2.3 creation-with-upload
 
 
-def test_t084_creation_with_partial_body(tus: TusHTTP) -> None:
-    """T084 [M]: POST with 5 of 11 bytes -> 201, Location, ``Upload-Offset: 5``."""
+def test_creation_with_partial_body(tus: TusHTTP) -> None:
+    """POST with 5 of 11 bytes -> 201, Location, ``Upload-Offset: 5``."""
     response = tus.create(11, body=b"hello")
     assert_status(response, 201)
     assert UPLOAD_URL_RE.match(response.headers["location"])
@@ -256,8 +260,8 @@ def test_t084_creation_with_partial_body(tus: TusHTTP) -> None:
     assert tus.offset(response.headers["location"]) == 5
 
 
-def test_t085_creation_with_full_body_completes(tus: TusHTTP) -> None:
-    """T085 [M]: all 11 bytes in the POST -> 201, ``Upload-Offset: 11``, complete."""
+def test_creation_with_full_body_completes(tus: TusHTTP) -> None:
+    """All 11 bytes in the POST -> 201, ``Upload-Offset: 11``, complete."""
     response = tus.create(11, body=b"hello world")
     assert_status(response, 201)
     assert response.headers.get("upload-offset") == "11"
@@ -267,8 +271,8 @@ def test_t085_creation_with_full_body_completes(tus: TusHTTP) -> None:
     assert tus.content(url) == b"hello world"
 
 
-def test_t086_creation_with_empty_body(tus: TusHTTP) -> None:
-    """T086 [C]: Content-Type set and Content-Length 0 -> 201, ``Upload-Offset: 0``."""
+def test_creation_with_empty_body(tus: TusHTTP) -> None:
+    """Content-Type set and Content-Length 0 -> 201, ``Upload-Offset: 0``."""
     response = tus.create(11, body=b"")
     assert response.request.headers.get("content-length") == "0"
     assert_status(response, 201)
@@ -278,10 +282,8 @@ def test_t086_creation_with_empty_body(tus: TusHTTP) -> None:
 @pytest.mark.parametrize(
     "content_type", [None, "application/octet-stream"], ids=["none", "octet-stream"]
 )
-def test_t087_body_without_offset_content_type_ignored(
-    tus: TusHTTP, content_type: str | None
-) -> None:
-    """T087 [R], A24: a body without the tus Content-Type is ignored (201, no Upload-Offset)."""
+def test_body_without_offset_content_type_ignored(tus: TusHTTP, content_type: str | None) -> None:
+    """A body without the tus Content-Type is ignored (201, no Upload-Offset)."""
     response = tus.request(
         "POST",
         ENDPOINT,
@@ -293,8 +295,8 @@ def test_t087_body_without_offset_content_type_ignored(
     assert tus.offset(response.headers["location"]) == 0
 
 
-def test_t088_creation_body_longer_than_length_413(tus: TusHTTP) -> None:
-    """T088 [R]: body > Upload-Length -> 413, checked before creating: nothing is stored."""
+def test_creation_body_longer_than_length_413(tus: TusHTTP) -> None:
+    """Body > Upload-Length -> 413, checked before creating: nothing is stored."""
     before = tus.snapshot()
     response = tus.create(5, body=b"hello world")
     assert_error(response, 413, errors.SizeExceeded.code)
@@ -302,8 +304,8 @@ def test_t088_creation_body_longer_than_length_413(tus: TusHTTP) -> None:
     assert tus.snapshot() == before
 
 
-def test_t090_expect_continue_oversized_rejected_early(make_client: MakeClient) -> None:
-    """T090 [S]: POST with ``Expect: 100-continue`` and an oversized length -> 413."""
+def test_expect_continue_oversized_rejected_early(make_client: MakeClient) -> None:
+    """POST with ``Expect: 100-continue`` and an oversized length -> 413."""
     tus = make_client(max_size=10)
     response = tus.create(11, body=b"x" * 11, headers={"Expect": "100-continue"})
     assert_error(response, 413, errors.SizeExceeded.code)
@@ -312,8 +314,8 @@ def test_t090_expect_continue_oversized_rejected_early(make_client: MakeClient) 
     assert response.headers.get("upload-offset") == "10"
 
 
-def test_t091_t133_creation_with_matching_checksum(tus: TusHTTP) -> None:
-    """T091 [R], T133 [R]: a matching checksum on creation-with-upload is verified -> 201."""
+def test_creation_with_matching_checksum(tus: TusHTTP) -> None:
+    """A matching checksum on creation-with-upload is verified -> 201."""
     response = tus.create(
         11, body=b"hello", headers={"Upload-Checksum": checksum_header("sha1", b"hello")}
     )
@@ -321,10 +323,10 @@ def test_t091_t133_creation_with_matching_checksum(tus: TusHTTP) -> None:
     assert response.headers.get("upload-offset") == "5"
 
 
-def test_t091_t133_creation_with_mismatching_checksum_460_nothing_created(
+def test_creation_with_mismatching_checksum_460_nothing_created(
     tus: TusHTTP,
 ) -> None:
-    """T091 [R], T133 [R], A20: mismatch -> 460 ERR_CHECKSUM_MISMATCH and no upload exists."""
+    """Mismatch -> 460 ERR_CHECKSUM_MISMATCH and no upload exists."""
     before = tus.snapshot()
     response = tus.create(
         11, body=b"hello", headers={"Upload-Checksum": checksum_header("sha1", b"HELLO")}
@@ -334,15 +336,15 @@ def test_t091_t133_creation_with_mismatching_checksum_460_nothing_created(
     assert tus.snapshot() == before
 
 
-def test_t092_partial_with_body(tus: TusHTTP) -> None:
-    """T092 [C]: ``Upload-Concat: partial`` plus body -> 201 + Upload-Offset."""
+def test_partial_with_body(tus: TusHTTP) -> None:
+    """``Upload-Concat: partial`` plus body -> 201 + Upload-Offset."""
     response = tus.create(5, concat="partial", body=b"hel")
     assert_status(response, 201)
     assert response.headers.get("upload-offset") == "3"
 
 
-def test_t093_creation_with_body_and_deferred_length(tus: TusHTTP) -> None:
-    """T093 [R]: body + ``Upload-Defer-Length: 1`` -> offset advances, length stays deferred."""
+def test_creation_with_body_and_deferred_length(tus: TusHTTP) -> None:
+    """Body + ``Upload-Defer-Length: 1`` -> offset advances, length stays deferred."""
     response = tus.create(defer=True, body=b"hello")
     assert_status(response, 201)
     assert response.headers.get("upload-offset") == "5"
@@ -352,8 +354,8 @@ def test_t093_creation_with_body_and_deferred_length(tus: TusHTTP) -> None:
     assert "upload-length" not in head.headers
 
 
-def test_t179_creation_with_upload_then_continue(tus: TusHTTP) -> None:
-    """T179 [C]: tus-js-client ``uploadDataDuringCreation``: POST with a body, then PATCH on."""
+def test_creation_with_upload_then_continue(tus: TusHTTP) -> None:
+    """Tus-js-client ``uploadDataDuringCreation``: POST with a body, then PATCH on."""
     data = os.urandom(3000)
     response = tus.create(len(data), body=data[:1000])
     assert_status(response, 201)
@@ -367,8 +369,8 @@ def test_t179_creation_with_upload_then_continue(tus: TusHTTP) -> None:
 # 2.4 creation-defer-length
 
 
-def test_t095_deferred_creation(tus: TusHTTP) -> None:
-    """T095 [M]: ``Upload-Defer-Length: 1`` -> 201; HEAD offset 0, defer 1, no length."""
+def test_deferred_creation(tus: TusHTTP) -> None:
+    """``Upload-Defer-Length: 1`` -> 201; HEAD offset 0, defer 1, no length."""
     url = tus.new(defer=True)
     head = tus.head(url)
     assert head.headers["upload-offset"] == "0"
@@ -377,24 +379,24 @@ def test_t095_deferred_creation(tus: TusHTTP) -> None:
 
 
 @pytest.mark.parametrize("value", ["2", "true", "0", "01", "1.0"])
-def test_t096_bad_defer_value_400(tus: TusHTTP, value: str) -> None:
-    """T096 [S]: Upload-Defer-Length other than "1" -> 400 ERR_INVALID_UPLOAD_LENGTH_DEFER."""
+def test_bad_defer_value_400(tus: TusHTTP, value: str) -> None:
+    """Upload-Defer-Length other than "1" -> 400 ERR_INVALID_UPLOAD_LENGTH_DEFER."""
     before = tus.snapshot()
     response = tus.create(headers={"Upload-Defer-Length": value})
     assert_error(response, 400, errors.InvalidDeferLength.code)
     assert tus.snapshot() == before
 
 
-def test_t097_length_and_defer_ambiguous_400(tus: TusHTTP) -> None:
-    """T097 [R]: both headers -> 400 ERR_AMBIGUOUS_UPLOAD_LENGTH."""
+def test_length_and_defer_ambiguous_400(tus: TusHTTP) -> None:
+    """Both headers -> 400 ERR_AMBIGUOUS_UPLOAD_LENGTH."""
     before = tus.snapshot()
     response = tus.create(10, defer=True)
     assert_error(response, 400, errors.AmbiguousLength.code)
     assert tus.snapshot() == before
 
 
-def test_t098_t099_deferred_then_declared(tus: TusHTTP) -> None:
-    """T098 [M], T099 [M]: PATCH 5 bytes without a length (still deferred), then the length
+def test_deferred_then_declared(tus: TusHTTP) -> None:
+    """PATCH 5 bytes without a length (still deferred), then the length
     with the last 15 bytes -> complete, HEAD shows the length and no defer."""
     url = tus.new(defer=True)
     tus.append(url, 0, b"a" * 5)
@@ -411,8 +413,8 @@ def test_t098_t099_deferred_then_declared(tus: TusHTTP) -> None:
     assert tus.content(url) == b"a" * 5 + b"b" * 15
 
 
-def test_t100_t187_t202_length_declared_with_empty_final_patch(tus: TusHTTP) -> None:
-    """T100 [C], T187 [C], T202 [C]: PATCH at offset 8 with ``Upload-Length: 8`` and an empty
+def test_length_declared_with_empty_final_patch(tus: TusHTTP) -> None:
+    """PATCH at offset 8 with ``Upload-Length: 8`` and an empty
     body completes the upload (tuspy/tus-js-client stream sources)."""
     url = tus.new(defer=True)
     tus.append(url, 0, b"12345678")
@@ -425,8 +427,8 @@ def test_t100_t187_t202_length_declared_with_empty_final_patch(tus: TusHTTP) -> 
     assert tus.content(url) == b"12345678"
 
 
-def test_t101_length_change_after_set_400(tus: TusHTTP) -> None:
-    """T101 [M]: once set, a different Upload-Length -> 400 ERR_UPLOAD_LENGTH_CHANGED."""
+def test_length_change_after_set_400(tus: TusHTTP) -> None:
+    """Once set, a different Upload-Length -> 400 ERR_UPLOAD_LENGTH_CHANGED."""
     url = tus.new(defer=True)
     tus.append(url, 0, b"abc", headers={"Upload-Length": "10"})
     before = tus.snapshot()
@@ -437,8 +439,8 @@ def test_t101_length_change_after_set_400(tus: TusHTTP) -> None:
     assert tus.snapshot() == before
 
 
-def test_t102_same_length_repeated_accepted(tus: TusHTTP) -> None:
-    """T102 [R], A10: repeating the same Upload-Length after it is set is accepted
+def test_same_length_repeated_accepted(tus: TusHTTP) -> None:
+    """Repeating the same Upload-Length after it is set is accepted
     (tus-js-client 4.x retries its final PATCH with it)."""
     url = tus.new(defer=True)
     tus.append(url, 0, b"abc", headers={"Upload-Length": "10"})
@@ -448,8 +450,8 @@ def test_t102_same_length_repeated_accepted(tus: TusHTTP) -> None:
     assert tus.content(url) == b"abcdefghij"
 
 
-def test_t103_length_below_offset_400(tus: TusHTTP) -> None:
-    """T103 [R]: Upload-Length lower than the current offset -> 400; still deferred."""
+def test_length_below_offset_400(tus: TusHTTP) -> None:
+    """Upload-Length lower than the current offset -> 400; still deferred."""
     url = tus.new(defer=True)
     tus.append(url, 0, b"abcdef")
     response = tus.patch(url, 6, b"", headers={"Upload-Length": "4"})
@@ -459,8 +461,8 @@ def test_t103_length_below_offset_400(tus: TusHTTP) -> None:
     assert head.headers["upload-offset"] == "6"
 
 
-def test_t104_length_on_non_deferred_upload_differs_400(tus: TusHTTP) -> None:
-    """T104 [R]: a different Upload-Length on a PATCH to a non-deferred upload -> 400."""
+def test_length_on_non_deferred_upload_differs_400(tus: TusHTTP) -> None:
+    """A different Upload-Length on a PATCH to a non-deferred upload -> 400."""
     url = tus.new(10)
     response = tus.patch(url, 0, b"abc", headers={"Upload-Length": "20"})
     assert_error(response, 400)
@@ -468,8 +470,8 @@ def test_t104_length_on_non_deferred_upload_differs_400(tus: TusHTTP) -> None:
     assert tus.head(url).headers["upload-length"] == "10"
 
 
-def test_t105_declared_length_over_max_413(make_client: MakeClient) -> None:
-    """T105 [R], A11: PATCH Upload-Length > Tus-Max-Size -> 413; still deferred."""
+def test_declared_length_over_max_413(make_client: MakeClient) -> None:
+    """PATCH Upload-Length > Tus-Max-Size -> 413; still deferred."""
     tus = make_client(max_size=10)
     url = tus.new(defer=True)
     response = tus.patch(url, 0, b"abc", headers={"Upload-Length": "11"})
@@ -479,8 +481,8 @@ def test_t105_declared_length_over_max_413(make_client: MakeClient) -> None:
     assert head.headers["upload-offset"] == "0"
 
 
-def test_t106_deferred_bytes_beyond_max_size_chunked(make_client: MakeClient) -> None:
-    """T106 [R]: a deferred upload receiving bytes past Tus-Max-Size -> 413; bytes up to the
+def test_deferred_bytes_beyond_max_size_chunked(make_client: MakeClient) -> None:
+    """A deferred upload receiving bytes past Tus-Max-Size -> 413; bytes up to the
     limit are kept."""
     tus = make_client(max_size=10)
     url = tus.new(defer=True)
@@ -489,8 +491,8 @@ def test_t106_deferred_bytes_beyond_max_size_chunked(make_client: MakeClient) ->
     assert tus.offset(url) == 10
 
 
-def test_t106_deferred_content_length_beyond_max_size(make_client: MakeClient) -> None:
-    """T106 [R]: with a Content-Length past the limit -> 413; never more than the limit kept."""
+def test_deferred_content_length_beyond_max_size(make_client: MakeClient) -> None:
+    """With a Content-Length past the limit -> 413; never more than the limit kept."""
     tus = make_client(max_size=10)
     url = tus.new(defer=True)
     response = tus.patch(url, 0, b"x" * 15)
@@ -498,8 +500,8 @@ def test_t106_deferred_content_length_beyond_max_size(make_client: MakeClient) -
     assert tus.offset(url) in (0, 10)
 
 
-def test_t203_deferred_without_length_never_completes(tus: TusHTTP) -> None:
-    """T203 [C] (client bug, not fixed here): bytes alone never complete a deferred upload."""
+def test_deferred_without_length_never_completes(tus: TusHTTP) -> None:
+    """(client bug, not fixed here): bytes alone never complete a deferred upload."""
     url = tus.new(defer=True)
     tus.append(url, 0, b"abc")
     tus.append(url, 3, b"")
@@ -508,8 +510,8 @@ def test_t203_deferred_without_length_never_completes(tus: TusHTTP) -> None:
     assert_error(tus.get(url), 409, errors.NotFinished.code)
 
 
-def test_t205_tuskit_creation(tus: TusHTTP) -> None:
-    """T205 [C]: TUSKit POST (Upload-Length, filename/filetype/context metadata) -> 2xx +
+def test_tuskit_creation(tus: TusHTTP) -> None:
+    """TUSKit POST (Upload-Length, filename/filetype/context metadata) -> 2xx +
     Location."""
     raw = f"filename {b64('a.jpg')},filetype {b64('image/jpeg')},context {b64('{}')}"
     response = tus.create(5, metadata=raw, headers={"TUS-Resumable": "1.0.0"}, version=None)
@@ -517,8 +519,8 @@ def test_t205_tuskit_creation(tus: TusHTTP) -> None:
     assert UPLOAD_URL_RE.match(response.headers["location"])
 
 
-def test_t084_content_type_variants_on_creation(tus: TusHTTP) -> None:
-    """T084 [M] with T031 [R]: the media-type compare also ignores case/parameters on POST."""
+def test_content_type_variants_on_creation(tus: TusHTTP) -> None:
+    """The media-type compare also ignores case/parameters on POST."""
     response = tus.create(11, body=b"hello", content_type=f"{OFFSET_OCTET.upper()}; x=y")
     assert_status(response, 201)
     assert response.headers.get("upload-offset") == "5"
@@ -528,10 +530,10 @@ def test_t084_content_type_variants_on_creation(tus: TusHTTP) -> None:
 # lifecycle hooks around creation
 
 
-def test_t062_t067_created_and_empty_upload_finished_in_post(
+def test_created_and_empty_upload_finished_in_post(
     hooked: TusHTTP, events: RecordingListener
 ) -> None:
-    """T062 [M], T067 [M], A26: creation fires ``created``; an empty upload also fires
+    """Creation fires ``created``; an empty upload also fires
     ``finished`` inside the POST (no PATCH will ever come)."""
     url = hooked.new(5)
     assert events.of(url) == ["created"]
@@ -541,10 +543,8 @@ def test_t062_t067_created_and_empty_upload_finished_in_post(
     assert events.of(empty_no_ct) == ["created", "finished"]
 
 
-def test_t085_creation_with_full_body_fires_finished(
-    hooked: TusHTTP, events: RecordingListener
-) -> None:
-    """T085 [M]: all bytes in the POST -> complete, and the completion hook fires."""
+def test_creation_with_full_body_fires_finished(hooked: TusHTTP, events: RecordingListener) -> None:
+    """All bytes in the POST -> complete, and the completion hook fires."""
     response = hooked.create(11, body=b"hello world")
     assert_status(response, 201)
     assert events.of(response.headers["location"]) == ["created", "finished"]
@@ -552,8 +552,8 @@ def test_t085_creation_with_full_body_fires_finished(
     assert events.of(partial.headers["location"]) == ["created"]
 
 
-def test_t099_finished_fires_once_on_completion(hooked: TusHTTP, events: RecordingListener) -> None:
-    """T099 [M], T039 [R]: the PATCH that completes fires ``finished``; no-op PATCHes after
+def test_finished_fires_once_on_completion(hooked: TusHTTP, events: RecordingListener) -> None:
+    """The PATCH that completes fires ``finished``; no-op PATCHes after
     completion do not fire it again."""
     url = hooked.new(defer=True)
     hooked.append(url, 0, b"abc")
@@ -564,10 +564,8 @@ def test_t099_finished_fires_once_on_completion(hooked: TusHTTP, events: Recordi
     assert events.of(url) == ["created", "finished"]
 
 
-def test_t091_mismatching_creation_fires_nothing(
-    hooked: TusHTTP, events: RecordingListener
-) -> None:
-    """T091 [R], A20: a creation rejected with 460 leaves no trace, hooks included."""
+def test_mismatching_creation_fires_nothing(hooked: TusHTTP, events: RecordingListener) -> None:
+    """A creation rejected with 460 leaves no trace, hooks included."""
     response = hooked.create(
         5, body=b"hello", headers={"Upload-Checksum": checksum_header("sha1", b"other")}
     )
@@ -575,10 +573,10 @@ def test_t091_mismatching_creation_fires_nothing(
     assert events.log == []
 
 
-def test_t091_verified_creation_announces_created_then_finished(
+def test_verified_creation_announces_created_then_finished(
     hooked: TusHTTP, events: RecordingListener
 ) -> None:
-    """T091: with a matching checksum the upload is announced once its data verified."""
+    """With a matching checksum the upload is announced once its data verified."""
     response = hooked.create(
         5, body=b"hello", headers={"Upload-Checksum": checksum_header("sha1", b"hello")}
     )

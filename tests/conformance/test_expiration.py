@@ -1,5 +1,8 @@
-"""Checklist 2.5: expiration. Time moves through the app's injected clock, never by sleeping
-(except one test that lets the periodic sweeper run)."""
+"""Expiration (docs/protocol.md, "Expiration").
+
+Time moves through the app's injected clock, never by sleeping (except one test that lets the
+periodic sweeper run).
+"""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def timed(make_client: MakeClient, clock: FakeClock) -> TusHTTP:
 def expires_at(response: httpx.Response) -> float:
     value = response.headers.get("upload-expires")
     assert value is not None, f"no Upload-Expires: {describe(response)}"
-    assert HTTP_DATE_RE.match(value), f"T112: not IMF-fixdate: {value!r}"
+    assert HTTP_DATE_RE.match(value), f"not IMF-fixdate: {value!r}"
     return http_date_to_ts(value)
 
 
@@ -45,21 +48,21 @@ def assert_window(response: httpx.Response, now: float) -> None:
     assert now < ts <= now + TTL + 1, (ts - now, describe(response))
 
 
-def test_t109_extension_advertised_iff_enabled(make_client: MakeClient) -> None:
-    """T109 [M]: ``expiration`` is in Tus-Extension exactly when expiration > 0."""
+def test_extension_advertised_iff_enabled(make_client: MakeClient) -> None:
+    """``expiration`` is in Tus-Extension exactly when expiration > 0."""
     assert make_client(expiration=TTL).options().headers["tus-extension"] == EXTENSIONS
     assert make_client(expiration=0).options().headers["tus-extension"] == EXTENSIONS_NO_EXPIRATION
 
 
-def test_t072_t110_t112_creation_carries_upload_expires(timed: TusHTTP, clock: FakeClock) -> None:
-    """T072 [M], T110 [M], T112 [M]: the 201 carries an IMF-fixdate Upload-Expires."""
+def test_creation_carries_upload_expires(timed: TusHTTP, clock: FakeClock) -> None:
+    """The 201 carries an IMF-fixdate Upload-Expires."""
     response = timed.create(10)
     assert_status(response, 201)
     assert_window(response, clock.now)
 
 
-def test_t111_t115_patch_carries_expires_until_complete(timed: TusHTTP, clock: FakeClock) -> None:
-    """T111 [M], T112 [M], T115 [R]: every 204 for an unfinished upload has Upload-Expires;
+def test_patch_carries_expires_until_complete(timed: TusHTTP, clock: FakeClock) -> None:
+    """Every 204 for an unfinished upload has Upload-Expires;
     the PATCH that completes it has none."""
     url = timed.new(10)
     clock.advance(60)
@@ -72,8 +75,8 @@ def test_t111_t115_patch_carries_expires_until_complete(timed: TusHTTP, clock: F
     assert "upload-expires" not in response.headers, describe(response)
 
 
-def test_t114_t115_head_carries_expires_until_complete(timed: TusHTTP, clock: FakeClock) -> None:
-    """T114 [R], T115 [R], A27: HEAD of an unfinished upload has Upload-Expires; none once
+def test_head_carries_expires_until_complete(timed: TusHTTP, clock: FakeClock) -> None:
+    """HEAD of an unfinished upload has Upload-Expires; none once
     complete."""
     url = timed.new(10)
     timed.append(url, 0, b"abc")
@@ -85,8 +88,8 @@ def test_t114_t115_head_carries_expires_until_complete(timed: TusHTTP, clock: Fa
     assert "upload-expires" not in head.headers, describe(head)
 
 
-def test_t111_deferred_upload_patch_carries_expires(timed: TusHTTP, clock: FakeClock) -> None:
-    """T111 [M]: a deferred-length upload is unfinished: its 204s carry Upload-Expires."""
+def test_deferred_upload_patch_carries_expires(timed: TusHTTP, clock: FakeClock) -> None:
+    """A deferred-length upload is unfinished: its 204s carry Upload-Expires."""
     url = timed.new(defer=True)
     response = timed.append(url, 0, b"abc")
     assert_window(response, clock.now)
@@ -95,8 +98,8 @@ def test_t111_deferred_upload_patch_carries_expires(timed: TusHTTP, clock: FakeC
 
 
 @pytest.mark.parametrize("method", ["HEAD", "PATCH", "DELETE", "GET"])
-def test_t116_t117_expired_upload_404(timed: TusHTTP, clock: FakeClock, method: str) -> None:
-    """T116 [S], T117 [R], A28: past Upload-Expires -> 404 at request time (before any sweep),
+def test_expired_upload_404(timed: TusHTTP, clock: FakeClock, method: str) -> None:
+    """Past Upload-Expires -> 404 at request time (before any sweep),
     and nothing is appended."""
     url = timed.new(10)
     timed.append(url, 0, b"abc")
@@ -106,8 +109,8 @@ def test_t116_t117_expired_upload_404(timed: TusHTTP, clock: FakeClock, method: 
     assert timed.head(url).status_code == 404
 
 
-def test_t116_not_expired_just_before_deadline(timed: TusHTTP, clock: FakeClock) -> None:
-    """T116 [S] (control): one second before Upload-Expires the upload is alive."""
+def test_not_expired_just_before_deadline(timed: TusHTTP, clock: FakeClock) -> None:
+    """One second before Upload-Expires the upload is alive."""
     response = timed.create(10)
     deadline = expires_at(response)
     url = response.headers["location"]
@@ -116,8 +119,8 @@ def test_t116_not_expired_just_before_deadline(timed: TusHTTP, clock: FakeClock)
     timed.append(url, 0, b"abc")
 
 
-def test_t113_patch_may_renew_but_never_shortens(timed: TusHTTP, clock: FakeClock) -> None:
-    """T113 [Y]: a sliding window is allowed; the expiry never moves backwards."""
+def test_patch_may_renew_but_never_shortens(timed: TusHTTP, clock: FakeClock) -> None:
+    """A sliding window is allowed; the expiry never moves backwards."""
     response = timed.create(10)
     first = expires_at(response)
     url = response.headers["location"]
@@ -136,10 +139,10 @@ REJECTIONS: list[tuple[str, dict[str, object]]] = [
 
 
 @pytest.mark.parametrize("changes", [pytest.param(c, id=i) for i, c in REJECTIONS])
-def test_t042_rejected_patch_does_not_extend_expiry(
+def test_rejected_patch_does_not_extend_expiry(
     timed: TusHTTP, clock: FakeClock, changes: dict[str, object]
 ) -> None:
-    """T042 [M]: a rejected PATCH does not extend the expiry."""
+    """A rejected PATCH does not extend the expiry."""
     url = timed.new(10)
     before = expires_at(timed.head(url))
     clock.advance(TTL - 100)
@@ -154,8 +157,8 @@ def test_t042_rejected_patch_does_not_extend_expiry(
     assert timed.head(url).status_code == 404
 
 
-def test_t115_completed_upload_never_expires(timed: TusHTTP, clock: FakeClock) -> None:
-    """T115 [R]: a completed upload outlives any expiry window."""
+def test_completed_upload_never_expires(timed: TusHTTP, clock: FakeClock) -> None:
+    """A completed upload outlives any expiry window."""
     url = timed.upload(b"hello")
     clock.advance(100 * TTL)
     head = timed.head(url)
@@ -164,8 +167,8 @@ def test_t115_completed_upload_never_expires(timed: TusHTTP, clock: FakeClock) -
     assert timed.content(url) == b"hello"
 
 
-def test_t115_sweeper_keeps_completed_uploads(make_client: MakeClient, clock: FakeClock) -> None:
-    """T115 [R]: the periodic sweeper removes the expired unfinished upload (its files go) and
+def test_sweeper_keeps_completed_uploads(make_client: MakeClient, clock: FakeClock) -> None:
+    """The periodic sweeper removes the expired unfinished upload (its files go) and
     leaves the completed one alone."""
     tus = make_client(clock=clock, expiration=TTL, sweep_interval=0.05)
     done = tus.upload(b"hello")
@@ -182,8 +185,8 @@ def test_t115_sweeper_keeps_completed_uploads(make_client: MakeClient, clock: Fa
     assert tus.content(done) == b"hello"
 
 
-def test_t118_final_naming_expired_partial_400(timed: TusHTTP, clock: FakeClock) -> None:
-    """T118 [R]: a final concatenation naming an expired partial -> 400 ERR_INVALID_CONCAT."""
+def test_final_naming_expired_partial_400(timed: TusHTTP, clock: FakeClock) -> None:
+    """A final concatenation naming an expired partial -> 400 ERR_INVALID_CONCAT."""
     partial = timed.new(5, concat="partial")
     timed.append(partial, 0, b"ab")
     fresh = timed.upload(b"hello", concat="partial")
@@ -192,10 +195,8 @@ def test_t118_final_naming_expired_partial_400(timed: TusHTTP, clock: FakeClock)
     assert_error(response, 400, errors.InvalidConcat.code)
 
 
-def test_t109_disabled_means_no_header_and_no_expiry(
-    make_client: MakeClient, clock: FakeClock
-) -> None:
-    """T109 [M]: with expiration off, no Upload-Expires anywhere and nothing expires."""
+def test_disabled_means_no_header_and_no_expiry(make_client: MakeClient, clock: FakeClock) -> None:
+    """With expiration off, no Upload-Expires anywhere and nothing expires."""
     tus = make_client(clock=clock, expiration=0)
     response = tus.create(10)
     assert "upload-expires" not in response.headers

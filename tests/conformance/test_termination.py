@@ -1,4 +1,4 @@
-"""Checklist 2.8: termination."""
+"""Termination (docs/protocol.md, "Termination")."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from .tusclient_http import (
 )
 
 
-def test_t141_advertised(tus: TusHTTP) -> None:
-    """T141 [M]: ``termination`` is in Tus-Extension."""
+def test_termination_advertised(tus: TusHTTP) -> None:
+    """``termination`` is in Tus-Extension."""
     assert "termination" in csv_items(tus.options().headers["tus-extension"])
 
 
 @pytest.mark.parametrize("method", ["HEAD", "PATCH", "DELETE", "GET"])
-def test_t142_t143_delete_unfinished_then_gone(tus: TusHTTP, method: str) -> None:
-    """T142 [M], T143 [S], T189 [C], T196 [C]: 204 with Tus-Resumable and no body; afterwards
+def test_delete_unfinished_then_gone(tus: TusHTTP, method: str) -> None:
+    """204 with Tus-Resumable and no body; afterwards
     HEAD/PATCH/DELETE/GET -> 404."""
     url = tus.new(10)
     tus.append(url, 0, b"abc")
@@ -37,20 +37,20 @@ def test_t142_t143_delete_unfinished_then_gone(tus: TusHTTP, method: str) -> Non
     assert_error(after, 404, errors.NotFound.code)
 
 
-def test_t144_delete_completed_upload(tus: TusHTTP) -> None:
-    """T144 [M]: DELETE of a completed upload -> 204; then gone."""
+def test_delete_completed_upload(tus: TusHTTP) -> None:
+    """DELETE of a completed upload -> 204; then gone."""
     url = tus.upload(b"0123456789")
     assert tus.delete(url).status_code == 204
     assert tus.head(url).status_code == 404
 
 
-def test_t145_delete_unknown_404(tus: TusHTTP) -> None:
-    """T145 [R]: DELETE of an unknown id -> 404."""
+def test_delete_unknown_404(tus: TusHTTP) -> None:
+    """DELETE of an unknown id -> 404."""
     assert_error(tus.delete(f"{ENDPOINT}{'a' * 32}"), 404, errors.NotFound.code)
 
 
-def test_t146_delete_without_version_412(tus: TusHTTP) -> None:
-    """T146 [M]: DELETE without Tus-Resumable -> 412 + Tus-Version; the upload survives."""
+def test_delete_without_version_412(tus: TusHTTP) -> None:
+    """DELETE without Tus-Resumable -> 412 + Tus-Version; the upload survives."""
     url = tus.new(10)
     response = tus.delete(url, version=None)
     assert_error(response, 412, errors.UnsupportedVersion.code)
@@ -58,8 +58,8 @@ def test_t146_delete_without_version_412(tus: TusHTTP) -> None:
     assert_status(tus.head(url), 200)
 
 
-def test_t147_delete_final_keeps_partials(tus: TusHTTP) -> None:
-    """T147 [R]: DELETE of a final -> 204; its partials are untouched."""
+def test_delete_final_keeps_partials(tus: TusHTTP) -> None:
+    """DELETE of a final -> 204; its partials are untouched."""
     a = tus.upload(b"hello", concat="partial")
     b = tus.upload(b" world", concat="partial")
     final = tus.new(concat=f"final;{upload_path(a)} {upload_path(b)}")
@@ -69,8 +69,8 @@ def test_t147_delete_final_keeps_partials(tus: TusHTTP) -> None:
     assert tus.content(b) == b" world"
 
 
-def test_t147_delete_used_partial_keeps_final(tus: TusHTTP) -> None:
-    """T147 [R]: DELETE of a partial a final already used -> 204; the final is unaffected."""
+def test_delete_used_partial_keeps_final(tus: TusHTTP) -> None:
+    """DELETE of a partial a final already used -> 204; the final is unaffected."""
     a = tus.upload(b"hello", concat="partial")
     b = tus.upload(b" world", concat="partial")
     final = tus.new(concat=f"final;{upload_path(a)} {upload_path(b)}")
@@ -81,8 +81,8 @@ def test_t147_delete_used_partial_keeps_final(tus: TusHTTP) -> None:
     assert tus.content(final) == b"hello world"
 
 
-def test_t142_termination_hook(hooked: TusHTTP, events: RecordingListener) -> None:
-    """T142 [M]: termination fires ``terminated``; a 412 or 404 DELETE fires nothing."""
+def test_termination_hook(hooked: TusHTTP, events: RecordingListener) -> None:
+    """Termination fires ``terminated``; a 412 or 404 DELETE fires nothing."""
     url = hooked.new(10)
     assert_status(hooked.delete(url, version=None), 412)
     assert events.of(url) == ["created"]

@@ -39,7 +39,7 @@ HTTP_DATE_RE = re.compile(
 )
 ERROR_BODY_RE = re.compile(r"^(ERR_[A-Z0-9_]+): [^\r\n]*\n$")
 
-# T215: every actual response to a request with Origin exposes these.
+# every actual response to a request with Origin exposes these.
 EXPOSE_NAMES = (
     "Upload-Offset",
     "Location",
@@ -87,7 +87,7 @@ def digest(algorithm: str, data: bytes) -> bytes:
 
 
 def checksum_header(algorithm: str, data: bytes) -> str:
-    """``<alg> <base64 of the raw digest>`` (T123: raw digest bytes, not hex)."""
+    """``<alg> <base64 of the raw digest>`` (raw digest bytes, not hex)."""
     return f"{algorithm} {b64(digest(algorithm, data))}"
 
 
@@ -137,7 +137,7 @@ def error_code(response: httpx.Response) -> str:
 
 
 def assert_error(response: httpx.Response, status: int | tuple[int, ...], *codes: str) -> None:
-    """Status, ``Tus-Resumable`` (T001), and (non-HEAD) an ``ERR_...`` body with one of codes."""
+    """Status, ``Tus-Resumable``, and (non-HEAD) an ``ERR_...`` body with one of codes."""
     statuses = status if isinstance(status, tuple) else (status,)
     assert response.status_code in statuses, describe(response)
     assert response.headers.get("tus-resumable") == TUS_VERSION, describe(response)

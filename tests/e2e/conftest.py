@@ -208,7 +208,7 @@ def download_sha256(url: str, timeout: float = 30.0) -> tuple[int, str]:
     try:
         conn.request("GET", parts.path, headers={"Tus-Resumable": "1.0.0"})
         resp = conn.getresponse()
-        # 204 is the tusd answer for an empty upload (checklist T055).
+        # 204 is the tusd answer for an empty upload.
         assert resp.status in (200, 204), (resp.status, resp.read()[:500])
         digest = hashlib.sha256()
         size = 0

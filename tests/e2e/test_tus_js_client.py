@@ -133,7 +133,7 @@ def test_parallel_uploads_concatenate(node: str, tus_server: TusServer, tmp_path
             5 * MiB,
             id="multiple-of-chunk",
             # At an exact multiple of chunkSize the length would arrive on a final PATCH with
-            # an empty body (the server side of that, T100, is pinned in tests/conformance).
+            # an empty body (the server side of that is pinned in tests/conformance).
             # tus-js-client 4.3.1's StreamSource never sends it: it answers every PATCH up to
             # 5 MiB with 204, then waits forever for data after the stream has ended. Strict,
             # so a client release that fixes it turns this red and the mark gets removed.

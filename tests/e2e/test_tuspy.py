@@ -106,7 +106,7 @@ def test_empty_file_needs_no_patch(tus_server: TusServer) -> None:
 
 
 def test_twenty_concurrent_uploads(tus_server: TusServer) -> None:
-    """T192: Uppy runs up to 20 uploads at once; none may be serialised behind another or mix
+    """Uppy runs up to 20 uploads at once; none may be serialised behind another or mix
     bytes with another."""
     blobs = [os.urandom(2 * MiB + i) for i in range(20)]
     urls: list[str | None] = [None] * len(blobs)
@@ -133,7 +133,7 @@ def test_twenty_concurrent_uploads(tus_server: TusServer) -> None:
 
 
 def test_deferred_length() -> None:
-    # The checklist (T197) mentions `upload-defer-length`, but tuspy 1.1.0's Uploader has no
+    # One might expect an `upload-defer-length` option, but tuspy 1.1.0's Uploader has no
     # such option; tus-js-client covers deferred length (test_tus_js_client.py).
     params = inspect.signature(Uploader.__init__).parameters
     if not any("defer" in name for name in params):
@@ -164,9 +164,9 @@ def test_resume_after_interrupted_patch(tus_server: TusServer) -> None:
     sent = 1 * MiB
     send_partial_patch(tus_server, url, data, sent)
 
-    # The server keeps what arrived (checklist T040). uvicorn drops body bytes it had
-    # buffered but not yet handed over when it sees the disconnect (at most its 64 KiB flow
-    # control window), hence "<= sent" rather than "== sent".
+    # The server keeps what arrived (docs/protocol.md, "Interrupted bodies"). uvicorn drops body
+    # bytes it had buffered but not yet handed over when it sees the disconnect (at most its 64 KiB
+    # flow control window), hence "<= sent" rather than "== sent".
     offset = wait_for_stable_offset(url)
     assert 0 < offset <= sent
 
@@ -184,7 +184,7 @@ def test_head_right_after_disconnect_keeps_arrived_bytes(tus_server: TusServer) 
     sent = 1 * MiB
     send_partial_patch(tus_server, url, data, sent)
     # Everything sent had reached the server's socket before this HEAD was even sent. The HEAD
-    # asks the PATCH to let go; it must first drain what already arrived (T040, T058). Only
+    # asks the PATCH to let go; it must first drain what already arrived. Only
     # uvicorn's own buffer at the moment it notices the disconnect (its 64 KiB flow-control
     # window) may be lost: it answers http.disconnect without handing those bytes over.
     offset = wait_for_stable_offset(url, positive=False)

@@ -1,4 +1,4 @@
-"""GET download of a finished upload: ranges, validators and safe headers (T055)."""
+"""GET download of a finished upload: ranges, validators and safe headers."""
 
 from __future__ import annotations
 

@@ -11,12 +11,15 @@ from tusserver.urls import public_base
 
 
 def upload_url(request: Request, settings: Settings, upload_id: str) -> str:
-    """Absolute upload URL for ``Location`` (T063): a relative one breaks tuspy's urljoin."""
+    """Absolute upload URL for ``Location``: a relative one breaks tuspy's urljoin.
+
+    See (docs/protocol.md, "Location and proxies").
+    """
     return f"{public_base(request, settings)}{settings.base_path}{upload_id}"
 
 
 def expires_header(info: UploadInfo) -> dict[str, str]:
-    """``Upload-Expires`` for unfinished uploads only (T110, T111, T115)."""
+    """``Upload-Expires`` for unfinished uploads only (docs/protocol.md, "Expiration")."""
     if info.expires_at is None or info.is_complete:
         return {}
     return {"Upload-Expires": format_http_date(info.expires_at)}

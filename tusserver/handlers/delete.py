@@ -1,7 +1,8 @@
-"""DELETE: the termination extension (T141-T148).
+"""DELETE: the termination extension (docs/protocol.md, "Termination").
 
-Taking the lock (only once the caller is known to own the upload) asks an in-flight PATCH to
-stop first, so Uppy removing a file mid-upload gets its 204 promptly (T061).
+Taking the lock (only once the caller is known to own the upload) asks an in-flight PATCH to stop
+first, so Uppy removing a file mid-upload gets its 204 promptly
+(docs/protocol.md, "Busy uploads and the release request").
 """
 
 from __future__ import annotations

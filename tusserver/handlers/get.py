@@ -1,10 +1,11 @@
-"""GET: download a finished upload (not part of tus; T055).
+"""GET: download a finished upload (not part of tus; docs/protocol.md, "Downloads").
 
 Because the uploader chose the name and type, the response is built to be safe to open from
 our origin: the type is sanitised, only passive types are shown inline, everything else is an
 attachment (``tusserver.download`` adds ``nosniff`` and a sandboxing CSP).
 
-The caller loads the upload (404) and routes HEAD to the tus HEAD handler, not here (T056).
+The caller loads the upload (404) and routes HEAD to the tus HEAD handler, not here
+(docs/protocol.md, "Routing and 405").
 """
 
 from __future__ import annotations

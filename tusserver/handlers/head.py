@@ -1,10 +1,11 @@
-"""HEAD: where an upload stands (T017-T026).
+"""HEAD: where an upload stands (docs/protocol.md, "Offset retrieval").
 
-Once the caller is known to own the upload (never before: a refused caller must not cut off
-the owner's PATCH), it takes the upload's lock, so an older PATCH still holding it (a dead
-connection) is asked to persist its bytes and let go; the offset answered is then exactly what
-the next PATCH must send (T058, T060). A busy upload is 423, never 5xx: tus-js-client
-abandons an upload on a 5xx HEAD (T025).
+Once the caller is known to own the upload (never before: a refused caller must not cut off the
+owner's PATCH), it takes the upload's lock, so an older PATCH still holding it (a dead connection)
+is asked to persist its bytes and let go; the offset answered is then exactly what the next PATCH
+must send (docs/protocol.md, "Busy uploads and the release request"). A busy upload is 423, never
+5xx: tus-js-client abandons an upload on a 5xx HEAD
+(docs/protocol.md, "Busy uploads and the release request").
 """
 
 from __future__ import annotations
@@ -20,18 +21,21 @@ def upload_headers(info: UploadInfo) -> dict[str, str]:
     headers: dict[str, str] = {"Cache-Control": "no-store"}
     pending_final = info.is_final and info.finished_at is None
     if not pending_final:
-        # A final whose partials are unfinished has no offset yet (protocol#73, T174).
+        # A final whose partials are unfinished has no offset yet (protocol#73;
+        # docs/protocol.md, "Concatenation").
         headers["Upload-Offset"] = str(info.offset)
     if info.length is not None:
         headers["Upload-Length"] = str(info.length)
     else:
         headers["Upload-Defer-Length"] = "1"
     if info.metadata_raw:
-        headers["Upload-Metadata"] = info.metadata_raw  # verbatim, as the client sent it (T082)
+        # Verbatim, as the client sent it (docs/protocol.md, "Upload-Metadata strictness").
+        headers["Upload-Metadata"] = info.metadata_raw
     if info.is_partial:
         headers["Upload-Concat"] = "partial"
     elif info.is_final and info.concat_raw is not None:
-        headers["Upload-Concat"] = info.concat_raw  # as received (T172)
+        # As received (docs/protocol.md, "Concatenation").
+        headers["Upload-Concat"] = info.concat_raw
     headers.update(expires_header(info))
     return headers
 
@@ -46,6 +50,7 @@ async def handle_head(service: UploadService, upload_id: str, *, owner: str | No
             # finishes it, as a repeated final PATCH would. Still failing: 503, not "done".
             info = await service.finish(info)
     response = Response(status_code=200, headers=upload_headers(info))
-    # A HEAD describes no body of its own; a Content-Length of 0 would contradict GET (T026).
+    # A HEAD describes no body of its own; a Content-Length of 0 would contradict GET
+    # (docs/protocol.md, "Offset retrieval").
     del response.headers["content-length"]
     return response

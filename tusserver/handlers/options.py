@@ -1,4 +1,7 @@
-"""OPTIONS: discovery of the protocol version, extensions and limits (T010-T016)."""
+"""OPTIONS: discovery of the protocol version, extensions and limits.
+
+See (docs/protocol.md, "Discovery").
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,9 @@ from tusserver.uploads import UploadService
 
 
 def discovery_headers(service: UploadService) -> dict[str, str]:
-    """Computed from the store composer's capabilities, never hand-listed (T014).
+    """Computed from the store composer's capabilities, never hand-listed.
 
-    Lists carry no spaces: TUSKit splits on "," without trimming (T015).
+    Lists carry no spaces: TUSKit splits on "," without trimming (docs/protocol.md, "Discovery").
     """
     headers = {"Tus-Version": TUS_VERSION, "Tus-Resumable": TUS_VERSION}
     if service.extensions:
@@ -24,5 +27,5 @@ def discovery_headers(service: UploadService) -> dict[str, str]:
 
 
 async def handle_options(service: UploadService) -> Response:
-    # 200 rather than 204: some old browsers reject a 204 preflight (T010).
+    # 200 rather than 204: some old browsers reject a 204 preflight (docs/protocol.md, "Discovery").
     return Response(status_code=200, headers=discovery_headers(service))

@@ -1,8 +1,9 @@
-"""PATCH: append bytes at an offset (T027-T045), with deferred lengths and checksums.
+"""PATCH: append bytes at an offset, with deferred lengths and checksums.
 
 Every check that can fail is made before the first ``receive()``, so a client that sent
-``Expect: 100-continue`` gets its 4xx without uploading the body (T036). The order follows
-T130: exists, final, content type, offset, length, size, checksum algorithm; then the body.
+``Expect: 100-continue`` gets its 4xx without uploading the body. The order is: exists, final,
+content type, offset, length, size, checksum algorithm; then the body
+(docs/protocol.md, "Appending").
 """
 
 from __future__ import annotations
@@ -36,12 +37,16 @@ def parse_checksum_header(service: UploadService, raw: str | None) -> Checksum |
 def body_limit(
     service: UploadService, info: UploadInfo, length: int | None, content_length: int | None
 ) -> int | None:
-    """How many more bytes this upload may take; 413 up front when the body cannot fit (T038)."""
+    """How many more bytes this upload may take; 413 up front when the body cannot fit.
+
+    See (docs/protocol.md, "Appending").
+    """
     max_size = service.settings.max_size
     if length is not None:
         limit: int | None = length - info.offset
     elif max_size:
-        limit = max_size - info.offset  # a deferred upload may not pass the maximum (T106)
+        # A deferred upload may not pass the maximum (docs/protocol.md, "Limits").
+        limit = max_size - info.offset
     else:
         limit = None
     if content_length is not None and limit is not None and content_length > limit:
@@ -86,7 +91,8 @@ async def handle_patch(service: UploadService, request: Request, upload_id: str)
         if declared is not None:
             if info.length is not None:
                 # Repeating the same length is harmless: tus-js-client 4.x re-sends it on a
-                # retried final PATCH (T102). Changing it is not (T101).
+                # retried final PATCH. Changing it is not
+                # (docs/protocol.md, "Upload-Length repeated or changed").
                 if declared != info.length:
                     raise errors.LengthChanged()
                 declared = None
@@ -95,8 +101,9 @@ async def handle_patch(service: UploadService, request: Request, upload_id: str)
             elif service.settings.max_size and declared > service.settings.max_size:
                 raise errors.SizeExceeded("Upload-Length exceeds the maximum size")
         if info.is_complete:
-            # Idempotent no-op for a retried final PATCH (A5, T039); finishing again repairs a
-            # crash between the last write and the completion record.
+            # Idempotent no-op for a retried final PATCH
+            # (docs/protocol.md, "PATCH on a completed upload"); finishing again repairs a crash
+            # between the last write and the completion record.
             if info.finished_at is None:
                 info = await service.finish(info)
             return _patched(info)

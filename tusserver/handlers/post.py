@@ -1,7 +1,9 @@
-"""POST: creation, creation-with-upload, creation-defer-length and concatenation (T062-T108).
+"""POST: creation, creation-with-upload, creation-defer-length and concatenation.
 
 Everything that can reject the request is checked before the upload exists, so a rejected
-POST never leaves an orphan behind (T088 improves on tusd here).
+POST never leaves an orphan behind, an improvement on tusd
+(docs/protocol.md, "Creation with upload"). The other choices are explained in
+docs/protocol.md, "Creation", "Deferred length" and "Concatenation".
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ async def handle_post(service: UploadService, request: Request) -> Response:
     length = parse_non_negative_int(headers.get("upload-length"), errors.InvalidLength)
     defer = headers.get("upload-defer-length")
     if is_final:
-        length = None  # computed from the partials; a client-sent value is ignored (T163)
+        # Computed from the partials; a client-sent value is ignored
+        # (docs/protocol.md, "Concatenation").
+        length = None
     elif defer is not None:
         if defer.strip() != "1":
             raise errors.InvalidDeferLength()
@@ -58,15 +62,16 @@ async def handle_post(service: UploadService, request: Request) -> Response:
         check_metadata_size(settings.max_metadata_size, {}, metadata_raw)
     metadata = parse_metadata(metadata_raw)
     if metadata_raw is not None and not metadata_raw.strip():
-        metadata_raw = None  # an empty header means no metadata (T069)
+        # An empty header means no metadata (docs/protocol.md, "Upload-Metadata strictness").
+        metadata_raw = None
 
     # A body counts only with the tus media type; some stacks force a default type on empty
-    # bodies, and tusd ignores those too (T087).
+    # bodies, and tusd ignores those too (docs/protocol.md, "Creation with upload").
     tus_body = is_offset_content_type(headers.get("content-type"))
     content_length = parse_non_negative_int(headers.get("content-length"), errors.BadRequest)
     has_body = tus_body and content_length != 0
     if is_final and has_body:
-        raise errors.ModifyFinal("a final upload cannot carry data (T162)")
+        raise errors.ModifyFinal("a final upload cannot carry data")
     checksum = parse_checksum_header(service, headers.get("upload-checksum")) if has_body else None
     if has_body and content_length is not None:
         if length is not None and content_length > length:
@@ -97,8 +102,9 @@ async def handle_post(service: UploadService, request: Request) -> Response:
         concat=concat,
         concat_raw=concat_raw.strip() if concat_raw is not None else None,
         owner=owner,
-        # With a checksum the creation is all or nothing (A20): listeners hear of the upload
-        # only once its data verified, never of one the client was refused.
+        # With a checksum the creation is all or nothing (docs/protocol.md, "Creation with upload"):
+        # listeners hear of the upload only once its data verified, never of one the client was
+        # refused.
         announce=checksum is None,
     )
     response_headers = {"Location": upload_url(request, settings, info.id)}
@@ -129,7 +135,8 @@ async def handle_post(service: UploadService, request: Request) -> Response:
                 info = await service.finish(info)
             raise_for_end(result, shutting_down=service.shutting_down)
     if tus_body and not is_final:
-        # Upload-Offset only when a body was sent (T074, T086).
+        # Upload-Offset only when a body was sent
+        # (docs/protocol.md, "Creation" and "Creation with upload").
         response_headers["Upload-Offset"] = str(info.offset)
     response_headers.update(expires_header(info))
     return Response(status_code=201, headers=response_headers)
