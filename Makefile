@@ -100,7 +100,7 @@ soak: install
 
 # Keeps .venv (shared, slow to rebuild) and ./data (somebody's uploads).
 clean:
-	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info tests/e2e/js/node_modules
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache build dist *.egg-info tests/e2e/js/node_modules
 	rm -rf bench/reference/node_modules
 	rm -rf test-artifacts
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
