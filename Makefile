@@ -25,7 +25,7 @@ help:
 	@echo "make run        start the server on http://127.0.0.1:8080/files/ (data in ./data;"
 	@echo "                HOST=, PORT=, DATA_DIR= or TUS_HOST/TUS_PORT/TUS_DATA_DIR change them)"
 	@echo "make test       install, lint, typecheck, then every test (e2e included)"
-	@echo "make lint       ruff check + ruff format --check"
+	@echo "make lint       ruff check + ruff format --check + lint-imports (layer contracts)"
 	@echo "make typecheck  mypy (strict, configured in pyproject.toml)"
 	@echo "make bench      tusserver vs the Node.js reference server (not part of make test); prints a table"
 	@echo "make bench-quick  the same, smaller sizes, under two minutes"
@@ -67,6 +67,7 @@ run: $(RUN_STAMP)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy
@@ -99,7 +100,7 @@ soak: install
 
 # Keeps .venv (shared, slow to rebuild) and ./data (somebody's uploads).
 clean:
-	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info tests/e2e/js/node_modules
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache build dist *.egg-info tests/e2e/js/node_modules
 	rm -rf bench/reference/node_modules
 	rm -rf test-artifacts
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -24,18 +24,45 @@ the mark is written before the finished state, so every acknowledged finish has 
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 from catalog.service import Catalog
 from tusserver import errors
+from tusserver.models import UploadInfo
 from tusserver.state.outbox import CatalogOutbox
-from tusserver.uploads import UploadService
 
 log = logging.getLogger("tusserver.catalog")
 
 # Marks handled per pass: a long outage's backlog drains over a few sweeps, and one pass
 # stays bounded in time.
 BATCH = 500
+
+
+class _BacklogMetrics(Protocol):
+    def catalog_backlog(self, *, pending: int, recorded: int) -> None: ...
+
+
+class _UploadContext(Protocol):
+    @property
+    def metrics(self) -> _BacklogMetrics: ...
+
+
+class UploadService(Protocol):
+    """What the pass needs of ``tusserver.uploads.UploadService``: the upload's lock, its
+    state (rebuilt from storage when lost) and the metrics sink. Declared here so that the
+    catalog does not import the upload core it is plugged into (see the layer contracts in
+    pyproject.toml)."""
+
+    @property
+    def ctx(self) -> _UploadContext: ...
+
+    def locked(
+        self, upload_id: str, *, request_release: bool = True, wait: float | None = None
+    ) -> AbstractAsyncContextManager[object]: ...
+
+    async def get(self, upload_id: str, *, owner: str | None) -> UploadInfo: ...
 
 
 @dataclass

@@ -14,8 +14,8 @@ from starlette.routing import BaseRoute, Route
 from delivery.service import DOWNLOAD_PATH, Delivery
 from tusserver import errors
 from tusserver.jsonapi import ApiError, MethodRouter, json_response, read_json, validate
+from tusserver.peers import client_ip as peer_ip
 from tusserver.principal import principal_of
-from tusserver.ratelimit import client_ip as ratelimit_client_ip
 from tusserver.settings import Settings
 from tusserver.urls import public_base
 
@@ -63,7 +63,7 @@ class RedeemRequest(BaseModel):
 
 
 def client_ip(request: Request, settings: Settings) -> str:
-    return ratelimit_client_ip(request.scope, trust_proxy=settings.trust_proxy)
+    return peer_ip(request.scope, trust_proxy=settings.trust_proxy)
 
 
 def _iso(timestamp: int) -> str:

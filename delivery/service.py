@@ -20,7 +20,6 @@ from catalog.models import FileRecord
 from catalog.service import Catalog
 from delivery.keys import normalize_key
 from delivery.quota import Quota
-from delivery.signing import UrlSigner
 from delivery.tokens import OneTimeGrant, OneTimeStore, new_token
 from tusserver import errors
 from tusserver.disposition import clean_filename, content_disposition, safe_media_type
@@ -30,6 +29,7 @@ from tusserver.principal import Principal
 from tusserver.protocol import is_valid_upload_id
 from tusserver.settings import Settings
 from tusserver.storage.base import StoreComposer
+from tusserver.url_signing import UrlSigner
 
 log = logging.getLogger("tusserver.delivery")
 

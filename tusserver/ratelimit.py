@@ -1,8 +1,10 @@
 """Rate limits on upload creation and the JSON API: 429 ``ERR_RATE_LIMITED`` with Retry-After.
 
 Owns the limits (``TUS_RATE_LIMIT_PER_USER``, ``_PER_IP``, ``_CREATIONS_PER_USER``: sustained
-requests per minute, 0 = off; each with a ``_BURST``), who a request counts against, the
-buckets (in-process, or Redis in distributed mode) and the ASGI middleware that enforces them.
+requests per minute, 0 = off; each with a ``_BURST``), who a request counts against and the
+ASGI middleware that enforces them. The buckets (in-process, or Redis in distributed mode) are
+``tusserver.buckets`` and the caller's address ``tusserver.peers``, leaves that delivery's
+download quota shares.
 
 - **What is limited**: every ``/api/`` route and every creation (``POST`` to the tus
   endpoint, ``/api/v1/uploads/init``). PATCH/HEAD/GET on upload URLs are not: a resuming
@@ -37,20 +39,24 @@ buckets (in-process, or Redis in distributed mode) and the ASGI middleware that 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tusserver import errors
+
+# The buckets and the caller's address live in leaf modules that delivery's download quota
+# shares; they are re-exported here, where the app and the rate-limit tests have always found
+# them.
+from tusserver.buckets import Buckets, Rate
+from tusserver.buckets import LocalBuckets as LocalBuckets
+from tusserver.buckets import RedisBuckets as RedisBuckets
 from tusserver.jsonapi import json_error
+from tusserver.peers import client_ip
 from tusserver.principal import SCOPE_KEY, Principal
 from tusserver.responses import error_response
 from tusserver.settings import Settings
@@ -58,126 +64,6 @@ from tusserver.settings import Settings
 log = logging.getLogger("tusserver.ratelimit")
 
 API_PREFIX = "/api/"
-# A request this many seconds early is on time: float sums of intervals such as 60 / 7 must
-# not refuse a client that waited exactly as Retry-After told it.
-SLACK = 1e-6
-
-
-@dataclass(frozen=True)
-class Rate:
-    """A sustained rate (requests per minute, > 0) and the burst a full bucket admits at once."""
-
-    per_minute: float
-    burst: int
-
-    @property
-    def interval(self) -> float:
-        """Seconds one request's token takes to come back."""
-        return 60.0 / self.per_minute
-
-    @property
-    def tolerance(self) -> float:
-        """How far ahead of now a bucket's arrival time may run: ``burst`` intervals."""
-        return max(1, self.burst) * self.interval
-
-
-class Buckets(Protocol):
-    async def take(
-        self, keys: Sequence[str], rates: Sequence[Rate], now: float, *, cost: int = 1
-    ) -> float | None:
-        """Take ``cost`` tokens from every key's bucket, all or none: None when admitted,
-        else the seconds until every one of them would admit it (nothing is taken then)."""
-        ...
-
-
-def _advance(tat: float | None, rate: Rate, now: float, cost: int) -> tuple[float, float]:
-    """The bucket's next arrival time if it admits ``cost`` requests now, and how many
-    seconds too early they are (<= 0: admitted)."""
-    new = max(tat if tat is not None else now, now) + rate.interval * cost
-    return new, new - now - rate.tolerance
-
-
-class LocalBuckets:
-    """One process: each key's arrival time, least recently used first (dict order)."""
-
-    def __init__(self, *, max_keys: int = 100_000) -> None:
-        # Ordered, not a plain dict: popping the oldest entry and moving one to the end are
-        # O(1) here, where a dict would rescan the holes its front deletions leave.
-        self._tat: OrderedDict[str, float] = OrderedDict()
-        self._max = max_keys
-
-    def __len__(self) -> int:
-        return len(self._tat)
-
-    async def take(
-        self, keys: Sequence[str], rates: Sequence[Rate], now: float, *, cost: int = 1
-    ) -> float | None:
-        advanced = [
-            _advance(self._tat.get(k), r, now, cost) for k, r in zip(keys, rates, strict=True)
-        ]
-        wait = max(early for _, early in advanced)
-        if wait > SLACK:
-            return wait
-        for key, (tat, _) in zip(keys, advanced, strict=True):
-            self._tat[key] = tat
-            self._tat.move_to_end(key)  # the most recently used last
-        self._evict(now)
-        return None
-
-    def _evict(self, now: float) -> None:
-        # The least recently used buckets come first; those that have refilled are the same
-        # as absent ones, so dropping them loses nothing. Stop at the first one still
-        # draining (amortised O(1) per request); past the cap drop it anyway.
-        while self._tat:
-            key, tat = next(iter(self._tat.items()))
-            if tat > now and len(self._tat) <= self._max:
-                break
-            del self._tat[key]
-
-
-# KEYS: the buckets; ARGV: now (ms), then per key its interval (times the cost) and tolerance,
-# then the slack (ms). Every bucket admits the request or none is touched. A bucket's key
-# expires when it has refilled, so idle callers cost Redis nothing. Times are ms as doubles,
-# written back with 17 digits (exact).
-_TAKE = """
-local now = tonumber(ARGV[1])
-local slack = tonumber(ARGV[#ARGV])
-local wait = 0
-local tats = {}
-for i, key in ipairs(KEYS) do
-  local tat = tonumber(redis.call('GET', key)) or now
-  if tat < now then tat = now end
-  tat = tat + tonumber(ARGV[2 * i])
-  tats[i] = tat
-  local early = tat - now - tonumber(ARGV[2 * i + 1])
-  if early > wait then wait = early end
-end
-if wait > slack then return string.format('%.17g', wait) end
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, string.format('%.17g', tats[i]), 'PX', math.ceil(tats[i] - now))
-end
-return '0'
-"""
-
-
-class RedisBuckets:
-    """Distributed mode: every instance takes from the same buckets, atomically. Instances'
-    clocks should agree (NTP): a skew of s seconds moves a bucket by s times its rate."""
-
-    def __init__(self, client: Any, *, prefix: str) -> None:
-        self._prefix = prefix
-        self._script = client.register_script(_TAKE)
-
-    async def take(
-        self, keys: Sequence[str], rates: Sequence[Rate], now: float, *, cost: int = 1
-    ) -> float | None:
-        args: list[float] = [now * 1000]
-        for rate in rates:
-            args += [rate.interval * cost * 1000, rate.tolerance * 1000]
-        args.append(SLACK * 1000)
-        found = await self._script(keys=[self._prefix + k for k in keys], args=args)
-        wait = float(found.decode() if isinstance(found, bytes) else found) / 1000
-        return wait if wait > 0 else None
 
 
 class RateLimiter:
@@ -200,27 +86,6 @@ class RateLimiter:
         if wait is None:
             return None
         return max(1, math.ceil(wait))
-
-
-def client_ip(scope: Scope, *, trust_proxy: bool) -> str:
-    """Who is calling, network-wise (see the module docstring)."""
-    client = scope.get("client")
-    address = client[0] if client else ""
-    if trust_proxy:
-        for name, value in scope["headers"]:
-            if name == b"x-forwarded-for":
-                hops = [hop.strip() for hop in bytes(value).decode("latin-1").split(",")]
-                if hops and hops[-1]:
-                    address = hops[-1]
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address[:64] or "unknown"
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 class RateLimitMiddleware:
