@@ -6,7 +6,7 @@ requests and refills at the sustained rate. It is kept as one number, the bucket
 "theoretical arrival time": each admitted request pushes it ``60 / rate`` seconds on, and a
 request is refused when that would put it more than ``burst`` intervals ahead of now. A
 refused request takes nothing, so a client that waits as told gets through. A bucket that has
-refilled is the same as no bucket, so it is dropped (Redis: its key expires exactly then; in
+refilled is the same as no bucket, so it is dropped (Redis: its key expires shortly after; in
 process: least recently used buckets are dropped as they refill, and past ``max_keys`` the
 least recently used one goes regardless).
 """
@@ -95,10 +95,17 @@ class LocalBuckets:
             del self._tat[key]
 
 
+# A bucket's key outlives its refill by this much. ``now`` is the caller's clock while Redis
+# expires keys by its own: with no grace, a caller whose clock runs behind Redis's (another
+# host, or a pause between two requests of a burst) would see a half-drained bucket vanish and
+# be handed a full one. A stale key past its refill reads as full anyway, so the grace costs
+# only memory, for a few seconds.
+EXPIRY_GRACE_MS = 10_000
+
 # KEYS: the buckets; ARGV: now (ms), then per key its interval (times the cost) and tolerance,
 # then the slack (ms). Every bucket admits the request or none is touched. A bucket's key
-# expires when it has refilled, so idle callers cost Redis nothing. Times are ms as doubles,
-# written back with 17 digits (exact).
+# expires EXPIRY_GRACE_MS after it has refilled, so idle callers cost Redis nothing. Times are
+# ms as doubles, written back with 17 digits (exact).
 _TAKE = """
 local now = tonumber(ARGV[1])
 local slack = tonumber(ARGV[#ARGV])
@@ -114,10 +121,10 @@ for i, key in ipairs(KEYS) do
 end
 if wait > slack then return string.format('%.17g', wait) end
 for i, key in ipairs(KEYS) do
-  redis.call('SET', key, string.format('%.17g', tats[i]), 'PX', math.ceil(tats[i] - now))
+  redis.call('SET', key, string.format('%.17g', tats[i]), 'PX', math.ceil(tats[i] - now) + GRACE)
 end
 return '0'
-"""
+""".replace("GRACE", str(EXPIRY_GRACE_MS))
 
 
 class RedisBuckets:
