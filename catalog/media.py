@@ -177,47 +177,13 @@ class MediaProber:
                 log.debug("media.no_video", extra={"source": _redacted(source)})
                 return None
             duration = info.duration_seconds
-        if at_seconds is not None and math.isfinite(at_seconds):
-            position = max(0.0, at_seconds)
-        elif duration:
-            position = min(1.0, duration / 2)
-        else:
-            position = 0.0
+        position = _thumbnail_position(at_seconds, duration)
         redacted = _UNKNOWN_SOURCE
         try:
             src = _source(source)
             redacted = src.redacted
             image = await self._run(
-                [
-                    self.ffmpeg,
-                    "-hide_banner",
-                    "-nostdin",
-                    "-v",
-                    "error",
-                    "-protocol_whitelist",
-                    src.protocols,
-                    # Before -i: seek in the input (range requests over HTTP), then decode
-                    # accurately to the frame rather than reading from the start.
-                    "-ss",
-                    f"{position:.3f}",
-                    "-i",
-                    src.argument,
-                    "-an",
-                    "-sn",
-                    "-dn",
-                    "-frames:v",
-                    "1",
-                    # -2: the height that keeps the aspect ratio, rounded to even for 4:2:0.
-                    "-vf",
-                    f"scale={self.thumbnail_width}:-2",
-                    "-q:v",
-                    "4",
-                    "-f",
-                    "image2pipe",
-                    "-vcodec",
-                    "mjpeg",
-                    "-",
-                ],
+                self._thumbnail_argv(self.ffmpeg, src, position),
                 limit=MAX_THUMBNAIL_BYTES,
                 src=src,
             )
@@ -229,6 +195,39 @@ class MediaProber:
             log.warning("media.thumbnail_failed", extra={"source": redacted, "reason": _why(exc)})
             return None
         return image
+
+    def _thumbnail_argv(self, ffmpeg: str, src: _Source, position: float) -> list[str]:
+        """ffmpeg's arguments for one JPEG frame of ``src`` at ``position`` seconds."""
+        return [
+            ffmpeg,
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-protocol_whitelist",
+            src.protocols,
+            # Before -i: seek in the input (range requests over HTTP), then decode
+            # accurately to the frame rather than reading from the start.
+            "-ss",
+            f"{position:.3f}",
+            "-i",
+            src.argument,
+            "-an",
+            "-sn",
+            "-dn",
+            "-frames:v",
+            "1",
+            # -2: the height that keeps the aspect ratio, rounded to even for 4:2:0.
+            "-vf",
+            f"scale={self.thumbnail_width}:-2",
+            "-q:v",
+            "4",
+            "-f",
+            "image2pipe",
+            "-vcodec",
+            "mjpeg",
+            "-",
+        ]
 
     async def _run(self, argv: list[str], *, limit: int, src: _Source) -> bytes:
         """Stdout of a successful run; raises _ToolFailed (or _NotMedia) otherwise."""
@@ -445,3 +444,13 @@ def _rate(value: object) -> float | None:
     except (ValueError, ZeroDivisionError, OverflowError):
         return None
     return rate if math.isfinite(rate) and rate > 0 else None
+
+
+def _thumbnail_position(at_seconds: float | None, duration: float | None) -> float:
+    """Where to take the frame: as asked, else at one second or mid-way through a shorter clip
+    (past the black first frame most videos open with)."""
+    if at_seconds is not None and math.isfinite(at_seconds):
+        return max(0.0, at_seconds)
+    if duration:
+        return min(1.0, duration / 2)
+    return 0.0

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from catalog.db import unavailable_errors
 from catalog.models import FILENAME_LENGTH
-from catalog.repository import ListQuery, SortKey
+from catalog.repository import ListQuery, Page, SortKey
 from catalog.service import Catalog, storable_metadata
 from tusserver import errors
 from tusserver.jsonapi import ApiError, MethodRouter, json_response, read_json, validate
@@ -121,19 +121,58 @@ def _translate(exc: Exception) -> errors.TusError | None:
 
 
 def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]:
-    def catalog() -> Catalog:
-        found = get_catalog()
+    """The routes, bound to a catalog that may not be ready yet (503 until it is)."""
+    files = _FileRoutes(get_catalog)
+
+    def router(**handlers: Callable[[Request], Any]) -> MethodRouter:
+        return MethodRouter({m.upper(): h for m, h in handlers.items()}, translate=_translate)
+
+    # Fixed paths before the id pattern; ids are validated, so "recent" can never be an id.
+    return [
+        Route(PREFIX, router(get=files.list_files)),
+        Route(f"{PREFIX}/recent", router(get=files.recent)),
+        Route(PREFIX + "/by-key/{key:path}", router(get=files.by_key)),
+        Route(
+            PREFIX + "/{file_id}",
+            router(get=files.get_file, patch=files.patch_file, delete=files.delete_file),
+        ),
+        Route(PREFIX + "/{file_id}/thumbnail", router(get=files.thumbnail)),
+    ]
+
+
+def _file_id(request: Request) -> str:
+    """The ``{file_id}`` path parameter; a malformed id is simply a file that does not exist."""
+    value: str = request.path_params["file_id"]
+    if not is_valid_upload_id(value):
+        raise errors.FileNotFound()
+    return value
+
+
+def _page_json(params: ListParams, page: Page) -> dict[str, Any]:
+    total_pages = math.ceil(page.total_count / params.page_size)
+    return {
+        "items": [file_json(r) for r in page.items],
+        "total_count": page.total_count,
+        "page": params.page,
+        "page_size": params.page_size,
+        "total_pages": total_pages,
+        "has_more": params.page < total_pages,
+    }
+
+
+class _FileRoutes:
+    """The handlers; each scopes what it reads or changes to the caller's own files."""
+
+    def __init__(self, get_catalog: Callable[[], Catalog | None]) -> None:
+        self._get_catalog = get_catalog
+
+    def _catalog(self) -> Catalog:
+        found = self._get_catalog()
         if found is None:
             raise errors.CatalogUnavailable("the catalog is not enabled or not ready")
         return found
 
-    def file_id(request: Request) -> str:
-        value: str = request.path_params["file_id"]
-        if not is_valid_upload_id(value):
-            raise errors.FileNotFound()
-        return value
-
-    async def list_files(request: Request) -> Response:
+    async def list_files(self, request: Request) -> Response:
         params = validate(ListParams, dict(request.query_params))
         if unstorable(params.search):
             # No record holds such text (see storable_metadata); Postgres would refuse it.
@@ -146,45 +185,37 @@ def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]
             sort_by=params.sort_by,
             sort_order=params.sort_order,
         )
-        page = await catalog().list_files(query, owner=owner)
-        total_pages = math.ceil(page.total_count / params.page_size)
-        return json_response(
-            {
-                "items": [file_json(r) for r in page.items],
-                "total_count": page.total_count,
-                "page": params.page,
-                "page_size": params.page_size,
-                "total_pages": total_pages,
-                "has_more": params.page < total_pages,
-            }
-        )
+        page = await self._catalog().list_files(query, owner=owner)
+        return json_response(_page_json(params, page))
 
-    async def recent(request: Request) -> Response:
+    async def recent(self, request: Request) -> Response:
         params = validate(RecentParams, dict(request.query_params))
-        records = await catalog().recent(params.limit, owner=principal_of(request).owner_filter)
+        catalog = self._catalog()
+        records = await catalog.recent(params.limit, owner=principal_of(request).owner_filter)
         return json_response({"items": [file_json(r) for r in records]})
 
-    async def by_key(request: Request) -> Response:
+    async def by_key(self, request: Request) -> Response:
         key: str = request.path_params["key"]
         if unstorable(key):
             raise errors.FileNotFound()  # no storage key holds a NUL
-        record = await catalog().get_by_key(key, owner=principal_of(request).owner_filter)
+        record = await self._catalog().get_by_key(key, owner=principal_of(request).owner_filter)
         if record is None:
             raise errors.FileNotFound()
         return json_response(file_json(record))
 
-    async def get_file(request: Request) -> Response:
-        record = await catalog().get(file_id(request), owner=principal_of(request).owner_filter)
+    async def get_file(self, request: Request) -> Response:
+        catalog = self._catalog()
+        record = await catalog.get(_file_id(request), owner=principal_of(request).owner_filter)
         if record is None:
             raise errors.FileNotFound()
         return json_response(file_json(record))
 
-    async def patch_file(request: Request) -> Response:
-        target = file_id(request)
+    async def patch_file(self, request: Request) -> Response:
+        target = _file_id(request)
         patch = validate(FilePatch, await read_json(request))
         if patch.filename is None and patch.metadata is None:
             raise ApiError(errors.ValidationFailed("nothing to change: give filename or metadata"))
-        record = await catalog().edit(
+        record = await self._catalog().edit(
             target,
             owner=principal_of(request).owner_filter,
             filename=patch.filename,
@@ -194,15 +225,16 @@ def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]
             raise errors.FileNotFound()
         return json_response(file_json(record))
 
-    async def delete_file(request: Request) -> Response:
-        deleted = await catalog().delete(file_id(request), owner=principal_of(request).owner_filter)
+    async def delete_file(self, request: Request) -> Response:
+        catalog = self._catalog()
+        deleted = await catalog.delete(_file_id(request), owner=principal_of(request).owner_filter)
         if not deleted:
             raise errors.FileNotFound()
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
-    async def thumbnail(request: Request) -> Response:
-        found = catalog()
-        record = await found.get(file_id(request), owner=principal_of(request).owner_filter)
+    async def thumbnail(self, request: Request) -> Response:
+        found = self._catalog()
+        record = await found.get(_file_id(request), owner=principal_of(request).owner_filter)
         data = None if record is None else await found.thumbnail(record)
         if data is None:
             raise errors.FileNotFound("no thumbnail for this file")
@@ -211,15 +243,3 @@ def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]
             media_type="image/jpeg",
             headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"},
         )
-
-    def router(**handlers: Callable[[Request], Any]) -> MethodRouter:
-        return MethodRouter({m.upper(): h for m, h in handlers.items()}, translate=_translate)
-
-    # Fixed paths before the id pattern; ids are validated, so "recent" can never be an id.
-    return [
-        Route(PREFIX, router(get=list_files)),
-        Route(f"{PREFIX}/recent", router(get=recent)),
-        Route(PREFIX + "/by-key/{key:path}", router(get=by_key)),
-        Route(PREFIX + "/{file_id}", router(get=get_file, patch=patch_file, delete=delete_file)),
-        Route(PREFIX + "/{file_id}/thumbnail", router(get=thumbnail)),
-    ]

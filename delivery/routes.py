@@ -15,7 +15,7 @@ from delivery.service import DOWNLOAD_PATH, Delivery
 from tusserver import errors
 from tusserver.jsonapi import ApiError, MethodRouter, json_response, read_json, validate
 from tusserver.peers import client_ip as peer_ip
-from tusserver.principal import principal_of
+from tusserver.principal import Principal, principal_of
 from tusserver.settings import Settings
 from tusserver.urls import public_base
 
@@ -73,20 +73,42 @@ def _iso(timestamp: int) -> str:
 
 
 def delivery_routes(get_delivery: Callable[[], Delivery | None]) -> list[BaseRoute]:
-    def delivery() -> Delivery:
-        found = get_delivery()
+    """The routes, bound to a delivery service that may not be ready yet (503 until it is)."""
+    handlers = _DeliveryRoutes(get_delivery)
+
+    def router(**methods: Callable[[Request], Any]) -> MethodRouter:
+        return MethodRouter({m.upper(): h for m, h in methods.items()})
+
+    return [
+        Route(f"{PREFIX}/download-url", router(post=handlers.download_url)),
+        Route(f"{PREFIX}/batch-download-urls", router(post=handlers.batch)),
+        Route(f"{PREFIX}/tokens", router(post=handlers.tokens)),
+        Route(f"{PREFIX}/redeem", router(post=handlers.redeem)),
+        Route(DOWNLOAD_PATH + "{token}", router(get=handlers.download)),
+    ]
+
+
+def _settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+class _DeliveryRoutes:
+    """The handlers. Minting is charged to the client's download quota before any URL exists."""
+
+    def __init__(self, get_delivery: Callable[[], Delivery | None]) -> None:
+        self._get_delivery = get_delivery
+
+    def _delivery(self) -> Delivery:
+        found = self._get_delivery()
         if found is None:
             raise errors.CatalogUnavailable("the delivery service is not ready")
         return found
 
-    def settings_of(request: Request) -> Settings:
-        settings: Settings = request.app.state.settings
-        return settings
-
-    async def download_url(request: Request) -> Response:
+    async def download_url(self, request: Request) -> Response:
         body = validate(UrlRequest, await read_json(request))
-        service = delivery()
-        settings = settings_of(request)
+        service = self._delivery()
+        settings = _settings_of(request)
         record = await service.resolve(
             principal_of(request), file_id=body.file_id, storage_key=body.storage_key
         )
@@ -99,10 +121,10 @@ def delivery_routes(get_delivery: Callable[[], Delivery | None]) -> list[BaseRou
         )
         return json_response({"url": minted.url, "expires_at": _iso(minted.expires_at)})
 
-    async def batch(request: Request) -> Response:
+    async def batch(self, request: Request) -> Response:
         body = validate(BatchRequest, await read_json(request))
-        service = delivery()
-        settings = settings_of(request)
+        service = self._delivery()
+        settings = _settings_of(request)
         # The whole batch counts against the quota before any URL is minted.
         await service.charge(client_ip(request, settings), len(body.items))
         principal = principal_of(request)
@@ -111,22 +133,7 @@ def delivery_routes(get_delivery: Callable[[], Delivery | None]) -> list[BaseRou
         for index, raw in enumerate(body.items):
             result: dict[str, Any] = {"index": index}
             try:
-                item = validate(FileRef, raw)
-                result.update(
-                    {"file_id": item.file_id}
-                    if item.file_id is not None
-                    else {"storage_key": item.storage_key}
-                )
-                record = await service.resolve(
-                    principal, file_id=item.file_id, storage_key=item.storage_key
-                )
-                minted = await service.mint(
-                    record,
-                    ttl=body.ttl_seconds,
-                    attachment_filename=item.attachment_filename,
-                    base_url=base,
-                )
-                result.update(url=minted.url, expires_at=_iso(minted.expires_at))
+                await _mint_item(service, principal, raw, body.ttl_seconds, base, result)
             except ApiError as exc:
                 result["error"] = {"code": exc.error.code, "message": exc.error.message}
             except errors.TusError as exc:
@@ -134,9 +141,9 @@ def delivery_routes(get_delivery: Callable[[], Delivery | None]) -> list[BaseRou
             results.append(result)
         return json_response({"results": results})
 
-    async def tokens(request: Request) -> Response:
+    async def tokens(self, request: Request) -> Response:
         body = validate(TokenRequest, await read_json(request))
-        service = delivery()
+        service = self._delivery()
         record = await service.resolve(
             principal_of(request), file_id=body.file_id, storage_key=None
         )
@@ -145,27 +152,39 @@ def delivery_routes(get_delivery: Callable[[], Delivery | None]) -> list[BaseRou
         )
         return json_response({"token": token, "expires_at": _iso(expires_at)}, status=201)
 
-    async def redeem(request: Request) -> Response:
+    async def redeem(self, request: Request) -> Response:
         body = validate(RedeemRequest, await read_json(request))
-        service = delivery()
-        settings = settings_of(request)
+        service = self._delivery()
+        settings = _settings_of(request)
         await service.charge(client_ip(request, settings))
         minted = await service.redeem(body.token, base_url=public_base(request, settings))
         return json_response({"url": minted.url, "expires_at": _iso(minted.expires_at)})
 
-    async def download(request: Request) -> Response:
-        return await delivery().serve(request, request.path_params["token"])
+    async def download(self, request: Request) -> Response:
+        return await self._delivery().serve(request, request.path_params["token"])
 
-    def router(**handlers: Callable[[Request], Any]) -> MethodRouter:
-        return MethodRouter({m.upper(): h for m, h in handlers.items()})
 
-    return [
-        Route(f"{PREFIX}/download-url", router(post=download_url)),
-        Route(f"{PREFIX}/batch-download-urls", router(post=batch)),
-        Route(f"{PREFIX}/tokens", router(post=tokens)),
-        Route(f"{PREFIX}/redeem", router(post=redeem)),
-        Route(DOWNLOAD_PATH + "{token}", router(get=download)),
-    ]
+async def _mint_item(
+    service: Delivery,
+    principal: Principal,
+    raw: dict[str, Any],
+    ttl: int | None,
+    base_url: str,
+    result: dict[str, Any],
+) -> None:
+    """One batch item's URL, filled into ``result``; a failure raises and fails only this item.
+
+    The reference goes into ``result`` once the item validates, so a later error names the file.
+    """
+    item = validate(FileRef, raw)
+    result.update(
+        {"file_id": item.file_id} if item.file_id is not None else {"storage_key": item.storage_key}
+    )
+    record = await service.resolve(principal, file_id=item.file_id, storage_key=item.storage_key)
+    minted = await service.mint(
+        record, ttl=ttl, attachment_filename=item.attachment_filename, base_url=base_url
+    )
+    result.update(url=minted.url, expires_at=_iso(minted.expires_at))
 
 
 # Paths that need no bearer token: the signed download itself, and redeeming a one-time

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tusserver import TUS_VERSION, errors
 
@@ -237,136 +237,168 @@ def _h11_class() -> type[Any] | None:
     if not all(callable(getattr(base, n, None)) for n in ("handle_events", "data_received")):
         return None
 
-    class TusH11Protocol(_HeadGuard, base):  # type: ignore[misc]
+    class TusH11Protocol(_H11Limits, base):  # type: ignore[misc]
         """uvicorn's h11 protocol with the same head limits (h11 copies bodies as it does)."""
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._init_guard()
-            # h11 buffers no more than this of an unfinished event (a head, a chunk line).
-            self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header_size)
-
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._arm_head_timer()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._end_guard()
-            super().connection_lost(exc)
-
-        def data_received(self, data: bytes) -> None:
-            # uvicorn's, plus the head limits. h11 itself refuses only an unfinished head
-            # over the limit (and with a 400); one that arrives whole in a read passes it.
-            if self._refused:
-                return
-            self._unset_keepalive_if_required()
-            if self._answered():
-                self._arm_head_timer()
-            self.conn.receive_data(data)
-            self.handle_events()
-            if not self._answered():
-                self._disarm_head_timer()  # a request is in flight: its head came
-
-        def handle_events(self) -> None:
-            # Also called once an answer is out, for a pipelined request already buffered.
-            if self._refused:
-                return
-            if self._head_over_limit():
-                self._refuse(errors.HeadersTooLarge())
-                return
-            super().handle_events()
-
-        def _head_over_limit(self) -> bool:
-            if self.conn.their_state is not h11.IDLE:
-                return False
-            buffered = self.conn.trailing_data[0]
-            end = buffered.find(b"\r\n\r\n")
-            return (len(buffered) if end < 0 else end + 4) > self.max_header_size
-
-        def _head_partial(self) -> bool:
-            return self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
+        _h11 = h11
 
     TusH11Protocol.__name__ = TusH11Protocol.__qualname__ = "TusH11Protocol"
     return TusH11Protocol
 
 
 def _httptools_protocol(base: type[Any], httptools: Any) -> type[Any]:
-    class TusHttpToolsProtocol(_HeadGuard, base):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._init_guard()
-
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            # A connection that never sends a byte is a stalled head too.
-            self._arm_head_timer()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._end_guard()
-            super().connection_lost(exc)
-
-        def data_received(self, data: bytes) -> None:
-            # uvicorn's, plus the head limits: a callback refusing a head must not be taken
-            # for a malformed request (400).
-            if self._refused:
-                return
-            self._unset_keepalive_if_required()
-            if self._answered():
-                # The next request, or the rest of an answered request's body: either way
-                # the connection must get to its next complete head in time.
-                self._arm_head_timer()
-            self._began = False
-            try:
-                self.parser.feed_data(data)
-            except httptools.HttpParserUpgrade:
-                if self._should_upgrade():
-                    self.handle_websocket_upgrade()
-                else:
-                    self._unsupported_upgrade_warning()
-                return
-            except httptools.HttpParserError:
-                if self._too_large:
-                    self._refuse(errors.HeadersTooLarge())
-                else:
-                    self.logger.warning("Invalid HTTP request received.")
-                    self.send_400_response("Invalid HTTP request received.")
-                return
-            self._after_feed(len(data))
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._in_head, self._began = True, True
-            self._head_size = self._head_unparsed = 0
-            self._arm_head_timer()
-
-        def on_url(self, url: bytes) -> None:
-            self._count_head(len(url))
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._count_head(len(name) + len(value) + _LINE_OVERHEAD)
-            super().on_header(name, value)
-
-        def on_headers_complete(self) -> None:
-            self._in_head = False
-            self._disarm_head_timer()
-            super().on_headers_complete()
-
-        def on_body(self, body: bytes) -> None:
-            cycle = self.cycle
-            if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
-                return
-            pending = cycle.body
-            if type(pending) is not _Pieces:
-                # A new request, or receive() just took the last batch and left a bytearray.
-                fresh = _Pieces()
-                if pending:
-                    fresh.append(bytes(pending))
-                pending = cycle.body = fresh
-            pending.append(body)
-            if pending.size > BODY_HIGH_WATER:
-                self.flow.pause_reading()
-            cycle.message_event.set()
+    class TusHttpToolsProtocol(_HttpToolsLimits, base):  # type: ignore[misc]
+        _upgrade_error = httptools.HttpParserUpgrade
+        _parser_error = httptools.HttpParserError
 
     TusHttpToolsProtocol.__name__ = TusHttpToolsProtocol.__qualname__ = "TusHttpToolsProtocol"
     return TusHttpToolsProtocol
+
+
+# What the mixins below extend: uvicorn's protocol class, known only at runtime (the factories
+# above put it after the mixin). For the type checker it is Any, so ``super()`` calls check.
+if TYPE_CHECKING:
+    _UvicornProtocol = Any
+else:
+    _UvicornProtocol = object
+
+
+class _H11Limits(_HeadGuard, _UvicornProtocol):  # type: ignore[misc]
+    """The head limits on uvicorn's h11 protocol; ``_h11`` is the h11 module."""
+
+    _h11: Any
+    conn: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_guard()
+        # h11 buffers no more than this of an unfinished event (a head, a chunk line).
+        h11 = self._h11
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header_size)
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end_guard()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's, plus the head limits. h11 itself refuses only an unfinished head
+        # over the limit (and with a 400); one that arrives whole in a read passes it.
+        if self._refused:
+            return
+        self._unset_keepalive_if_required()
+        if self._answered():
+            self._arm_head_timer()
+        self.conn.receive_data(data)
+        self.handle_events()
+        if not self._answered():
+            self._disarm_head_timer()  # a request is in flight: its head came
+
+    def handle_events(self) -> None:
+        # Also called once an answer is out, for a pipelined request already buffered.
+        if self._refused:
+            return
+        if self._head_over_limit():
+            self._refuse(errors.HeadersTooLarge())
+            return
+        super().handle_events()
+
+    def _head_over_limit(self) -> bool:
+        if self.conn.their_state is not self._h11.IDLE:
+            return False
+        buffered = self.conn.trailing_data[0]
+        end = buffered.find(b"\r\n\r\n")
+        return (len(buffered) if end < 0 else end + 4) > self.max_header_size
+
+    def _head_partial(self) -> bool:
+        return self.conn.their_state is self._h11.IDLE and bool(self.conn.trailing_data[0])
+
+
+class _HttpToolsLimits(_HeadGuard, _UvicornProtocol):  # type: ignore[misc]
+    """The head limits and the copy-free body on uvicorn's httptools protocol.
+
+    ``_upgrade_error`` and ``_parser_error`` are httptools' exceptions (httptools is optional,
+    so the factory supplies them).
+    """
+
+    _upgrade_error: type[Exception]
+    _parser_error: type[Exception]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_guard()
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        # A connection that never sends a byte is a stalled head too.
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end_guard()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's, plus the head limits: a callback refusing a head must not be taken
+        # for a malformed request (400).
+        if self._refused:
+            return
+        self._unset_keepalive_if_required()
+        if self._answered():
+            # The next request, or the rest of an answered request's body: either way
+            # the connection must get to its next complete head in time.
+            self._arm_head_timer()
+        self._began = False
+        try:
+            self.parser.feed_data(data)
+        except self._upgrade_error:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except self._parser_error:
+            if self._too_large:
+                self._refuse(errors.HeadersTooLarge())
+            else:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+            return
+        self._after_feed(len(data))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._began = True, True
+        self._head_size = self._head_unparsed = 0
+        self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + _LINE_OVERHEAD)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        pending = cycle.body
+        if type(pending) is not _Pieces:
+            # A new request, or receive() just took the last batch and left a bytearray.
+            fresh = _Pieces()
+            if pending:
+                fresh.append(bytes(pending))
+            pending = cycle.body = fresh
+        pending.append(body)
+        if pending.size > BODY_HIGH_WATER:
+            self.flow.pause_reading()
+        cycle.message_event.set()

@@ -150,18 +150,7 @@ class CORSMiddleware:
             await self.app(scope, receive, send)
             return
 
-        origin: bytes | None = None
-        preflight = False
-        requested: list[bytes] = []
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                if origin is None:
-                    origin = value
-            elif name == b"access-control-request-method":
-                preflight = True
-            elif name == b"access-control-request-headers":
-                requested.append(value)
-
+        origin, preflight, requested = _cors_headers(scope["headers"])
         if origin is None:
             # Not a cross-origin browser request: nothing to add, nothing to refuse.
             await self.app(scope, receive, send)
@@ -234,6 +223,23 @@ class CORSMiddleware:
             # App-specific headers (tus-js-client/Uppy `headers` option) are reflected.
             allow_headers += b", " + b", ".join(extra)
         return [(b"access-control-allow-headers", allow_headers), *self._preflight_common]
+
+
+def _cors_headers(headers: RawHeaders) -> tuple[bytes | None, bool, list[bytes]]:
+    """The request's first ``Origin``, whether it is a preflight (it names a method), and
+    the ``Access-Control-Request-Headers`` values it sent."""
+    origin: bytes | None = None
+    preflight = False
+    requested: list[bytes] = []
+    for name, value in headers:
+        if name == b"origin":
+            if origin is None:
+                origin = value
+        elif name == b"access-control-request-method":
+            preflight = True
+        elif name == b"access-control-request-headers":
+            requested.append(value)
+    return origin, preflight, requested
 
 
 def _own_error(error: TusError, method: str) -> Response:

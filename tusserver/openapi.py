@@ -294,15 +294,48 @@ def _query(name: str, schema: dict[str, Any], *, required: bool = False) -> dict
 
 
 def build_document() -> dict[str, Any]:
-    file_id = [_path("file_id")]
-    upload_id = [_path("upload_id")]
-    idempotency = {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-    }
+    """The whole document; built once per process and cached by :func:`openapi_endpoint`."""
     paths: dict[str, Any] = {
+        **_catalog_paths(),
+        **_upload_paths(),
+        **_direct_paths(),
+        **_delivery_paths(),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tusserver REST API",
+            "version": __version__,
+            "description": (
+                "The JSON routes beside the tus protocol endpoint (`/files/`): catalog, REST "
+                "uploads, direct-to-storage uploads and signed downloads. Errors are "
+                '`{"error": {"code": "ERR_...", "message": "...", "details": ...}}`.'
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+# The Idempotency-Key header the creating routes accept (a retry gets the first answer).
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+def _catalog_paths() -> dict[str, Any]:
+    """The catalog: listing, reading, renaming and deleting the caller's files."""
+    file_id = [_path("file_id")]
+    return {
         FILES: {
             "get": _op(
                 "List the caller's files",
@@ -359,13 +392,20 @@ def build_document() -> dict[str, Any]:
                 },
             )
         },
+    }
+
+
+def _upload_paths() -> dict[str, Any]:
+    """REST uploads: a tus upload created, watched, recorded or aborted through JSON."""
+    upload_id = [_path("upload_id")]
+    return {
         f"{UPLOADS}/init": {
             "post": _op(
                 "Create a tus upload for the caller",
                 (201, "UploadCreated"),
                 (400, 409),
                 body="InitRequest",
-                params=[idempotency],
+                params=[_IDEMPOTENCY],
             )
         },
         UPLOADS + "/{upload_id}/status": {
@@ -382,13 +422,25 @@ def build_document() -> dict[str, Any]:
         UPLOADS + "/{upload_id}": {
             "delete": _op("Abort an upload", (204, None), (409,), params=upload_id),
         },
+    }
+
+
+def _direct_paths() -> dict[str, Any]:
+    """Direct-to-storage uploads: presigned PUTs, multipart, and the admins' one-shot upload."""
+    upload_id = [_path("upload_id")]
+    return {**_presigned_paths(upload_id), **_multipart_paths(upload_id), **_proxied_paths()}
+
+
+def _presigned_paths(upload_id: list[dict[str, Any]]) -> dict[str, Any]:
+    """One signed PUT straight to the store, then recorded."""
+    return {
         f"{UPLOADS}/presigned": {
             "post": _op(
                 "One signed PUT URL",
                 (201, "PresignedCreated"),
                 (400, 409),
                 body="PresignedRequest",
-                params=[idempotency],
+                params=[_IDEMPOTENCY],
             )
         },
         UPLOADS + "/presigned/{upload_id}": {
@@ -405,13 +457,19 @@ def build_document() -> dict[str, Any]:
         UPLOADS + "/presigned/{upload_id}/abort": {
             "post": _op("Abort a presigned upload", (200, "DirectUpload"), (409,), params=upload_id)
         },
+    }
+
+
+def _multipart_paths(upload_id: list[dict[str, Any]]) -> dict[str, Any]:
+    """Multipart uploads: a URL per part, completed with the parts' ETags."""
+    return {
         f"{UPLOADS}/multipart": {
             "post": _op(
                 "Part size, count and URLs for a multipart upload",
                 (201, "MultipartCreated"),
                 (400, 409),
                 body="MultipartRequest",
-                params=[idempotency],
+                params=[_IDEMPOTENCY],
             )
         },
         UPLOADS + "/multipart/{upload_id}": {
@@ -437,6 +495,13 @@ def build_document() -> dict[str, Any]:
         UPLOADS + "/multipart/{upload_id}/abort": {
             "post": _op("Abort a multipart upload", (200, "DirectUpload"), (409,), params=upload_id)
         },
+    }
+
+
+def _proxied_paths() -> dict[str, Any]:
+    """Uploads whose bytes pass through this server: the admins' one-shot upload, and the
+    part URLs that stand in for the store's own when storage is local."""
+    return {
         f"{UPLOADS}/direct": {
             "post": _op(
                 "A small file in one request (admins)",
@@ -477,6 +542,12 @@ def build_document() -> dict[str, Any]:
                 },
             )
         },
+    }
+
+
+def _delivery_paths() -> dict[str, Any]:
+    """Signed download URLs, one-time tokens, and the download itself."""
+    paths: dict[str, Any] = {
         f"{DELIVERY}/download-url": {
             "post": _op(
                 "A short-lived signed download URL",
@@ -528,26 +599,7 @@ def build_document() -> dict[str, Any]:
     download = paths[DOWNLOAD_PATH + "{token}"]["get"]["responses"]
     download["206"] = {"description": "The requested range", **download["200"]}
     download["304"] = {"description": "Not modified (If-None-Match)"}
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "tusserver REST API",
-            "version": __version__,
-            "description": (
-                "The JSON routes beside the tus protocol endpoint (`/files/`): catalog, REST "
-                "uploads, direct-to-storage uploads and signed downloads. Errors are "
-                '`{"error": {"code": "ERR_...", "message": "...", "details": ...}}`.'
-            ),
-        },
-        "paths": paths,
-        "components": {
-            "schemas": _schemas(),
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-            },
-        },
-        "security": [{"bearer": []}],
-    }
+    return paths
 
 
 _CACHE: dict[str, bytes] = {}

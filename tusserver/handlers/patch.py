@@ -1,8 +1,8 @@
 """PATCH: append bytes at an offset, with deferred lengths and checksums.
 
 Every check that can fail is made before the first ``receive()``, so a client that sent
-``Expect: 100-continue`` gets its 4xx without uploading the body. The order is: exists, final,
-content type, offset, length, size, checksum algorithm; then the body
+``Expect: 100-continue`` gets its 4xx without uploading the body. The order is fixed:
+exists, final, content type, offset, length, size, checksum algorithm; then the body
 (docs/protocol.md, "Appending").
 """
 
@@ -12,63 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tusserver import errors
-from tusserver.body import BodyEnd, BodyReader
+from tusserver.handlers.append import body_limit, open_body, parse_checksum_header, raise_for_end
 from tusserver.handlers.common import expires_header
 from tusserver.models import UploadInfo
 from tusserver.principal import principal_of
-from tusserver.protocol import (
-    Checksum,
-    is_offset_content_type,
-    new_hasher,
-    parse_checksum,
-    parse_non_negative_int,
-)
-from tusserver.uploads import UploadService, WriteResult
-
-
-def parse_checksum_header(service: UploadService, raw: str | None) -> Checksum | None:
-    if raw is None:
-        return None
-    if "checksum" not in service.extensions:
-        raise errors.UnsupportedChecksum("this server does not verify checksums")
-    return parse_checksum(raw, service.settings.checksum_algorithms)
-
-
-def body_limit(
-    service: UploadService, info: UploadInfo, length: int | None, content_length: int | None
-) -> int | None:
-    """How many more bytes this upload may take; 413 up front when the body cannot fit.
-
-    See (docs/protocol.md, "Appending").
-    """
-    max_size = service.settings.max_size
-    if length is not None:
-        limit: int | None = length - info.offset
-    elif max_size:
-        # A deferred upload may not pass the maximum (docs/protocol.md, "Limits").
-        limit = max_size - info.offset
-    else:
-        limit = None
-    if content_length is not None and limit is not None and content_length > limit:
-        raise errors.SizeExceeded("the body would pass the upload's length or the maximum size")
-    return limit
-
-
-def raise_for_end(result: WriteResult, *, shutting_down: bool = False) -> None:
-    """Turn an early end of the body into the answer the client (if still there) gets."""
-    if result.checksum_failed:
-        raise errors.ChecksumMismatch()
-    if result.end is BodyEnd.TOO_LARGE:
-        raise errors.SizeExceeded("the body passed the upload's length or the maximum size")
-    if result.end is BodyEnd.RELEASED:
-        if shutting_down:
-            # Retryable: tus clients HEAD and resume, through the balancer, elsewhere.
-            raise errors.ShuttingDown(headers={"Connection": "close", "Retry-After": "1"})
-        raise errors.Interrupted()
-    if result.end is BodyEnd.TIMED_OUT:
-        raise errors.ReadTimeout()
-    if result.end is BodyEnd.DISCONNECTED:
-        raise errors.Interrupted("the client disconnected")
+from tusserver.protocol import is_offset_content_type, parse_non_negative_int
+from tusserver.uploads import UploadService
 
 
 async def handle_patch(service: UploadService, request: Request, upload_id: str) -> Response:
@@ -80,30 +29,12 @@ async def handle_patch(service: UploadService, request: Request, upload_id: str)
             raise errors.ModifyFinal()
         if not is_offset_content_type(headers.get("content-type")):
             raise errors.InvalidContentType()
-        offset = parse_non_negative_int(headers.get("upload-offset"), errors.InvalidOffset)
-        if offset is None:
-            raise errors.InvalidOffset("Upload-Offset is required")
-        if offset != info.offset:
-            raise errors.MismatchedOffset(
-                f"Upload-Offset is {offset} but the upload is at {info.offset}"
-            )
-        declared = parse_non_negative_int(headers.get("upload-length"), errors.InvalidLength)
-        if declared is not None:
-            if info.length is not None:
-                # Repeating the same length is harmless: tus-js-client 4.x re-sends it on a
-                # retried final PATCH. Changing it is not
-                # (docs/protocol.md, "Upload-Length repeated or changed").
-                if declared != info.length:
-                    raise errors.LengthChanged()
-                declared = None
-            elif declared < info.offset:
-                raise errors.InvalidLength("Upload-Length is below the current offset")
-            elif service.settings.max_size and declared > service.settings.max_size:
-                raise errors.SizeExceeded("Upload-Length exceeds the maximum size")
+        _check_offset(info, headers.get("upload-offset"))
+        declared = _declared_length(service, info, headers.get("upload-length"))
         if info.is_complete:
             # Idempotent no-op for a retried final PATCH
-            # (docs/protocol.md, "PATCH on a completed upload"); finishing again repairs a crash
-            # between the last write and the completion record.
+            # (docs/protocol.md, "PATCH on a completed upload"); finishing again repairs a
+            # crash between the last write and the completion record.
             if info.finished_at is None:
                 info = await service.finish(info)
             return _patched(info)
@@ -111,13 +42,7 @@ async def handle_patch(service: UploadService, request: Request, upload_id: str)
         content_length = parse_non_negative_int(headers.get("content-length"), errors.BadRequest)
         limit = body_limit(service, info, length, content_length)
         checksum = parse_checksum_header(service, headers.get("upload-checksum"))
-        reader = BodyReader(
-            request.receive,
-            limit=limit,
-            read_timeout=service.settings.read_timeout,
-            hasher=new_hasher(checksum.algorithm) if checksum is not None else None,
-        )
-        lock.on_release_request(reader.interrupt)
+        reader = open_body(service, request, lock, limit=limit, checksum=checksum)
         result = await service.write(info, reader, checksum=checksum, declared_length=declared)
         info = result.info
         if info.is_complete:
@@ -130,3 +55,37 @@ def _patched(info: UploadInfo) -> Response:
     return Response(
         status_code=204, headers={"Upload-Offset": str(info.offset), **expires_header(info)}
     )
+
+
+def _check_offset(info: UploadInfo, raw: str | None) -> None:
+    """``Upload-Offset`` must be present and equal the upload's offset (409 otherwise)."""
+    offset = parse_non_negative_int(raw, errors.InvalidOffset)
+    if offset is None:
+        raise errors.InvalidOffset("Upload-Offset is required")
+    if offset != info.offset:
+        raise errors.MismatchedOffset(
+            f"Upload-Offset is {offset} but the upload is at {info.offset}"
+        )
+
+
+def _declared_length(service: UploadService, info: UploadInfo, raw: str | None) -> int | None:
+    """The length this PATCH declares for a deferred upload, or None if it declares none.
+
+    A length already known may be repeated but not changed.
+    """
+    declared = parse_non_negative_int(raw, errors.InvalidLength)
+    if declared is None:
+        return None
+    if info.length is not None:
+        # Repeating the same length is harmless: tus-js-client 4.x re-sends it on a retried
+        # final PATCH. Changing it is not
+        # (docs/protocol.md, "Upload-Length repeated or changed").
+        if declared != info.length:
+            raise errors.LengthChanged()
+        return None
+    if declared < info.offset:
+        raise errors.InvalidLength("Upload-Length is below the current offset")
+    max_size = service.settings.max_size
+    if max_size and declared > max_size:
+        raise errors.SizeExceeded("Upload-Length exceeds the maximum size")
+    return declared
