@@ -50,7 +50,7 @@ class TusDispatch:
         methods = ["OPTIONS", "HEAD", "PATCH"]
         if service.ctx.composer.reader is not None:
             methods.append("GET")
-        if "termination" in service.extensions:
+        if service.features.termination:
             methods.append("DELETE")
         return ", ".join(methods)
 
@@ -119,9 +119,9 @@ class TusDispatch:
             return await handle_head(service, upload_id, owner=owner)
         if method == "PATCH":
             return await handle_patch(service, request, upload_id)
-        if method == "GET" and "GET" in allow:
+        if method == "GET" and service.ctx.composer.reader is not None:
             info = await service.get(upload_id, owner=owner)
             return await handle_get(request, service.ctx, info)
-        if method == "DELETE" and "termination" in service.extensions:
+        if method == "DELETE" and service.features.termination:
             return await handle_delete(service, upload_id, owner=owner)
         raise errors.MethodNotAllowed(headers={"Allow": allow})

@@ -28,7 +28,7 @@ from tusserver.uploads import UploadService, WriteResult
 def parse_checksum_header(service: UploadService, raw: str | None) -> Checksum | None:
     if raw is None:
         return None
-    if "checksum" not in service.extensions:
+    if not service.features.checksum:
         raise errors.UnsupportedChecksum("this server does not verify checksums")
     return parse_checksum(raw, service.settings.checksum_algorithms)
 

@@ -32,7 +32,7 @@ async def handle_post(service: UploadService, request: Request) -> Response:
     settings = service.settings
     concat_raw = headers.get("upload-concat")
     concat = parse_concat(concat_raw, settings.base_path, settings.max_concat_parts)
-    if concat is not None and "concatenation" not in service.extensions:
+    if concat is not None and not service.features.concatenation:
         raise errors.ConcatUnsupported()
     is_final = concat is not None and concat.kind is ConcatKind.FINAL
 
@@ -43,7 +43,7 @@ async def handle_post(service: UploadService, request: Request) -> Response:
     elif defer is not None:
         if defer.strip() != "1":
             raise errors.InvalidDeferLength()
-        if "creation-defer-length" not in service.extensions:
+        if not service.features.defer_length:
             raise errors.DeferNotSupported()
         if length is not None:
             raise errors.AmbiguousLength()
