@@ -120,9 +120,11 @@ def _translate(exc: Exception) -> errors.TusError | None:
     return None
 
 
-def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]:
-    def catalog() -> Catalog:
-        found = get_catalog()
+def catalog_routes(get_catalog: Callable[[Request], Catalog | None]) -> list[BaseRoute]:
+    """The routes; ``get_catalog`` finds the open catalog for a request (None: not ready)."""
+
+    def catalog(request: Request) -> Catalog:
+        found = get_catalog(request)
         if found is None:
             raise errors.CatalogUnavailable("the catalog is not enabled or not ready")
         return found
@@ -146,7 +148,7 @@ def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]
             sort_by=params.sort_by,
             sort_order=params.sort_order,
         )
-        page = await catalog().list_files(query, owner=owner)
+        page = await catalog(request).list_files(query, owner=owner)
         total_pages = math.ceil(page.total_count / params.page_size)
         return json_response(
             {
@@ -161,20 +163,24 @@ def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]
 
     async def recent(request: Request) -> Response:
         params = validate(RecentParams, dict(request.query_params))
-        records = await catalog().recent(params.limit, owner=principal_of(request).owner_filter)
+        records = await catalog(request).recent(
+            params.limit, owner=principal_of(request).owner_filter
+        )
         return json_response({"items": [file_json(r) for r in records]})
 
     async def by_key(request: Request) -> Response:
         key: str = request.path_params["key"]
         if unstorable(key):
             raise errors.FileNotFound()  # no storage key holds a NUL
-        record = await catalog().get_by_key(key, owner=principal_of(request).owner_filter)
+        record = await catalog(request).get_by_key(key, owner=principal_of(request).owner_filter)
         if record is None:
             raise errors.FileNotFound()
         return json_response(file_json(record))
 
     async def get_file(request: Request) -> Response:
-        record = await catalog().get(file_id(request), owner=principal_of(request).owner_filter)
+        record = await catalog(request).get(
+            file_id(request), owner=principal_of(request).owner_filter
+        )
         if record is None:
             raise errors.FileNotFound()
         return json_response(file_json(record))
@@ -184,7 +190,7 @@ def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]
         patch = validate(FilePatch, await read_json(request))
         if patch.filename is None and patch.metadata is None:
             raise ApiError(errors.ValidationFailed("nothing to change: give filename or metadata"))
-        record = await catalog().edit(
+        record = await catalog(request).edit(
             target,
             owner=principal_of(request).owner_filter,
             filename=patch.filename,
@@ -195,13 +201,15 @@ def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]
         return json_response(file_json(record))
 
     async def delete_file(request: Request) -> Response:
-        deleted = await catalog().delete(file_id(request), owner=principal_of(request).owner_filter)
+        deleted = await catalog(request).delete(
+            file_id(request), owner=principal_of(request).owner_filter
+        )
         if not deleted:
             raise errors.FileNotFound()
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
     async def thumbnail(request: Request) -> Response:
-        found = catalog()
+        found = catalog(request)
         record = await found.get(file_id(request), owner=principal_of(request).owner_filter)
         data = None if record is None else await found.thumbnail(record)
         if data is None:

@@ -72,21 +72,20 @@ def _iso(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
-def delivery_routes(get_delivery: Callable[[], Delivery | None]) -> list[BaseRoute]:
-    def delivery() -> Delivery:
-        found = get_delivery()
+def delivery_routes(
+    settings: Settings, get_delivery: Callable[[Request], Delivery | None]
+) -> list[BaseRoute]:
+    """The routes; ``get_delivery`` finds the open delivery for a request (None: not ready)."""
+
+    def delivery(request: Request) -> Delivery:
+        found = get_delivery(request)
         if found is None:
             raise errors.CatalogUnavailable("the delivery service is not ready")
         return found
 
-    def settings_of(request: Request) -> Settings:
-        settings: Settings = request.app.state.settings
-        return settings
-
     async def download_url(request: Request) -> Response:
         body = validate(UrlRequest, await read_json(request))
-        service = delivery()
-        settings = settings_of(request)
+        service = delivery(request)
         record = await service.resolve(
             principal_of(request), file_id=body.file_id, storage_key=body.storage_key
         )
@@ -101,8 +100,7 @@ def delivery_routes(get_delivery: Callable[[], Delivery | None]) -> list[BaseRou
 
     async def batch(request: Request) -> Response:
         body = validate(BatchRequest, await read_json(request))
-        service = delivery()
-        settings = settings_of(request)
+        service = delivery(request)
         # The whole batch counts against the quota before any URL is minted.
         await service.charge(client_ip(request, settings), len(body.items))
         principal = principal_of(request)
@@ -136,7 +134,7 @@ def delivery_routes(get_delivery: Callable[[], Delivery | None]) -> list[BaseRou
 
     async def tokens(request: Request) -> Response:
         body = validate(TokenRequest, await read_json(request))
-        service = delivery()
+        service = delivery(request)
         record = await service.resolve(
             principal_of(request), file_id=body.file_id, storage_key=None
         )
@@ -147,14 +145,13 @@ def delivery_routes(get_delivery: Callable[[], Delivery | None]) -> list[BaseRou
 
     async def redeem(request: Request) -> Response:
         body = validate(RedeemRequest, await read_json(request))
-        service = delivery()
-        settings = settings_of(request)
+        service = delivery(request)
         await service.charge(client_ip(request, settings))
         minted = await service.redeem(body.token, base_url=public_base(request, settings))
         return json_response({"url": minted.url, "expires_at": _iso(minted.expires_at)})
 
     async def download(request: Request) -> Response:
-        return await delivery().serve(request, request.path_params["token"])
+        return await delivery(request).serve(request, request.path_params["token"])
 
     def router(**handlers: Callable[[Request], Any]) -> MethodRouter:
         return MethodRouter({m.upper(): h for m, h in handlers.items()})

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.services_s3 import MOTO
+from tusserver.compose import StartupError, open_components
 from tusserver.settings import Settings
-from tusserver.wiring import StartupError, open_components
 
 
 def closed_port() -> int:
