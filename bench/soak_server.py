@@ -48,19 +48,19 @@ def _middlewares(app: Any) -> Iterator[Any]:
 # name -> where the table lives, from the app. A path that no longer resolves (the code
 # moved on) is left out of the probe, not an error: the soak reports what it finds.
 _TABLES = {
-    "service.held_locks": "state.service._held",
-    "service.progress_at": "state.service._progress_at",
-    "digests.running": "state.service.digests._running",
-    "digests.heads": "state.service.digests._heads",
-    "locker.held": "state.service.ctx.locker._held",
-    "locker.holders": "state.service.ctx.locker._holders",
-    "locker.queues": "state.service.ctx.locker._queues",
-    "locker.local": "state.service.ctx.locker._local",
-    "idempotency.entries": "state.idempotency.store._entries",
-    "catalog.queued": "state.catalog._queued",
-    "catalog.processing": "state.catalog._processing",
-    "catalog.insert_queue": "state.catalog.repo._queued",
-    "delivery.quota_subjects": "state.delivery._quota._local._tat",
+    "service.held_locks": "runtime.service._held",
+    "service.progress_at": "runtime.service._progress_at",
+    "digests.running": "runtime.service.digests._running",
+    "digests.heads": "runtime.service.digests._heads",
+    "locker.held": "runtime.service.ctx.locker._held",
+    "locker.holders": "runtime.service.ctx.locker._holders",
+    "locker.queues": "runtime.service.ctx.locker._queues",
+    "locker.local": "runtime.service.ctx.locker._local",
+    "idempotency.entries": "runtime.idempotency.store._entries",
+    "catalog.queued": "runtime.catalog._queued",
+    "catalog.processing": "runtime.catalog._processing",
+    "catalog.insert_queue": "runtime.catalog.repo._queued",
+    "delivery.quota_subjects": "runtime.delivery._quota._local._tat",
 }
 
 
@@ -80,7 +80,7 @@ def _tables(app: Any) -> dict[str, Any]:
     tables = {name: _resolve(app, path) for name, path in _TABLES.items()}
     tables["fsutil.dir_syncs"] = getattr(fsutil, "_dir_syncs", None)
     # The rate limiter's in-process buckets (absent when they live in Redis).
-    tables["ratelimit.counters"] = _resolve(app, "state.limiter.buckets._tat")
+    tables["ratelimit.counters"] = _resolve(app, "runtime.limiter.buckets._tat")
     return {name: table for name, table in tables.items() if table is not None}
 
 
@@ -105,7 +105,7 @@ def _grown() -> list[str]:
 def snapshot(app: Any, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
     gc.collect()
     sizes = {name: _length(table) for name, table in _tables(app).items()}
-    stored = _resolve(app, "state.idempotency.store.bytes")
+    stored = _resolve(app, "runtime.idempotency.store.bytes")
     if isinstance(stored, int):
         sizes["idempotency.bytes"] = stored
     return {

@@ -120,8 +120,8 @@ def _translate(exc: Exception) -> errors.TusError | None:
     return None
 
 
-def catalog_routes(get_catalog: Callable[[], Catalog | None]) -> list[BaseRoute]:
-    """The routes, bound to a catalog that may not be ready yet (503 until it is)."""
+def catalog_routes(get_catalog: Callable[[Request], Catalog | None]) -> list[BaseRoute]:
+    """The routes; ``get_catalog`` finds the open catalog for a request (None: not ready)."""
     files = _FileRoutes(get_catalog)
 
     def router(**handlers: Callable[[Request], Any]) -> MethodRouter:
@@ -163,11 +163,11 @@ def _page_json(params: ListParams, page: Page) -> dict[str, Any]:
 class _FileRoutes:
     """The handlers; each scopes what it reads or changes to the caller's own files."""
 
-    def __init__(self, get_catalog: Callable[[], Catalog | None]) -> None:
+    def __init__(self, get_catalog: Callable[[Request], Catalog | None]) -> None:
         self._get_catalog = get_catalog
 
-    def _catalog(self) -> Catalog:
-        found = self._get_catalog()
+    def _catalog(self, request: Request) -> Catalog:
+        found = self._get_catalog(request)
         if found is None:
             raise errors.CatalogUnavailable("the catalog is not enabled or not ready")
         return found
@@ -185,12 +185,12 @@ class _FileRoutes:
             sort_by=params.sort_by,
             sort_order=params.sort_order,
         )
-        page = await self._catalog().list_files(query, owner=owner)
+        page = await self._catalog(request).list_files(query, owner=owner)
         return json_response(_page_json(params, page))
 
     async def recent(self, request: Request) -> Response:
         params = validate(RecentParams, dict(request.query_params))
-        catalog = self._catalog()
+        catalog = self._catalog(request)
         records = await catalog.recent(params.limit, owner=principal_of(request).owner_filter)
         return json_response({"items": [file_json(r) for r in records]})
 
@@ -198,13 +198,15 @@ class _FileRoutes:
         key: str = request.path_params["key"]
         if unstorable(key):
             raise errors.FileNotFound()  # no storage key holds a NUL
-        record = await self._catalog().get_by_key(key, owner=principal_of(request).owner_filter)
+        record = await self._catalog(request).get_by_key(
+            key, owner=principal_of(request).owner_filter
+        )
         if record is None:
             raise errors.FileNotFound()
         return json_response(file_json(record))
 
     async def get_file(self, request: Request) -> Response:
-        catalog = self._catalog()
+        catalog = self._catalog(request)
         record = await catalog.get(_file_id(request), owner=principal_of(request).owner_filter)
         if record is None:
             raise errors.FileNotFound()
@@ -215,7 +217,7 @@ class _FileRoutes:
         patch = validate(FilePatch, await read_json(request))
         if patch.filename is None and patch.metadata is None:
             raise ApiError(errors.ValidationFailed("nothing to change: give filename or metadata"))
-        record = await self._catalog().edit(
+        record = await self._catalog(request).edit(
             target,
             owner=principal_of(request).owner_filter,
             filename=patch.filename,
@@ -226,14 +228,14 @@ class _FileRoutes:
         return json_response(file_json(record))
 
     async def delete_file(self, request: Request) -> Response:
-        catalog = self._catalog()
+        catalog = self._catalog(request)
         deleted = await catalog.delete(_file_id(request), owner=principal_of(request).owner_filter)
         if not deleted:
             raise errors.FileNotFound()
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
     async def thumbnail(self, request: Request) -> Response:
-        found = self._catalog()
+        found = self._catalog(request)
         record = await found.get(_file_id(request), owner=principal_of(request).owner_filter)
         data = None if record is None else await found.thumbnail(record)
         if data is None:

@@ -397,20 +397,18 @@ def _update_all(hasher: Any, pieces: list[bytes]) -> None:
 
 
 class CatalogListener:
-    """Records finished uploads; an UploadListener bound late (the catalog opens in the
-    app's lifespan, after the upload service exists)."""
+    """Records finished uploads and forgets terminated ones: the catalog's UploadListener."""
 
-    def __init__(self) -> None:
-        self.catalog: Catalog | None = None
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
 
     async def upload_created(self, info: UploadInfo) -> None:
         return None
 
     async def upload_finished(self, info: UploadInfo) -> None:
-        if self.catalog is not None:
-            # A failure is logged by the fan-out (listener.failed); the upload is in the
-            # outbox (written before its finished state), so the next sweep records it.
-            await self.catalog.record(info)
+        # A failure is logged by the fan-out (listener.failed); the upload is in the
+        # outbox (written before its finished state), so the next sweep records it.
+        await self.catalog.record(info)
 
     async def upload_progress(self, info: UploadInfo) -> None:
         return None
@@ -419,5 +417,5 @@ class CatalogListener:
         self, info: UploadInfo, *, reason: TerminationReason = "terminated"
     ) -> None:
         # A purge is the catalog's own doing (its sweep asked for it and records it).
-        if self.catalog is not None and reason != "purged":
+        if reason != "purged":
             await self.catalog.forget(info.id)

@@ -72,9 +72,11 @@ def _iso(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
-def delivery_routes(get_delivery: Callable[[], Delivery | None]) -> list[BaseRoute]:
-    """The routes, bound to a delivery service that may not be ready yet (503 until it is)."""
-    handlers = _DeliveryRoutes(get_delivery)
+def delivery_routes(
+    settings: Settings, get_delivery: Callable[[Request], Delivery | None]
+) -> list[BaseRoute]:
+    """The routes; ``get_delivery`` finds the open delivery for a request (None: not ready)."""
+    handlers = _DeliveryRoutes(settings, get_delivery)
 
     def router(**methods: Callable[[Request], Any]) -> MethodRouter:
         return MethodRouter({m.upper(): h for m, h in methods.items()})
@@ -88,27 +90,25 @@ def delivery_routes(get_delivery: Callable[[], Delivery | None]) -> list[BaseRou
     ]
 
 
-def _settings_of(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 class _DeliveryRoutes:
     """The handlers. Minting is charged to the client's download quota before any URL exists."""
 
-    def __init__(self, get_delivery: Callable[[], Delivery | None]) -> None:
+    def __init__(
+        self, settings: Settings, get_delivery: Callable[[Request], Delivery | None]
+    ) -> None:
+        self._settings = settings
         self._get_delivery = get_delivery
 
-    def _delivery(self) -> Delivery:
-        found = self._get_delivery()
+    def _delivery(self, request: Request) -> Delivery:
+        found = self._get_delivery(request)
         if found is None:
             raise errors.CatalogUnavailable("the delivery service is not ready")
         return found
 
     async def download_url(self, request: Request) -> Response:
         body = validate(UrlRequest, await read_json(request))
-        service = self._delivery()
-        settings = _settings_of(request)
+        service = self._delivery(request)
+        settings = self._settings
         record = await service.resolve(
             principal_of(request), file_id=body.file_id, storage_key=body.storage_key
         )
@@ -123,8 +123,8 @@ class _DeliveryRoutes:
 
     async def batch(self, request: Request) -> Response:
         body = validate(BatchRequest, await read_json(request))
-        service = self._delivery()
-        settings = _settings_of(request)
+        service = self._delivery(request)
+        settings = self._settings
         # The whole batch counts against the quota before any URL is minted.
         await service.charge(client_ip(request, settings), len(body.items))
         principal = principal_of(request)
@@ -143,7 +143,7 @@ class _DeliveryRoutes:
 
     async def tokens(self, request: Request) -> Response:
         body = validate(TokenRequest, await read_json(request))
-        service = self._delivery()
+        service = self._delivery(request)
         record = await service.resolve(
             principal_of(request), file_id=body.file_id, storage_key=None
         )
@@ -154,14 +154,14 @@ class _DeliveryRoutes:
 
     async def redeem(self, request: Request) -> Response:
         body = validate(RedeemRequest, await read_json(request))
-        service = self._delivery()
-        settings = _settings_of(request)
+        service = self._delivery(request)
+        settings = self._settings
         await service.charge(client_ip(request, settings))
         minted = await service.redeem(body.token, base_url=public_base(request, settings))
         return json_response({"url": minted.url, "expires_at": _iso(minted.expires_at)})
 
     async def download(self, request: Request) -> Response:
-        return await self._delivery().serve(request, request.path_params["token"])
+        return await self._delivery(request).serve(request, request.path_params["token"])
 
 
 async def _mint_item(

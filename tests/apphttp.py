@@ -14,6 +14,7 @@ import httpx
 from starlette.types import ASGIApp
 
 from tusserver.app import create_app
+from tusserver.runtime import TusApp
 from tusserver.settings import Settings
 
 
@@ -30,3 +31,10 @@ async def serving(
         http.headers["Tus-Resumable"] = "1.0.0"
         http.app = app  # type: ignore[attr-defined]
         yield http
+
+
+@contextlib.asynccontextmanager
+async def opened(app: TusApp) -> AsyncIterator[TusApp]:
+    """``app`` with its lifespan running (its runtime open), for tests that drive it raw."""
+    async with app.router.lifespan_context(app):
+        yield app

@@ -13,6 +13,7 @@ import pytest
 
 from tusserver import digests as digests_module
 from tusserver.digests import EMPTY_SHA256, HEAD_BYTES, ContentDigests
+from tusserver.runtime import runtime_of
 
 MiB = 1024 * 1024
 
@@ -166,7 +167,7 @@ async def test_a_terminated_upload_leaves_no_running_hash(tmp_path: Path) -> Non
     from tusserver.settings import Settings
 
     async with serving(Settings(data_dir=tmp_path, metrics=False)) as http:
-        digests = http.app.state.service.digests  # type: ignore[attr-defined]
+        digests = runtime_of(http.app).service.digests  # type: ignore[attr-defined]
         for _ in range(5):
             created = await http.post("http://testserver/files/", headers={"Upload-Length": "100"})
             url = created.headers["Location"]

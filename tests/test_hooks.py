@@ -24,6 +24,7 @@ from tests.webhook_receiver import Delivery, Receiver, Reply
 from tusserver.hooks.precreate import merge_metadata
 from tusserver.logs import KeyValueFormatter
 from tusserver.protocol import encode_metadata, parse_metadata
+from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 
 SECRET = "hook-secret-for-tests-0123456789"
@@ -148,7 +149,7 @@ async def test_lifecycle_events_arrive_signed_with_the_upload(
 async def test_a_purge_is_a_termination_with_its_reason(tmp_path: Path, receiver: Receiver) -> None:
     async with tus(settings(tmp_path, receiver), None) as http:
         url = await create(http, 3)
-        service = http.app.state.service  # type: ignore[attr-defined]
+        service = runtime_of(http.app).service  # type: ignore[attr-defined]
         info = await service.ctx.state.get(upload_id(url))
         await service.terminate(info, event="upload.purged")
         await receiver.wait_count(2)
@@ -290,7 +291,7 @@ async def test_the_secret_and_signatures_never_reach_the_logs(
 
 
 async def all_uploads(http: httpx.AsyncClient) -> list[Any]:
-    state = http.app.state.service.ctx.state  # type: ignore[attr-defined]
+    state = runtime_of(http.app).service.ctx.state  # type: ignore[attr-defined]
     return [info async for info in state.expired(math.inf)]
 
 

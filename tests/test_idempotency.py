@@ -39,6 +39,7 @@ from tusserver.idempotency import (
     fingerprint,
     parse_key,
 )
+from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 
 
@@ -184,7 +185,7 @@ async def test_keys_expire_after_the_ttl(http: httpx.AsyncClient, clock: Clock) 
     assert (await http.post(FILES, headers=tus_headers("ttl"))).headers["location"] == (
         first.headers["location"]
     )
-    store = http.app.state.idempotency.store  # type: ignore[attr-defined]
+    store = runtime_of(http.app).idempotency.store  # type: ignore[attr-defined]
     if isinstance(store, RedisIdempotencyStore):
         return  # Redis expires keys on its own clock; the store tests cover it
     clock.now += 2

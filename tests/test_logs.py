@@ -18,17 +18,21 @@ def test_extra_fields_are_rendered() -> None:
 
 
 async def test_each_upload_event_is_logged_once(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    from tests.apphttp import opened
     from tests.asgi_harness import call
     from tusserver.app import create_app
     from tusserver.settings import Settings
 
     app = create_app(Settings(data_dir=tmp_path))
-    with caplog.at_level(logging.INFO, logger="tusserver"):
-        reply = await call(app, "POST", "/files/", {"Tus-Resumable": "1.0.0", "Upload-Length": "0"})
-    assert reply.status == 201
-    events = [r.getMessage() for r in caplog.records]
-    assert events.count("upload.created") == 1
-    assert events.count("upload.finished") == 1
+    async with opened(app):
+        with caplog.at_level(logging.INFO, logger="tusserver"):
+            reply = await call(
+                app, "POST", "/files/", {"Tus-Resumable": "1.0.0", "Upload-Length": "0"}
+            )
+        assert reply.status == 201
+        events = [r.getMessage() for r in caplog.records]
+        assert events.count("upload.created") == 1
+        assert events.count("upload.finished") == 1
 
 
 def _record(message: str = "upload.created", **fields: object) -> logging.LogRecord:
@@ -65,20 +69,22 @@ def test_fields_named_like_secrets_are_masked_in_both_formats() -> None:
 
 
 async def test_records_made_while_serving_a_request_carry_its_id(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    from tests.apphttp import opened
     from tests.asgi_harness import call
     from tusserver.app import create_app
     from tusserver.logs import RequestIdFilter
     from tusserver.settings import Settings
 
     app = create_app(Settings(data_dir=tmp_path, catalog=False))
-    caplog.handler.addFilter(RequestIdFilter())
-    with caplog.at_level(logging.INFO, logger="tusserver"):
-        reply = await call(
-            app,
-            "POST",
-            "/files/",
-            {"Tus-Resumable": "1.0.0", "Upload-Length": "0", "X-Request-ID": "req-12345678"},
-        )
-    assert reply.status == 201
-    created = next(r for r in caplog.records if r.getMessage() == "upload.created")
-    assert created.request_id == "req-12345678"  # type: ignore[attr-defined]
+    async with opened(app):
+        caplog.handler.addFilter(RequestIdFilter())
+        with caplog.at_level(logging.INFO, logger="tusserver"):
+            reply = await call(
+                app,
+                "POST",
+                "/files/",
+                {"Tus-Resumable": "1.0.0", "Upload-Length": "0", "X-Request-ID": "req-12345678"},
+            )
+        assert reply.status == 201
+        created = next(r for r in caplog.records if r.getMessage() == "upload.created")
+        assert created.request_id == "req-12345678"  # type: ignore[attr-defined]

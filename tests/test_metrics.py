@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
+from tests.apphttp import opened
 from tests.asgi_harness import call
 from tests.services_redis import REDIS
 from tests.services_s3 import (  # noqa: F401  (two fixtures among them)
@@ -25,11 +26,12 @@ from tests.services_s3 import (  # noqa: F401  (two fixtures among them)
 )
 from tests.test_wiring import closed_port
 from tusserver.app import create_app
+from tusserver.compose import Components, build_components, open_components
 from tusserver.metrics import Metrics, instrument_s3
+from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 from tusserver.state.redis import RedisLocker, RedisStateStore
 from tusserver.sweeper import sweep_once
-from tusserver.wiring import Components, build_components, open_components
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PATCH_HEADERS = {**TUS, "Content-Type": "application/offset+octet-stream"}
@@ -146,7 +148,8 @@ async def contended_app(request: pytest.FixtureRequest, tmp_path: Path) -> Async
     """An app whose locker reports to the app's metrics: in-process, and Redis-backed."""
     settings = Settings(data_dir=tmp_path, lock_wait=1.0, read_timeout=5.0, catalog=False)
     if request.param == "local":
-        yield create_app(settings)
+        async with opened(create_app(settings)) as app:
+            yield app
         return
     metrics = Metrics()
     client = Redis.from_url(REDIS.ensure_started())
@@ -156,7 +159,8 @@ async def contended_app(request: pytest.FixtureRequest, tmp_path: Path) -> Async
     components = Components(
         composer=local.composer, state=RedisStateStore(client, prefix=prefix), locker=locker
     )
-    yield create_app(settings, components=components, metrics=metrics)
+    async with opened(create_app(settings, components=components, metrics=metrics)) as app:
+        yield app
     await locker.close()
     await client.aclose()
 
@@ -202,38 +206,45 @@ async def test_the_sweeper_reports_what_it_expired_freed_and_skipped(tmp_path: P
     app = create_app(
         Settings(data_dir=tmp_path, expiration=60, catalog=False), clock=lambda: now[0]
     )
-    idle = await call(app, "POST", "/files/", {**PATCH_HEADERS, "Upload-Length": "10"}, [b"abc"])
-    busy = await call(app, "POST", "/files/", {**TUS, "Upload-Length": "10"})
-    assert idle.status == busy.status == 201
-    busy_id = busy.headers["location"].rsplit("/", 1)[1]
-    now[0] += 61
-    service = app.state.service
-    async with service.locked(busy_id, request_release=False):
-        report = await sweep_once(service)
-    assert (report.expired, report.skipped_busy) == (1, 1)
-    samples = await scrape_app(app)
-    assert value(samples, "tus_sweeps_total") == 1
-    assert value(samples, "tus_uploads_expired_total") == 1
-    assert value(samples, "tus_sweep_bytes_freed_total") == 3
-    assert value(samples, "tus_sweep_skipped_busy_total") == 1
-    assert value(samples, "tus_sweep_failures_total") == 0
-    # Expiry is not a client's termination.
-    assert value(samples, "tus_uploads_terminated_total") == 0
+    async with opened(app):
+        idle = await call(
+            app, "POST", "/files/", {**PATCH_HEADERS, "Upload-Length": "10"}, [b"abc"]
+        )
+        busy = await call(app, "POST", "/files/", {**TUS, "Upload-Length": "10"})
+        assert idle.status == busy.status == 201
+        busy_id = busy.headers["location"].rsplit("/", 1)[1]
+        now[0] += 61
+        service = runtime_of(app).service
+        async with service.locked(busy_id, request_release=False):
+            report = await sweep_once(service)
+        assert (report.expired, report.skipped_busy) == (1, 1)
+        samples = await scrape_app(app)
+        assert value(samples, "tus_sweeps_total") == 1
+        assert value(samples, "tus_uploads_expired_total") == 1
+        assert value(samples, "tus_sweep_bytes_freed_total") == 3
+        assert value(samples, "tus_sweep_skipped_busy_total") == 1
+        assert value(samples, "tus_sweep_failures_total") == 0
+        # Expiry is not a client's termination.
+        assert value(samples, "tus_uploads_terminated_total") == 0
 
 
 async def test_metrics_can_be_switched_off(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path, metrics=False, catalog=False))
-    assert (await call(app, "GET", "/metrics")).status == 404
-    created = await call(app, "POST", "/files/", {**PATCH_HEADERS, "Upload-Length": "3"}, [b"abc"])
-    assert created.status == 201
+    async with opened(app):
+        assert (await call(app, "GET", "/metrics")).status == 404
+        created = await call(
+            app, "POST", "/files/", {**PATCH_HEADERS, "Upload-Length": "3"}, [b"abc"]
+        )
+        assert created.status == 201
 
 
 async def test_each_app_has_its_own_registry(tmp_path: Path) -> None:
     one = create_app(Settings(data_dir=tmp_path / "one", catalog=False))
     two = create_app(Settings(data_dir=tmp_path / "two", catalog=False))
-    await call(one, "POST", "/files/", {**TUS, "Upload-Length": "3"})
-    assert value(await scrape_app(one), "tus_uploads_created_total") == 1
-    assert value(await scrape_app(two), "tus_uploads_created_total") == 0
+    async with opened(one), opened(two):
+        await call(one, "POST", "/files/", {**TUS, "Upload-Length": "3"})
+        assert value(await scrape_app(one), "tus_uploads_created_total") == 1
+        assert value(await scrape_app(two), "tus_uploads_created_total") == 0
 
 
 async def test_s3_calls_are_timed_by_operation(

@@ -32,6 +32,7 @@ from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tusserver.buckets import EXPIRY_GRACE_MS
 from tusserver.principal import SCOPE_KEY, Principal
 from tusserver.ratelimit import LocalBuckets, Rate, RateLimiter, RateLimitMiddleware, client_ip
+from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 
 FILES_API = f"{ORIGIN}/api/v1/files"
@@ -247,7 +248,7 @@ async def test_idle_buckets_are_dropped_in_process(tmp_path: Path) -> None:
     clock = Clock(START)
     settings = Settings(data_dir=tmp_path, **limits(per_ip=60, per_ip_burst=5))
     async with serving(settings, clock=clock, wrap=FromClient) as http:
-        buckets = http.app.state.limiter.buckets  # type: ignore[attr-defined]
+        buckets = runtime_of(http.app).limiter.buckets  # type: ignore[attr-defined]
         for n in range(200):
             caller = {"X-Test-Client": f"198.51.100.{n}" if n < 100 else f"2001:db8:{n}::1"}
             assert (await http.get(FILES_API, headers=caller)).status_code == 200
@@ -336,7 +337,7 @@ async def test_a_failing_counter_lets_requests_through() -> None:
 
     middleware = RateLimitMiddleware(
         ok,
-        limiter=RateLimiter(Broken()),
+        limiter=lambda scope: RateLimiter(Broken()),
         settings=Settings(rate_limit_per_ip=1),
         creation_paths=("/files/",),
     )
@@ -357,8 +358,9 @@ async def test_anonymous_callers_count_per_address_authenticated_ones_per_user()
     async def ok(scope: Scope, receive: Receive, send: Send) -> None:
         await PlainTextResponse("ok")(scope, receive, send)
 
+    recording = Recording(Broken())
     middleware = RateLimitMiddleware(
-        ok, limiter=Recording(Broken()), settings=Settings(), creation_paths=("/files/",)
+        ok, limiter=lambda scope: recording, settings=Settings(), creation_paths=("/files/",)
     )
 
     async def as_alice(scope: Scope, receive: Receive, send: Send) -> None:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.apphttp import opened
 from tests.asgi_harness import call
 from tusserver.app import create_app
+from tusserver.compose import build_components
 from tusserver.settings import Settings
-from tusserver.wiring import build_components
 
 TUS = {"Tus-Resumable": "1.0.0"}
 BODY = b"hello world" * 100_000  # about 1 MiB
@@ -23,12 +24,13 @@ def sha1(data: bytes) -> str:
 
 
 @pytest.fixture
-def app(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def app(tmp_path: Path):  # type: ignore[no-untyped-def]
     settings = Settings(data_dir=tmp_path)
     components = build_components(settings)
     # The shape of an S3 store: everything but the ability to take bytes back.
     no_rollback = replace(components, composer=replace(components.composer, truncater=None))
-    return create_app(settings, components=no_rollback)
+    async with opened(create_app(settings, components=no_rollback)) as app:
+        yield app
 
 
 async def create(app) -> str:  # type: ignore[no-untyped-def]

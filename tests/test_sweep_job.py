@@ -22,6 +22,7 @@ from tests.clocks import Clock
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tests.services_s3 import CREDENTIALS, REGION, moto_s3_endpoint  # noqa: F401  (fixture)
 from tusserver.app import create_app
+from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 
 MiB = 1024 * 1024
@@ -73,7 +74,7 @@ async def test_local_pass_removes_expired_and_orphans_and_keeps_the_rest(
     (tmp_path / f"{young_orphan}.bin").write_bytes(b"a creation in progress")
     clock.now += 61
     live = await create(http, 100, b"y" * 5)  # created after the clock moved: not expired
-    report = await app.state.sweep_job.run_once()
+    report = await runtime_of(app).sweep_job.run_once()
     assert report["uploads"]["expired"] == 1
     assert report["uploads"]["bytes_freed"] == 10
     assert report["orphans_removed"] == 1
@@ -91,19 +92,19 @@ async def test_a_busy_upload_is_skipped_not_torn_down(
     app, http, clock = local
     busy = await create(http, 100, b"z" * 10)
     clock.now += 61
-    service = app.state.service
+    service = runtime_of(app).service
     async with service.locked(busy, request_release=False):
-        report = await app.state.sweep_job.run_once()
+        report = await runtime_of(app).sweep_job.run_once()
     assert report["uploads"]["skipped_busy"] == 1
     assert (tmp_path / f"{busy}.bin").exists()
-    assert (await app.state.sweep_job.run_once())["uploads"]["expired"] == 1
+    assert (await runtime_of(app).sweep_job.run_once())["uploads"]["expired"] == 1
 
 
 async def test_only_one_local_sweeper_works_at_a_time(
     local: tuple[Any, httpx.AsyncClient, Clock],
 ) -> None:
     app, _, _ = local
-    job = app.state.sweep_job
+    job = runtime_of(app).sweep_job
     async with job.lease.hold() as held:
         assert held
         assert await job.run_once() == {"skipped": "another sweeper holds the lease"}
@@ -186,7 +187,7 @@ async def test_s3_pass_leaves_nothing_of_expired_uploads_and_aborts_orphans(
     recoverable = await create(http, 20 * MiB, os.urandom(1024))
     Redis.from_url(redis_url).delete(f"{prefix}upload:{recoverable}")
 
-    report = await app.state.sweep_job.run_once()
+    report = await runtime_of(app).sweep_job.run_once()
     assert report["uploads"]["expired"] == 1
     assert report["orphans_removed"] == 1
 
@@ -209,7 +210,7 @@ async def test_two_sweepers_on_redis_never_work_at_once(
     distributed: tuple[Any, httpx.AsyncClient, Clock, Any, str, str],
 ) -> None:
     app, *_ = distributed
-    job = app.state.sweep_job
+    job = runtime_of(app).sweep_job
     reports = await asyncio.gather(*(job.run_once() for _ in range(5)))
     worked = [r for r in reports if "skipped" not in r]
     assert len(worked) >= 1

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.services_s3 import MOTO
+from tusserver.compose import StartupError, open_components
 from tusserver.settings import Settings
-from tusserver.wiring import StartupError, open_components
 
 
 def closed_port() -> int:
@@ -73,3 +73,29 @@ async def test_an_unusable_spool_dir_is_named(tmp_path: Path) -> None:
 def test_incomplete_settings_are_refused(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings(**overrides)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("state", ["local", "redis"])
+async def test_the_state_backend_holds_every_shared_table(tmp_path: Path, state: str) -> None:
+    """One ``TUS_STATE`` choice reaches every table the instances share, in serve and sweep
+    alike (both open this runtime)."""
+    from tests.services_redis import REDIS
+    from tusserver.compose import open_runtime
+
+    overrides = {"state": "redis", "redis_url": REDIS.ensure_started()} if state == "redis" else {}
+    settings = Settings(data_dir=tmp_path, **overrides)  # type: ignore[arg-type]
+    async with open_runtime(settings) as runtime:
+        direct = runtime.direct
+        assert direct is not None
+        tables = [
+            runtime.service.ctx.state,
+            runtime.service.ctx.locker,
+            runtime.sweep_job.lease,
+            runtime.service.ctx.outbox,
+            runtime.idempotency.store,
+            runtime.limiter.buckets,
+            direct.records,
+        ]
+        prefixes = {"local": ("Local", "InProcess", "File"), "redis": ("Redis",)}[state]
+        names = [type(table).__name__ for table in tables]
+        assert all(name.startswith(prefixes) for name in names), names

@@ -162,10 +162,12 @@ class GracefulServer(uvicorn.Server):
         return self.config.port
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        request_shutdown = getattr(self._app.state, "request_shutdown", None)
-        if request_shutdown is not None and not self.should_exit:
+        from tusserver.runtime import TusApp
+
+        runtime = self._app.runtime if isinstance(self._app, TusApp) else None
+        if runtime is not None and not self.should_exit:
             logging.getLogger("tusserver").info("shutdown.requested", extra={"signal": sig})
-            request_shutdown()
+            runtime.request_shutdown()
         super().handle_exit(sig, frame)
 
 

@@ -1,4 +1,4 @@
-"""Everything a request handler needs, built once by ``wiring`` and shared by all requests."""
+"""Everything a request handler needs, built once by ``tusserver.compose``, shared by all."""
 
 from __future__ import annotations
 

@@ -24,24 +24,16 @@ from tusserver.handlers.patch import handle_patch
 from tusserver.handlers.post import handle_post
 from tusserver.principal import principal_of
 from tusserver.responses import error_response
+from tusserver.runtime import runtime_of
 from tusserver.state.base import state_unavailable
 from tusserver.uploads import UploadService
 
 log = logging.getLogger("tusserver.http")
 
 
-class ServiceSlot:
-    """Holds the upload service once its backends are open (S3 and Redis open in the
-    lifespan; local ones at once)."""
-
-    def __init__(self, service: UploadService | None = None) -> None:
-        self.service = service
-
-
 class TusDispatch:
-    def __init__(self, app: ASGIApp, *, slot: ServiceSlot, base_path: str) -> None:
+    def __init__(self, app: ASGIApp, *, base_path: str) -> None:
         self.app = app
-        self.slot = slot
         self.base_path = base_path  # "/files/"
         self.collection_paths = {base_path, base_path.rstrip("/")}
         self.collection_allow = "OPTIONS, POST"
@@ -51,7 +43,7 @@ class TusDispatch:
         methods = ["OPTIONS", "HEAD", "PATCH"]
         if service.ctx.composer.reader is not None:
             methods.append("GET")
-        if "termination" in service.extensions:
+        if service.features.termination:
             methods.append("DELETE")
         return ", ".join(methods)
 
@@ -70,9 +62,8 @@ class TusDispatch:
         request = Request(scope, receive)
         method: str = scope["method"]
         try:
-            service = self.slot.service
-            if service is None:
-                raise errors.ShuttingDown("the server is not ready yet; retry")
+            # The upload service of the runtime the app's lifespan opened.
+            service = runtime_of(request).service
             if service.shutting_down and method != "OPTIONS":
                 # A request that slipped in on a kept-alive connection after SIGTERM.
                 raise errors.ShuttingDown(headers={"Connection": "close", "Retry-After": "1"})
@@ -120,9 +111,9 @@ class TusDispatch:
             return await handle_head(service, upload_id, owner=owner)
         if method == "PATCH":
             return await handle_patch(service, request, upload_id)
-        if method == "GET" and "GET" in allow:
+        if method == "GET" and service.ctx.composer.reader is not None:
             info = await service.get(upload_id, owner=owner)
             return await handle_get(request, service.ctx, info)
-        if method == "DELETE" and "termination" in service.extensions:
+        if method == "DELETE" and service.features.termination:
             return await handle_delete(service, upload_id, owner=owner)
         raise errors.MethodNotAllowed(headers={"Allow": allow})

@@ -33,6 +33,7 @@ from tusserver.idempotency import HEADER, Idempotency, StoredResponse, fingerpri
 from tusserver.jsonapi import Handler, read_json
 from tusserver.principal import principal_of
 from tusserver.responses import error_response
+from tusserver.runtime import runtime_of
 
 JsonHandler = Callable[[Request, Any], Awaitable[Response]]
 # The headers that say what upload a tus POST asks for.
@@ -45,9 +46,8 @@ TUS_CREATION_HEADERS = (
 
 
 def idempotency_of(connection: HTTPConnection) -> Idempotency:
-    """The app's ``Idempotency`` (in-process, or Redis once the backends are open)."""
-    found: Idempotency = connection.app.state.idempotency
-    return found
+    """The runtime's ``Idempotency`` (records in-process, or shared through Redis)."""
+    return runtime_of(connection).idempotency
 
 
 def canonical_json(body: Any) -> bytes:
@@ -102,8 +102,15 @@ class IdempotentCreation:
     """Raw ASGI, right outside the tus dispatcher: ``Idempotency-Key`` on ``POST`` to the
     creation endpoint (``paths``); every other request passes through untouched."""
 
-    def __init__(self, app: ASGIApp, *, idempotency: Idempotency, paths: Collection[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        idempotency: Callable[[Scope], Idempotency | None],
+        paths: Collection[str],
+    ) -> None:
         self.app = app
+        # Where this request's records are (None: not ready, the dispatcher answers 503).
         self.idempotency = idempotency
         self.paths = frozenset(paths)
 
@@ -113,7 +120,8 @@ class IdempotentCreation:
             return
         headers = dict(scope["headers"])
         raw = headers.get(HEADER.lower().encode())
-        if raw is None:
+        idempotency = self.idempotency(scope) if raw is not None else None
+        if raw is None or idempotency is None:
             await self.app(scope, receive, send)
             return
         response: Response
@@ -131,7 +139,7 @@ class IdempotentCreation:
                 return capture.response()
 
             user = principal_of(Request(scope)).user_id
-            stored = await self.idempotency.run(key, user, print_, produce)
+            stored = await idempotency.run(key, user, print_, produce)
             response = stored.to_response()
         except errors.TusError as error:
             response = error_response(error, method="POST")

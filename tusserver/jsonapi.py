@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from tusserver import errors, safejson
+from tusserver.runtime import settings_of
 
 log = logging.getLogger("tusserver.api")
 
@@ -107,8 +108,8 @@ async def read_json(request: Request, *, max_bytes: int = 64 * 1024) -> Any:
 
 
 def _read_timeout(request: Request) -> float:
-    settings = getattr(request.app.state, "settings", None)
-    return float(getattr(settings, "read_timeout", 60.0))
+    settings = settings_of(request)
+    return settings.read_timeout if settings is not None else 60.0
 
 
 async def _paced(chunks: AsyncIterator[bytes], idle: float) -> AsyncIterator[bytes]:

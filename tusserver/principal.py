@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
+from tusserver.runtime import TusApp
+
 SCOPE_KEY = "tusserver.principal"
 
 
@@ -28,4 +30,7 @@ def principal_of(connection: HTTPConnection) -> Principal:
     given = connection.scope.get(SCOPE_KEY)
     if isinstance(given, Principal):
         return given
-    return Principal(user_id=connection.app.state.settings.anonymous_owner)
+    app = connection.scope.get("app")
+    if not isinstance(app, TusApp):
+        raise TypeError("principal_of serves the tusserver app's requests only")
+    return Principal(user_id=app.settings.anonymous_owner)

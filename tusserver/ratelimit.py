@@ -97,7 +97,7 @@ class RateLimitMiddleware:
         self,
         app: ASGIApp,
         *,
-        limiter: RateLimiter,
+        limiter: Callable[[Scope], RateLimiter | None],
         settings: Settings,
         creation_paths: Collection[str],
         exempt_prefixes: Collection[str] = (),
@@ -106,6 +106,7 @@ class RateLimitMiddleware:
         # Requests that carry an upload's bytes (signed part PUTs) are exempt, as tus PATCH
         # is: a fast client sending many parts must not be throttled mid-file.
         self.exempt_prefixes = tuple(exempt_prefixes)
+        # The runtime's limiter (None: not ready; nothing is served then anyway).
         self.limiter = limiter
         self.settings = settings
         self.creation_paths = frozenset(creation_paths)
@@ -142,10 +143,11 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limits = self._limits(scope)
+        limiter = self.limiter(scope) if limits is not None else None
         retry_after = None
-        if limits is not None:
+        if limits is not None and limiter is not None:
             try:
-                retry_after = await self.limiter.check(limits)
+                retry_after = await limiter.check(limits)
             except Exception as exc:
                 log.warning("ratelimit.unavailable", extra={"error": type(exc).__name__})
         if retry_after is None:

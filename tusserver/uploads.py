@@ -74,13 +74,15 @@ class WriteResult:
 
 
 class UploadService:
-    def __init__(self, ctx: TusContext) -> None:
+    def __init__(self, ctx: TusContext, *, digests: ContentDigests | None = None) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
-        self.extensions = tuple(ctx.composer.extensions(expiration=ctx.settings.expiration > 0))
+        self.features = ctx.composer.features(expiration=ctx.settings.expiration > 0)
+        # Spelled once: OPTIONS and every preflight answer with it.
+        self.extensions = self.features.extensions
         # The running sha256 costs about 1 s of CPU per GiB (in a worker thread); only the
-        # catalog uses it.
-        self.digests = ContentDigests(enabled=ctx.settings.catalog)
+        # catalog uses it (and reads its heads: the runtime hands both the same one).
+        self.digests = digests or ContentDigests(enabled=ctx.settings.catalog)
         # upload id -> clock time of its last progress event, oldest first.
         self._progress_at: dict[str, float] = {}
         self.shutting_down = False
@@ -95,7 +97,7 @@ class UploadService:
 
     @property
     def expires(self) -> bool:
-        return "expiration" in self.extensions
+        return self.features.expiration
 
     def _expiry(self) -> float | None:
         return self.ctx.clock() + self.settings.expiration if self.expires else None

@@ -45,7 +45,7 @@ async function datastore() {
       region: env.REF_S3_REGION ?? "us-east-1",
       endpoint: env.REF_S3_ENDPOINT,
       forcePathStyle: true,
-      // As ours (tusserver/wiring.py): no extra CRC32 of every part unless S3 requires one.
+      // As ours (tusserver/compose/backends.py): no extra CRC32 of every part unless S3 requires one.
       // The SDK's default, WHEN_SUPPORTED, streams parts aws-chunked with a checksum trailer,
       // which moto decodes in Python: it would bill the store's checksums to the server.
       requestChecksumCalculation: env.REF_S3_CHECKSUMS ?? "WHEN_REQUIRED",

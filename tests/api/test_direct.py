@@ -30,6 +30,7 @@ from tests.clocks import Clock
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tests.services_s3 import CREDENTIALS, REGION, moto_s3_endpoint  # noqa: F401  (fixture)
 from tests.webhook_receiver import Receiver
+from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 
 API = f"{ORIGIN}/api/v1/uploads"
@@ -197,7 +198,7 @@ async def test_multipart_upload_end_to_end(env: Env) -> None:
     assert record["declared_content_type"] == "video/mp4"
     assert record["storage_key"] == expected_key
     assert record["metadata"]["key_prefix"] == "movies/2024"
-    await env.app.state.catalog.drain()  # S3: the sha256 is computed off the request path
+    await runtime_of(env.app).catalog.drain()  # S3: the sha256 is computed off the request path
     stored = (await env.http.get(f"{ORIGIN}/api/v1/files/{upload_id}")).json()
     assert stored["sha256"] == hashlib.sha256(data).hexdigest()
     assert await download(env, upload_id) == data
@@ -613,7 +614,7 @@ async def test_the_sweep_aborts_expired_uploads_and_keeps_finished_ones(
         assert (await local.http.post(f"{API}/presigned/{kept['upload_id']}/complete")).is_success
 
         local.clock.now += 86400 + 1
-        report = await local.app.state.sweep_job.run_once()
+        report = await runtime_of(local.app).sweep_job.run_once()
         assert report["direct"]["aborted"] == 1
         assert not (tmp_path / "direct" / "parts" / stale["upload_id"]).exists()
         record = json.loads(
@@ -631,7 +632,7 @@ async def test_s3_sweep_aborts_expired_multipart_uploads(tmp_path: Path, request
         stale = await create_multipart(s3env, PART + 1)
         assert f"up/{stale['upload_id']}" in s3env.multipart_keys()
         s3env.clock.now += 86400 + 1
-        report = await s3env.app.state.sweep_job.run_once()
+        report = await runtime_of(s3env.app).sweep_job.run_once()
         assert report["direct"]["aborted"] == 1
         assert f"up/{stale['upload_id']}" not in s3env.multipart_keys()
 
@@ -644,7 +645,7 @@ async def test_the_orphan_sweep_never_aborts_a_direct_upload_in_progress(
         live = await create_multipart(s3env, PART + 1)
         orphan = uuid.uuid4().hex
         s3env.s3.create_multipart_upload(Bucket=s3env.bucket, Key=f"up/{orphan}")
-        report = await s3env.app.state.sweep_job.run_once()
+        report = await runtime_of(s3env.app).sweep_job.run_once()
         assert report["orphans_removed"] == 1
         keys = s3env.multipart_keys()
         assert f"up/{live['upload_id']}" in keys
@@ -683,7 +684,7 @@ async def test_direct_uploads_announce_their_lifecycle(
         assert aborted.status_code == 200
         stale = await create_multipart(env, PART + 1)
         env.clock.now += 86400 + 1
-        assert (await env.app.state.sweep_job.run_once())["direct"]["aborted"] == 1
+        assert (await runtime_of(env.app).sweep_job.run_once())["direct"]["aborted"] == 1
 
         await receiver.wait_count(6)
         await asyncio.sleep(0.2)  # nothing further arrives

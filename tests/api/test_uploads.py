@@ -17,6 +17,7 @@ import pytest
 from tests.api.support import API, FILES, ORIGIN, SECRET, bearer, init, init_body, patch
 from tests.apphttp import serving
 from tests.mediafiles import make_video
+from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -106,7 +107,7 @@ async def test_complete_records_a_finished_upload_the_catalog_missed(
 ) -> None:
     body = (await init(http, 4)).json()
     await patch(http, body["upload_url"], 0, b"data")
-    catalog = http.app.state.catalog  # type: ignore[attr-defined]
+    catalog = runtime_of(http.app).catalog  # type: ignore[attr-defined]
     await catalog.repo.remove(body["upload_id"])  # as if the catalog was down at finish
     assert (await http.get(f"{ORIGIN}/api/v1/files/{body['upload_id']}")).status_code == 404
     done = await http.post(f"{API}/complete", json={"upload_id": body["upload_id"]})

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.apphttp import serving
 from tusserver.principal import SCOPE_KEY, Principal
+from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 
 API = "http://test/api/v1/files"
@@ -166,7 +167,7 @@ async def test_when_the_running_hash_is_lost_the_catalog_computes_it_from_storag
     )
     assert first.status_code == 204
     # As after a restart or a PATCH served by another instance: no running hash here.
-    service = client.app.state.service  # type: ignore[attr-defined]
+    service = runtime_of(client.app).service  # type: ignore[attr-defined]
     service.digests.discard(url.rsplit("/", 1)[1])
     second = await client.patch(
         url,
@@ -179,7 +180,7 @@ async def test_when_the_running_hash_is_lost_the_catalog_computes_it_from_storag
     )
     assert second.status_code == 204
     upload_id = url.rsplit("/", 1)[1]
-    catalog = client.app.state.catalog  # type: ignore[attr-defined]
+    catalog = runtime_of(client.app).catalog  # type: ignore[attr-defined]
     await catalog.drain()
     item = (await client.get(f"{API}/{upload_id}", headers={"X-Test-User": "alice"})).json()
     assert item["sha256"] == hashlib.sha256(data).hexdigest()
@@ -188,7 +189,7 @@ async def test_when_the_running_hash_is_lost_the_catalog_computes_it_from_storag
 
 async def test_a_retried_finish_records_the_file_once(client: httpx.AsyncClient) -> None:
     upload_id = await upload(client, b"abc", filename="a.txt")
-    service = client.app.state.service  # type: ignore[attr-defined]
+    service = runtime_of(client.app).service  # type: ignore[attr-defined]
     info = await service.get(upload_id, owner=None)
     await service.finish(info)
     await service.finish(info)

@@ -30,6 +30,7 @@ from tests.clocks import Clock
 from tests.services_postgres import create_database, drop_database
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tests.services_s3 import CREDENTIALS, REGION, moto_s3_endpoint  # noqa: F401  (fixture)
+from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 
 FILES = "http://t/files/"
@@ -138,7 +139,7 @@ async def finish_all(http: httpx.AsyncClient) -> dict[str, tuple[str, bytes]]:
 
 
 async def check_recorded_once(http: httpx.AsyncClient, done: dict[str, tuple[str, bytes]]) -> None:
-    await http.app.state.catalog.drain()  # type: ignore[attr-defined]  # sha256 of the concat
+    await runtime_of(http.app).catalog.drain()  # type: ignore[attr-defined]  # sha256 of the concat
     for name, (file_id, data) in done.items():
         record = (await http.get(f"{API}/{file_id}")).json()
         assert (record["filename"], record["size"]) == (name, len(data)), record
@@ -151,7 +152,7 @@ async def check_recorded_once(http: httpx.AsyncClient, done: dict[str, tuple[str
 
 
 async def sweep(http: httpx.AsyncClient) -> dict[str, int]:
-    report = await http.app.state.sweep_job.run_once()  # type: ignore[attr-defined]
+    report = await runtime_of(http.app).sweep_job.run_once()  # type: ignore[attr-defined]
     outbox: dict[str, int] = report["catalog_outbox"]
     return outbox
 
@@ -230,7 +231,7 @@ async def test_a_finished_upload_is_not_in_the_outbox_once_recorded(
 ) -> None:
     async with serving(local_settings(tmp_path, database)) as http:
         await finish_all(http)
-        outbox = http.app.state.service.ctx.outbox  # type: ignore[attr-defined]
+        outbox = runtime_of(http.app).service.ctx.outbox  # type: ignore[attr-defined]
         assert await outbox.count() == 0
         assert (await sweep(http))["pending"] == 0
 
@@ -285,14 +286,14 @@ async def test_distributed_backlog_is_recorded_once_by_concurrent_sweepers(
             done = await finish_all(one)
         finally:
             postgres.restore()
-        pending = await two.app.state.service.ctx.outbox.pending(100)  # type: ignore[attr-defined]
+        pending = await runtime_of(two.app).service.ctx.outbox.pending(100)  # type: ignore[attr-defined]
         assert sorted(pending) == sorted(i for i, _ in done.values())  # shared through Redis
         # Two sweepers at once (as when a lease lapsed mid-pass): each upload once.
         reports = await asyncio.gather(
             *(
-                record_backlog(http.app.state.service, http.app.state.catalog, outbox)  # type: ignore[attr-defined]
+                record_backlog(runtime_of(http.app).service, runtime_of(http.app).catalog, outbox)  # type: ignore[attr-defined]
                 for http in (one, two)
-                for outbox in [http.app.state.service.ctx.outbox]  # type: ignore[attr-defined]
+                for outbox in [runtime_of(http.app).service.ctx.outbox]  # type: ignore[attr-defined]
             )
         )
         assert sum(r["recorded"] for r in reports) >= 3
@@ -354,7 +355,7 @@ async def test_pending_uploads_are_neither_expired_nor_taken_for_orphans(
         try:
             done = await finish_all(http)
             clock.now += 3600  # far past any expiry and the orphan grace
-            report = await http.app.state.sweep_job.run_once()  # type: ignore[attr-defined]
+            report = await runtime_of(http.app).sweep_job.run_once()  # type: ignore[attr-defined]
             assert report["uploads"]["expired"] == 0
             assert report["orphans_removed"] == 0
             assert report["catalog_outbox"]["pending"] == 3

@@ -12,7 +12,8 @@ import pytest
 
 from tests.apphttp import serving
 from tests.clocks import Clock
-from tusserver.app import _purge_upload
+from tusserver.compose.runtime import _purge_upload
+from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 
 API = "http://test/api/v1/files"
@@ -51,7 +52,7 @@ async def upload_without_running_hash(http: httpx.AsyncClient, data: bytes) -> s
     half = len(data) // 2
     for offset, chunk in ((0, data[:half]), (half, data[half:])):
         if offset:
-            http.app.state.service.digests.discard(url.rsplit("/", 1)[1])  # type: ignore[attr-defined]
+            runtime_of(http.app).service.digests.discard(url.rsplit("/", 1)[1])  # type: ignore[attr-defined]
         response = await http.patch(
             url,
             content=chunk,
@@ -66,12 +67,12 @@ async def upload_without_running_hash(http: httpx.AsyncClient, data: bytes) -> s
 
 async def sweep(http: httpx.AsyncClient) -> dict[str, int]:
     app = http.app  # type: ignore[attr-defined]
-    service = app.state.service
+    service = runtime_of(app).service
 
     async def purge(upload_id: str) -> None:
         await _purge_upload(service, upload_id)
 
-    report: dict[str, int] = await app.state.catalog.sweep(purge)
+    report: dict[str, int] = await runtime_of(app).catalog.sweep(purge)
     return report
 
 
@@ -89,7 +90,7 @@ async def test_deleted_files_keep_their_bytes_until_the_grace_period_ends(
     assert not (tmp_path / f"{upload_id}.bin").exists()
     head = await client.head(f"http://test/files/{upload_id}")
     assert head.status_code == 404
-    record = await client.app.state.catalog.repo.get_any(upload_id)  # type: ignore[attr-defined]
+    record = await runtime_of(client.app).catalog.repo.get_any(upload_id)  # type: ignore[attr-defined]
     assert record.purged_at is not None
     # Nothing else was touched, and a second pass has nothing to do.
     assert (tmp_path / f"{kept}.bin").read_bytes() == b"live file"
@@ -101,7 +102,7 @@ async def test_deleted_files_keep_their_bytes_until_the_grace_period_ends(
 async def test_processing_lost_with_its_worker_is_redone(
     client: httpx.AsyncClient, clock: Clock
 ) -> None:
-    catalog = client.app.state.catalog  # type: ignore[attr-defined]
+    catalog = runtime_of(client.app).catalog  # type: ignore[attr-defined]
     await catalog.stop()  # as if the process died right after recording
     upload_id = await upload_without_running_hash(client, b"needs processing")
     before = (await client.get(f"{API}/{upload_id}")).json()

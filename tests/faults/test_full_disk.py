@@ -32,6 +32,7 @@ from tests.e2e.test_tus_js_client import JS_DIR, assert_stored
 from tests.e2e.test_tus_js_client import node as node
 from tests.netutil import free_port
 from tests.services_s3 import CREDENTIALS, REGION
+from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 
 pytestmark = pytest.mark.fault
@@ -342,7 +343,7 @@ async def test_one_time_token_on_a_full_disk_is_507_and_leaves_no_temp_file(
 ) -> None:
     created = await create(http, 3, b"abc")
     file_id = upload_id(created.headers["location"])
-    await http.app.state.catalog.drain()  # type: ignore[attr-defined]
+    await runtime_of(http.app).catalog.drain()  # type: ignore[attr-defined]
     before = disk.files()
     disk.fill()
     assert_full(await http.post(f"{ORIGIN}/api/v1/delivery/tokens", json={"file_id": file_id}))
@@ -423,7 +424,7 @@ async def test_s3_checksum_spool_on_a_full_disk_is_507_and_stores_nothing(
 async def test_catalog_write_on_a_full_disk_is_507(disk: Disk, http: httpx.AsyncClient) -> None:
     created = await create(http, 3, b"abc")
     file_id = upload_id(created.headers["location"])
-    await http.app.state.catalog.drain()  # type: ignore[attr-defined]
+    await runtime_of(http.app).catalog.drain()  # type: ignore[attr-defined]
     url = f"{ORIGIN}/api/v1/files/{file_id}"
     # Edits until SQLite needs a page the disk no longer has (its log may still hold a few).
     disk.fill()

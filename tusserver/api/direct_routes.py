@@ -38,6 +38,7 @@ from tusserver.idempotent_http import idempotent_json
 from tusserver.jsonapi import MethodRouter, json_response, read_json, validate
 from tusserver.principal import principal_of
 from tusserver.protocol import MAX_INT, is_valid_upload_id
+from tusserver.runtime import running
 from tusserver.storage.parts import MAX_PARTS
 from tusserver.urls import public_base
 
@@ -159,8 +160,9 @@ def _translate(exc: Exception) -> errors.TusError | None:
 
 
 def _service(request: Request) -> DirectUploads:
-    found = getattr(request.app.state, "direct", None)
-    if not isinstance(found, DirectUploads):
+    runtime = running(request.scope)
+    found = runtime.direct if runtime is not None else None
+    if found is None:
         raise errors.StorageUnavailable("direct uploads are not available right now")
     return found
 

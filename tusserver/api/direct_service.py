@@ -22,7 +22,6 @@ import hashlib
 import logging
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from catalog.models import FileRecord
 from catalog.service import Catalog
@@ -42,22 +41,16 @@ from tusserver.api.direct_state import (
     DirectStatus,
     DirectUpload,
     Kind,
-    LocalDirectRecords,
-    RedisDirectRecords,
 )
-from tusserver.api.part_tokens import PartSigner
 from tusserver.jsonapi import ApiError
-from tusserver.keyring import signing_keys
 from tusserver.listener import NullListener, UploadListener
 from tusserver.models import UploadInfo
 from tusserver.principal import Principal
 from tusserver.protocol import new_upload_id
 from tusserver.settings import Settings
 from tusserver.state.base import AlreadyExists
-from tusserver.storage.local import LocalStore
 from tusserver.storage.parts import MAX_OBJECT, MAX_PART
 from tusserver.uploads import UploadService
-from tusserver.wiring import Components
 
 log = logging.getLogger("tusserver.direct")
 
@@ -432,45 +425,3 @@ class DirectUploads:
 
     async def _known(self, upload_id: str) -> bool:
         return await self.records.get(upload_id) is not None
-
-
-def open_direct_uploads(
-    settings: Settings,
-    uploads: UploadService,
-    components: Components | None,
-    catalog: Catalog | None,
-    events: UploadListener | None = None,
-) -> DirectUploads | None:
-    """Direct uploads for the configured backends, or None if the store cannot do them.
-    ``events`` hears their lifecycle: the app's listeners other than the catalog's."""
-    if components is None:
-        return None
-    clock = uploads.ctx.clock
-    core: Any = components.composer.core
-    backend: DirectBackend
-    if isinstance(core, LocalStore):
-        backend = LocalDirectBackend(core, PartSigner(signing_keys(settings)))
-    elif settings.storage == "s3":
-        # Imported only here: the S3 client libraries are an optional extra.
-        from tusserver.api.direct_s3 import S3DirectBackend
-        from tusserver.storage.s3 import S3Store
-
-        if not isinstance(core, S3Store):
-            return None
-        backend = S3DirectBackend(core, clock=clock)
-    else:
-        return None
-    records: DirectRecords
-    if components.redis is not None:
-        records = RedisDirectRecords(components.redis, prefix=settings.redis_prefix, clock=clock)
-    else:
-        records = LocalDirectRecords(settings.data_dir / "direct" / "records")
-    return DirectUploads(
-        settings=settings,
-        uploads=uploads,
-        records=records,
-        backend=backend,
-        catalog=catalog,
-        clock=clock,
-        events=events,
-    )

@@ -50,7 +50,7 @@ from tusserver.jsonapi import (
 from tusserver.models import UploadInfo
 from tusserver.principal import principal_of
 from tusserver.protocol import MAX_INT, encode_metadata
-from tusserver.settings import Settings
+from tusserver.runtime import running, runtime_of, settings_of
 from tusserver.state.base import state_unavailable
 from tusserver.uploads import UploadService, check_metadata_size
 
@@ -171,14 +171,16 @@ def _translate(exc: Exception) -> errors.TusError | None:
 
 
 def _service(request: Request) -> UploadService:
-    service: UploadService | None = request.app.state.service
-    if service is None:
-        raise errors.ShuttingDown("the server is not ready yet; retry")
-    return service
+    return runtime_of(request).service
+
+
+def _open_catalog(request: Request) -> Catalog | None:
+    runtime = running(request.scope)
+    return runtime.catalog if runtime is not None else None
 
 
 def _catalog(request: Request) -> Catalog:
-    catalog: Catalog | None = request.app.state.catalog
+    catalog = _open_catalog(request)
     if catalog is None:
         raise errors.CatalogUnavailable("the catalog is not enabled or not ready")
     return catalog
@@ -192,9 +194,9 @@ async def _duration_gate(request: Request, upload_id: str, *, wait: bool) -> Fil
     the refusal is remembered. ``wait``: probe now if the worker pool has not yet, so the
     answer is final.
     """
-    settings: Settings = request.app.state.settings
-    limit = settings.max_duration_seconds
-    catalog: Catalog | None = request.app.state.catalog
+    catalog = _open_catalog(request)
+    settings = settings_of(request)
+    limit = settings.max_duration_seconds if settings is not None else None
     if not limit or catalog is None:
         return None
     record = await catalog.repo.get_any(upload_id)

@@ -23,7 +23,7 @@ def parse_checksum_header(service: UploadService, raw: str | None) -> Checksum |
     """The ``Upload-Checksum`` header, refused when this server does not verify checksums."""
     if raw is None:
         return None
-    if "checksum" not in service.extensions:
+    if not service.features.checksum:
         raise errors.UnsupportedChecksum("this server does not verify checksums")
     return parse_checksum(raw, service.settings.checksum_algorithms)
 

@@ -21,7 +21,7 @@ def discovery_headers(service: UploadService) -> dict[str, str]:
         headers["Tus-Extension"] = ",".join(service.extensions)
     if service.settings.max_size:
         headers["Tus-Max-Size"] = str(service.settings.max_size)
-    if "checksum" in service.extensions:
+    if service.features.checksum:
         headers["Tus-Checksum-Algorithm"] = ",".join(service.settings.checksum_algorithms)
     return headers
 

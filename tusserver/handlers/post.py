@@ -118,7 +118,7 @@ def _parse_concat(service: UploadService, raw: str | None) -> ConcatRequest | No
     """``Upload-Concat``, refused when the concatenation extension is off."""
     settings = service.settings
     concat = parse_concat(raw, settings.base_path, settings.max_concat_parts)
-    if concat is not None and "concatenation" not in service.extensions:
+    if concat is not None and not service.features.concatenation:
         raise errors.ConcatUnsupported()
     return concat
 
@@ -134,7 +134,7 @@ def _creation_length(service: UploadService, headers: Headers, *, is_final: bool
     elif defer is not None:
         if defer.strip() != "1":
             raise errors.InvalidDeferLength()
-        if "creation-defer-length" not in service.extensions:
+        if not service.features.defer_length:
             raise errors.DeferNotSupported()
         if length is not None:
             raise errors.AmbiguousLength()

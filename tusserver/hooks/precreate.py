@@ -23,6 +23,7 @@ from tusserver import errors, safejson
 from tusserver.hooks.events import build_event
 from tusserver.hooks.signing import signed_headers
 from tusserver.protocol import ConcatRequest, encode_metadata
+from tusserver.runtime import running
 from tusserver.settings import Settings
 
 if TYPE_CHECKING:
@@ -187,8 +188,8 @@ async def screen_creation(
     concat: ConcatRequest | None,
 ) -> tuple[dict[str, str | None], str | None]:
     """Run the pre-create hook, if configured, for a POST; the metadata to create with."""
-    app = request.scope.get("app")
-    hook: PreCreateHook | None = getattr(getattr(app, "state", None), "pre_create_hook", None)
+    runtime = running(request.scope)
+    hook = runtime.hooks.pre_create if runtime is not None else None
     if hook is None:
         return dict(metadata), metadata_raw
     added = await hook.screen(

@@ -130,10 +130,3 @@ class RedisCatalogOutbox:
 
     async def count(self) -> int:
         return int(await self._redis.scard(self._key))
-
-
-def open_outbox(data_dir: Path, redis: Any, *, prefix: str) -> CatalogOutbox:
-    """Beside the upload state: Redis when the instances share one, else the data dir."""
-    if redis is not None:
-        return RedisCatalogOutbox(redis, prefix=prefix)
-    return LocalCatalogOutbox(data_dir / LOCAL_DIR)

@@ -212,21 +212,49 @@ class StoreComposer:
             finish_is_free=bool(getattr(store, "finish_is_free", False)),
         )
 
-    def extensions(self, *, expiration: bool) -> list[str]:
-        """The ``Tus-Extension`` list this composer supports, in a stable order.
+    def features(self, *, expiration: bool) -> TusFeatures:
+        """The optional tus features this composer supports.
 
         ``checksum`` works with every store: one that can truncate rolls a bad chunk back,
         any other gets the chunk only after it verified on a local spool. ``expiration``
         needs a way to delete what expired.
         """
+        return TusFeatures(
+            defer_length=self.length_deferrer is not None,
+            termination=self.terminater is not None,
+            checksum=True,
+            concatenation=self.concater is not None,
+            expiration=expiration and self.terminater is not None,
+        )
+
+    def extensions(self, *, expiration: bool) -> list[str]:
+        """The ``Tus-Extension`` list this composer supports, in a stable order."""
+        return list(self.features(expiration=expiration).extensions)
+
+
+@dataclass(frozen=True)
+class TusFeatures:
+    """Which optional tus features are on: handlers test these fields, and ``Tus-Extension``
+    is spelled from them (``extensions``), so the two never disagree."""
+
+    defer_length: bool
+    termination: bool
+    checksum: bool
+    concatenation: bool
+    expiration: bool
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        """The ``Tus-Extension`` names, in a stable order."""
         ext = ["creation", "creation-with-upload"]
-        if self.length_deferrer is not None:
+        if self.defer_length:
             ext.append("creation-defer-length")
-        if self.terminater is not None:
+        if self.termination:
             ext.append("termination")
-        ext.append("checksum")
-        if self.concater is not None:
+        if self.checksum:
+            ext.append("checksum")
+        if self.concatenation:
             ext += ["concatenation", "concatenation-unfinished"]
-        if expiration and self.terminater is not None:
+        if self.expiration:
             ext.append("expiration")
-        return ext
+        return tuple(ext)

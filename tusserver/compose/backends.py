@@ -1,30 +1,29 @@
-"""The only module that names concrete backends: it builds them from settings.
+"""Opening the configured backends: the byte store (``TUS_STORAGE``) and the state backend
+(``TUS_STATE``), with the checks that refuse to start with a clear message.
 
 Local backends need no connections and are built at once (``build_components``). S3 and
-Redis own network clients, so ``open_components`` opens them inside an exit stack owned by the
-app's lifespan, checks that they answer, and refuses to start with a clear message if not.
+Redis own network clients, so ``open_components`` opens them inside an exit stack owned by
+the runtime, checks that they answer, and refuses to start with a clear message if not.
+``STATE_BACKENDS`` is the one place that maps a ``TUS_STATE`` value to its backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
 
+from tusserver.compose.local_state import LocalState
+from tusserver.compose.redis_state import RedisState
+from tusserver.compose.shared import SharedState, StartupError
 from tusserver.fsutil import check_writable_dir
 from tusserver.metrics import NO_METRICS, MetricsSink, instrument_s3
 from tusserver.settings import Settings
 from tusserver.state.base import Locker, StateStore
 from tusserver.state.lease import Lease
-from tusserver.state.local import LocalStateStore
-from tusserver.state.locks import InProcessLocker
 from tusserver.storage.base import DataStore, StoreComposer
 from tusserver.storage.local import LocalStore
-
-
-class StartupError(RuntimeError):
-    """A backend is misconfigured or unreachable; the message says which and how."""
 
 
 @dataclass(frozen=True)
@@ -34,10 +33,27 @@ class Components:
     locker: Locker
     # What is healthy to report; the names appear in startup errors and readiness checks.
     backends: tuple[str, ...] = field(default=("local",))
-    # Lets one sweeper work at a time (None: a file lease in the data dir).
+    # Lets one sweeper work at a time (None: the shared state's lease).
     lease: Lease | None = None
-    # The shared Redis client in distributed mode (idempotency records, rate limits), else None.
-    redis: Any = None
+    # The other shared tables (idempotency, rate limits, delivery, direct uploads, outbox);
+    # None: the local ones (components a test assembles from parts).
+    shared: SharedState | None = None
+
+
+async def _open_local(
+    settings: Settings, stack: AsyncExitStack, metrics: MetricsSink
+) -> SharedState:
+    return LocalState(settings, metrics=metrics)
+
+
+# ``TUS_STATE`` -> how to open that backend. A new state backend is one module implementing
+# ``SharedState`` plus its line here (and its name in ``Settings.state``).
+STATE_BACKENDS: dict[
+    str, Callable[[Settings, AsyncExitStack, MetricsSink], Awaitable[SharedState]]
+] = {
+    "local": _open_local,
+    "redis": RedisState.open,
+}
 
 
 def is_local(settings: Settings) -> bool:
@@ -48,10 +64,18 @@ def build_components(settings: Settings, *, metrics: MetricsSink = NO_METRICS) -
     """The embedded default: bytes and state on local disk, locks in this process."""
     if not is_local(settings):
         raise StartupError("build_components only builds local backends; use open_components")
+    shared = LocalState(settings, metrics=metrics)
+    return _assemble(settings, StoreComposer.from_store(_local_store(settings)), shared)
+
+
+def _assemble(settings: Settings, composer: StoreComposer, shared: SharedState) -> Components:
     return Components(
-        composer=StoreComposer.from_store(_local_store(settings)),
-        state=LocalStateStore(settings.data_dir),
-        locker=InProcessLocker(metrics=metrics),
+        composer=composer,
+        state=shared.state(),
+        locker=shared.locker(),
+        backends=(settings.storage, settings.state) if not is_local(settings) else ("local",),
+        lease=shared.lease(),
+        shared=shared,
     )
 
 
@@ -74,20 +98,8 @@ async def open_components(
         if settings.storage == "s3"
         else _local_store(settings)
     )
-    lease: Lease | None = None
-    redis: Any = None
-    if settings.state == "redis":
-        state, locker, lease, redis = await _open_redis(settings, stack, metrics)
-    else:
-        state, locker = LocalStateStore(settings.data_dir), InProcessLocker(metrics=metrics)
-    return Components(
-        composer=StoreComposer.from_store(store),
-        state=state,
-        locker=locker,
-        backends=(settings.storage, settings.state),
-        lease=lease,
-        redis=redis,
-    )
+    shared = await STATE_BACKENDS[settings.state](settings, stack, metrics)
+    return _assemble(settings, StoreComposer.from_store(store), shared)
 
 
 async def _open_s3(settings: Settings, stack: AsyncExitStack, metrics: MetricsSink) -> DataStore:
@@ -155,27 +167,3 @@ async def _open_s3(settings: Settings, stack: AsyncExitStack, metrics: MetricsSi
         spool_memory=settings.s3_spool_memory,
     )
     return S3Store(client, config)
-
-
-async def _open_redis(
-    settings: Settings, stack: AsyncExitStack, metrics: MetricsSink
-) -> tuple[StateStore, Locker, Lease, Any]:
-    from redis.asyncio import Redis
-    from redis.exceptions import RedisError
-
-    from tusserver.state.lease import RedisLease
-    from tusserver.state.redis import RedisLocker, RedisStateStore
-
-    client = Redis.from_url(settings.redis_url.get_secret_value())
-    stack.push_async_callback(client.aclose)
-    try:
-        await asyncio.wait_for(client.ping(), 10)
-    except (RedisError, OSError, TimeoutError) as exc:
-        # Never echo the URL: it may hold a password.
-        raise StartupError(f"Redis is unreachable (TUS_REDIS_URL): {type(exc).__name__}") from None
-    locker = RedisLocker(
-        client, prefix=settings.redis_prefix, ttl=settings.lock_ttl, metrics=metrics
-    )
-    stack.push_async_callback(locker.close)
-    lease = RedisLease(client, f"{settings.redis_prefix}sweeper")
-    return RedisStateStore(client, prefix=settings.redis_prefix), locker, lease, client

@@ -1,0 +1,51 @@
+"""The ``local`` state backend: every shared table in the data directory or this process
+(one server process; ``tusserver sweep`` beside it shares the files)."""
+
+from __future__ import annotations
+
+from delivery.quota import LocalQuota, Quota
+from delivery.tokens import LocalOneTimeStore, OneTimeStore
+from tusserver.api.direct_state import DirectRecords, LocalDirectRecords
+from tusserver.buckets import Buckets, LocalBuckets
+from tusserver.compose.shared import Clock
+from tusserver.idempotency import IdempotencyStore, LocalIdempotencyStore
+from tusserver.metrics import NO_METRICS, MetricsSink
+from tusserver.settings import Settings
+from tusserver.state.base import Locker, StateStore
+from tusserver.state.lease import FileLease, Lease
+from tusserver.state.local import LocalStateStore
+from tusserver.state.locks import InProcessLocker
+from tusserver.state.outbox import LOCAL_DIR, CatalogOutbox, LocalCatalogOutbox
+
+
+class LocalState:
+    def __init__(self, settings: Settings, *, metrics: MetricsSink = NO_METRICS) -> None:
+        self._data_dir = settings.data_dir
+        self._metrics = metrics
+
+    def state(self) -> StateStore:
+        return LocalStateStore(self._data_dir)
+
+    def locker(self) -> Locker:
+        return InProcessLocker(metrics=self._metrics)
+
+    def lease(self) -> Lease:
+        return FileLease(self._data_dir / ".sweeper.lock")
+
+    def outbox(self) -> CatalogOutbox:
+        return LocalCatalogOutbox(self._data_dir / LOCAL_DIR)
+
+    def idempotency(self, clock: Clock) -> IdempotencyStore:
+        return LocalIdempotencyStore(clock=clock)
+
+    def rate_buckets(self) -> Buckets:
+        return LocalBuckets()
+
+    def onetime_tokens(self, clock: Clock) -> OneTimeStore:
+        return LocalOneTimeStore(self._data_dir / "delivery" / "onetime", clock=clock)
+
+    def quota(self, per_day: int, clock: Clock) -> Quota:
+        return LocalQuota(per_day, clock=clock)
+
+    def direct_records(self, clock: Clock) -> DirectRecords:
+        return LocalDirectRecords(self._data_dir / "direct" / "records")
