@@ -185,6 +185,15 @@ class _HeadGuard:
         else:
             self.transport.close()
 
+    def _after_response(self) -> None:
+        """An answer went out before its request's body was read whole (an error, a timeout):
+        the rest of that body gets the head timeout too. Without this the connection waited
+        for more data to arrive before the timer started, and a client that simply stopped
+        sending held it until uvicorn's keep-alive timeout instead."""
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not self.transport.is_closing():
+            self._arm_head_timer()
+
     def _end_guard(self) -> None:
         self._disarm_head_timer()
         if self._linger is not None:
@@ -276,6 +285,10 @@ class _H11Limits(_HeadGuard, _UvicornProtocol):  # type: ignore[misc]
         h11 = self._h11
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header_size)
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._after_response()
+
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm_head_timer()
@@ -330,6 +343,10 @@ class _HttpToolsLimits(_HeadGuard, _UvicornProtocol):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._init_guard()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._after_response()
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
