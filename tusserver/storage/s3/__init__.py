@@ -8,6 +8,7 @@ One concept per module:
   the small requests everything else is made of (used by direct uploads too);
 * ``metadata``: the finished object's Content-Type and user metadata;
 * ``pipeline``: the write path, a body cut into parts uploaded while it arrives;
+* ``inflight``: the parts of one write being uploaded, bounded and kept in order;
 * ``finish``: completing the multipart upload, and concatenation;
 * ``reads``: ranged reads, sizes, presigned GET URLs, sidecars;
 * ``recover``: rebuilding an upload's record from S3 alone, and the orphan sweep;

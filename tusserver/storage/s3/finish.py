@@ -74,21 +74,13 @@ async def _complete_listed(
 ) -> None:
     """Complete with the listed parts that hold the upload's ``length`` bytes, and the tail."""
     key = bucket.data_key(info.id)
-    ends = cumulative(parts)
     # The tail's bytes never pass through this process: S3 copies them into the last
     # part (or the object) itself. 100 uploads finishing together held 100 tails.
     tail = await bucket.head_tail(info.id)
-    chosen: list[Part] | None = None
-    last = 0  # bytes of the tail that end the upload
-    for j, end in enumerate(ends):
-        if tail is not None and tail.start == end and end + tail.size >= length:
-            chosen, last = parts[:j], length - end
-            break
-        if end == length:
-            chosen = parts[:j]
-            break
-    if chosen is None:
+    found = _choose(parts, tail, length)
+    if found is None:
         raise FileNotFoundError(f"S3 holds fewer than {length} bytes of {info.id}")
+    chosen, last = found
     if not chosen:
         # Under 5 MiB in all (or empty): one plain object; S3 cannot complete a multipart
         # upload without parts. Written before the abort, so a retry finds the upload.
@@ -112,6 +104,17 @@ async def _complete_listed(
         await bucket.complete(key, upload_id, completed)
     if tail is not None:  # finish runs under the upload's lock: no tail appeared since
         await bucket.delete(bucket.tail_key(info.id))
+
+
+def _choose(parts: list[Part], tail: TailSize | None, length: int) -> tuple[list[Part], int] | None:
+    """The parts that start the upload and how many of the tail's bytes end it (0: the
+    parts alone hold all ``length`` bytes); None if S3 holds fewer bytes than that."""
+    for j, end in enumerate(cumulative(parts)):
+        if tail is not None and tail.start == end and end + tail.size >= length:
+            return parts[:j], length - end
+        if end == length:
+            return parts[:j], 0
+    return None
 
 
 async def _store_small(

@@ -21,8 +21,9 @@ This module owns the write path's promises:
   a part after a gap, which later writes overwrite and ``finish`` leaves out.
 
 A write is ``resume`` (where it continues, from the offset, ListParts and the tail) and then
-a ``PartPipeline``, whose ``run`` reads top to bottom. ``PartsInFlight`` holds its uploading
-parts in order; ``EndedWrites`` keeps the parts of a write that ended an upload for ``finish``.
+a ``PartPipeline``, whose ``run`` reads top to bottom; its uploading parts are kept in order
+by ``inflight.PartsInFlight``. ``EndedWrites`` keeps the parts of a write that ended an
+upload for ``finish``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterable
 from typing import NamedTuple
 
@@ -40,6 +41,7 @@ from tusserver.storage.base import ProgressCallback
 from tusserver.storage.partbuffer import PartBuffer
 from tusserver.storage.parts import MAX_PARTS, MIN_PART
 from tusserver.storage.s3.client import Part, S3Bucket, Tail, cumulative, multipart_of, run
+from tusserver.storage.s3.inflight import PartsInFlight
 from tusserver.storage.s3.translate import spooling
 
 log = logging.getLogger("tusserver.storage")
@@ -108,18 +110,23 @@ async def resume(bucket: S3Bucket, info: UploadInfo) -> tuple[WriteStart, PartBu
     trim = bool(carry) and tail is not None and len(tail.data) > len(carry)
     # The carried bytes start the first part's buffer (spilled to disk if they exceed the
     # memory limit); returning lets go of them, so they are not held all request.
-    buffer = new_buffer(bucket)
-    try:
-        with spooling():
-            await buffer.append(carry)
-    except BaseException:
-        buffer.close()
-        raise
+    buffer = await _buffer_holding(bucket, carry)
     return WriteStart(key, upload_id, part_size, k + 1, base, parts[:k], trim, skip), buffer
 
 
 def new_buffer(bucket: S3Bucket) -> PartBuffer:
     return PartBuffer(memory_limit=bucket.config.spool_memory, spool_dir=bucket.config.spool_dir)
+
+
+async def _buffer_holding(bucket: S3Bucket, data: bytes) -> PartBuffer:
+    buffer = new_buffer(bucket)
+    try:
+        with spooling():
+            await buffer.append(data)
+    except BaseException:
+        buffer.close()
+        raise
+    return buffer
 
 
 class PartPipeline:
@@ -283,81 +290,6 @@ class PartPipeline:
             if end is not None:
                 await self._advance(end)
         await self._in_flight.cancel()
-
-
-class PartsInFlight:
-    """The parts of one write being uploaded, kept in order, bounded per upload and per
-    process."""
-
-    def __init__(self, bucket: S3Bucket, key: str, upload_id: str) -> None:
-        self._bucket = bucket
-        self._key = key
-        self._upload_id = upload_id
-        self._local = asyncio.Semaphore(bucket.config.concurrency)
-        self._global = bucket.config.parts_in_flight
-        # (where the part ends in the upload, its number, its size, its upload task)
-        self._pending: deque[tuple[int, int, int, asyncio.Task[str]]] = deque()
-        # The parts this write stored, in order (finish may complete with them).
-        self.stored: list[Part] = []
-
-    async def submit(self, number: int, part: PartBuffer, end: int) -> None:
-        """Upload the full ``part`` as part ``number``; this takes ownership of it."""
-        try:
-            with spooling():
-                body = await part.seal()
-            # Waiting here stops the body from being read: that bounds the parts on disk.
-            await self._local.acquire()
-            try:
-                await self._global.acquire()
-            except BaseException:
-                self._local.release()
-                raise
-        except BaseException:
-            part.close()
-            raise
-        task = asyncio.create_task(
-            self._bucket.upload_part(self._key, self._upload_id, number, body)
-        )
-        # A done callback, not a `finally` in the task: it also runs for a task cancelled
-        # before it started. The file is freed as soon as the part is uploaded (or not).
-        task.add_done_callback(lambda _: self._release(part))
-        self._pending.append((end, number, part.size, task))
-
-    def _release(self, part: PartBuffer) -> None:
-        self._global.release()
-        self._local.release()
-        part.close()
-
-    def durable(self) -> tuple[int | None, BaseException | None]:
-        """Pop the finished parts at the front, in order.
-
-        Returns where the last successful one ends and the error of a failed one (which
-        stays at the front: nothing after it counts).
-        """
-        end: int | None = None
-        while self._pending and self._pending[0][3].done():
-            part_end, number, size, task = self._pending[0]
-            if task.cancelled():
-                return end, asyncio.CancelledError()
-            error = task.exception()
-            if error is not None:
-                return end, error
-            self._pending.popleft()
-            self.stored.append(Part(number, size, task.result()))
-            end = part_end
-        return end, None
-
-    async def wait(self) -> None:
-        tasks = [entry[3] for entry in self._pending]
-        if tasks:
-            await asyncio.wait(tasks)
-
-    async def cancel(self) -> None:
-        tasks = [entry[3] for entry in self._pending]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._pending.clear()
 
 
 class EndedWrites:
