@@ -7,8 +7,10 @@ is a presigned ``UploadPart``, and complete hands S3 the client's part list. Eit
 object key is the store's data key for the upload id (``<prefix><id>``), never a key a client
 chose.
 
-S3 failures are translated at this edge: a missing upload or object is ``FileNotFoundError``,
-a refused part list is ``PartsRejected``, outages are ``StorageUnavailable`` (503).
+S3 failures are translated by the store's own translation (``storage.s3.translate``): a
+missing upload or object is ``FileNotFoundError``, outages are ``StorageUnavailable`` (503);
+of the 4xx it leaves, a refused part list is ``PartsRejected``, anything else a 503. Keys and
+encryption arguments come from the store's ``S3Bucket``, so both paths agree on them.
 """
 
 from __future__ import annotations
@@ -17,20 +19,18 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from tusserver import errors
 from tusserver.api.direct_backend import CompletedPart, PartsRejected, Stored, Target
 from tusserver.api.direct_state import DirectUpload
-from tusserver.models import UploadInfo
 from tusserver.storage.base import KnownCheck
 from tusserver.storage.s3 import S3Store
+from tusserver.storage.s3.translate import error_code, translated
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
-_MISSING = frozenset({"NoSuchKey", "NoSuchUpload", "NotFound", "404"})
 # What S3 answers to a part list that does not match its parts; the client can fix these.
 _REJECTED = {
     "InvalidPart": "a part is missing in storage or its etag does not match",
@@ -40,27 +40,24 @@ _REJECTED = {
 
 
 @contextlib.contextmanager
-def _translated() -> Iterator[None]:
+def _translated(what: str) -> Iterator[None]:
+    """The store's translation; of the 4xx it passes on, a refused part list is the
+    client's to fix, anything else an outage for the client."""
     try:
-        yield
+        with translated(what):
+            yield
     except ClientError as exc:
-        error: Any = exc.response.get("Error", {})
-        meta: Any = exc.response.get("ResponseMetadata", {})
-        code, status = str(error.get("Code", "")), int(meta.get("HTTPStatusCode", 0) or 0)
+        code, _ = error_code(exc)
         if code in _REJECTED:
             raise PartsRejected(_REJECTED[code]) from exc
-        if code in _MISSING or status == 404:
-            raise FileNotFoundError(code or "404") from exc
-        raise errors.StorageUnavailable() from exc
-    except (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise errors.StorageUnavailable() from exc
 
 
 class S3DirectBackend:
     def __init__(self, store: S3Store, *, clock: Any) -> None:
-        self._store = store
-        self._client = store.client
-        self._bucket = store.config.bucket
+        self._s3 = store.bucket
+        self._client = store.bucket.client
+        self._bucket = store.bucket.name
         self._clock = clock
 
     @property
@@ -68,35 +65,17 @@ class S3DirectBackend:
         return "s3"
 
     def storage_key(self, upload_id: str) -> str:
-        return self._store.storage_key(UploadInfo(id=upload_id, length=None))
-
-    def _sse(self) -> dict[str, str]:
-        config = self._store.config
-        args: dict[str, str] = {}
-        if config.sse is not None:
-            args["ServerSideEncryption"] = config.sse
-        if config.kms_key_id:
-            args["SSEKMSKeyId"] = config.kms_key_id
-        return args
-
-    def _sse_headers(self) -> dict[str, str]:
-        config = self._store.config
-        headers: dict[str, str] = {}
-        if config.sse is not None:
-            headers["x-amz-server-side-encryption"] = config.sse
-        if config.kms_key_id:
-            headers["x-amz-server-side-encryption-aws-kms-key-id"] = config.kms_key_id
-        return headers
+        return self._s3.data_key(upload_id)
 
     async def start(self, upload: DirectUpload) -> DirectUpload:
         if upload.kind != "multipart":
             return upload
-        with _translated():
+        with _translated("create multipart upload"):
             created = await self._client.create_multipart_upload(
                 Bucket=self._bucket,
                 Key=self.storage_key(upload.id),
                 ContentType=upload.content_type,
-                **self._sse(),  # type: ignore[arg-type]
+                **self._s3.sse_args(),
             )
         return upload.replace(multipart_id=created["UploadId"])
 
@@ -111,12 +90,12 @@ class S3DirectBackend:
                 "Bucket": self._bucket,
                 "Key": key,
                 "ContentType": upload.content_type,
-                **self._sse(),
+                **self._s3.sse_args(),
             }
             url = await self._client.generate_presigned_url(
                 "put_object", Params=params, ExpiresIn=ttl
             )
-            headers = {"Content-Type": upload.content_type, **self._sse_headers()}
+            headers = {"Content-Type": upload.content_type, **self._s3.sse_headers()}
             return Target(url=url, headers=headers)
         url = await self._client.generate_presigned_url(
             "upload_part",
@@ -142,7 +121,7 @@ class S3DirectBackend:
         numbers: list[int] = []
         paginator = self._client.get_paginator("list_parts")
         try:
-            with _translated():
+            with _translated("list parts"):
                 async for page in paginator.paginate(
                     Bucket=self._bucket,
                     Key=self.storage_key(upload.id),
@@ -154,7 +133,7 @@ class S3DirectBackend:
         return sorted(numbers)
 
     async def _head_size(self, key: str) -> int:
-        with _translated():
+        with _translated("head object"):
             head = await self._client.head_object(Bucket=self._bucket, Key=key)
         return int(head["ContentLength"])
 
@@ -169,7 +148,7 @@ class S3DirectBackend:
             {"PartNumber": p.number, "ETag": p.etag} for p in parts
         ]
         try:
-            with _translated():
+            with _translated("complete multipart upload"):
                 await self._client.complete_multipart_upload(
                     Bucket=self._bucket,
                     Key=key,
@@ -186,13 +165,13 @@ class S3DirectBackend:
         return Stored(await self._head_size(key))
 
     async def store(self, upload: DirectUpload, data: bytes) -> None:
-        with _translated():
+        with _translated("put object"):
             await self._client.put_object(
                 Bucket=self._bucket,
                 Key=self.storage_key(upload.id),
                 Body=data,
                 ContentType=upload.content_type,
-                **self._sse(),  # type: ignore[arg-type]
+                **self._s3.sse_args(),
             )
 
     async def discard(self, upload: DirectUpload) -> None:
@@ -200,13 +179,13 @@ class S3DirectBackend:
             # A single PUT may have landed already; nobody will complete it now.
             await self.delete_object(upload)
             return
-        with contextlib.suppress(FileNotFoundError), _translated():
+        with contextlib.suppress(FileNotFoundError), _translated("abort"):
             await self._client.abort_multipart_upload(
                 Bucket=self._bucket, Key=self.storage_key(upload.id), UploadId=upload.multipart_id
             )
 
     async def delete_object(self, upload: DirectUpload) -> None:
-        with _translated():
+        with _translated("delete"):
             await self._client.delete_object(Bucket=self._bucket, Key=self.storage_key(upload.id))
 
     async def sweep_orphans(self, is_known: KnownCheck, older_than: float) -> int:
