@@ -272,18 +272,14 @@ else:
     _UvicornProtocol = object
 
 
-class _H11Limits(_HeadGuard, _UvicornProtocol):  # type: ignore[misc]
-    """The head limits on uvicorn's h11 protocol; ``_h11`` is the h11 module."""
-
-    _h11: Any
-    conn: Any
+class _Guarded(_HeadGuard, _UvicornProtocol):  # type: ignore[misc]
+    """What both protocols add to uvicorn's connection lifecycle: the guard's state, a head
+    timer from the moment a connection opens, and one after an answer that left its body
+    unread."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._init_guard()
-        # h11 buffers no more than this of an unfinished event (a head, a chunk line).
-        h11 = self._h11
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header_size)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -291,11 +287,25 @@ class _H11Limits(_HeadGuard, _UvicornProtocol):  # type: ignore[misc]
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        # A connection that never sends a byte is a stalled head too.
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_guard()
         super().connection_lost(exc)
+
+
+class _H11Limits(_Guarded):
+    """The head limits on uvicorn's h11 protocol; ``_h11`` is the h11 module."""
+
+    _h11: Any
+    conn: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # h11 buffers no more than this of an unfinished event (a head, a chunk line).
+        h11 = self._h11
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header_size)
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's, plus the head limits. h11 itself refuses only an unfinished head
@@ -330,7 +340,7 @@ class _H11Limits(_HeadGuard, _UvicornProtocol):  # type: ignore[misc]
         return self.conn.their_state is self._h11.IDLE and bool(self.conn.trailing_data[0])
 
 
-class _HttpToolsLimits(_HeadGuard, _UvicornProtocol):  # type: ignore[misc]
+class _HttpToolsLimits(_Guarded):
     """The head limits and the copy-free body on uvicorn's httptools protocol.
 
     ``_upgrade_error`` and ``_parser_error`` are httptools' exceptions (httptools is optional,
@@ -339,23 +349,6 @@ class _HttpToolsLimits(_HeadGuard, _UvicornProtocol):  # type: ignore[misc]
 
     _upgrade_error: type[Exception]
     _parser_error: type[Exception]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_guard()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._after_response()
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        # A connection that never sends a byte is a stalled head too.
-        self._arm_head_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._end_guard()
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's, plus the head limits: a callback refusing a head must not be taken
