@@ -162,6 +162,32 @@ def fsync_dir(path: Path) -> None:
                 del _dir_syncs[key]
 
 
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write every byte of ``data`` at the file's position (``os.write`` may write less)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        view = view[written:]
+
+
+def close_and_place(fd: int, temp: Path, final: Path) -> None:
+    """Sync and close ``fd`` (open on ``temp``), rename ``temp`` to ``final`` and sync the
+    directory. On any failure (a full disk can fail the sync) the temp file is removed: a
+    half-written temp file must never stay behind."""
+    try:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_dir(final.parent)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new file, never half."""
     # A name of its own per call: two writers of the same file (a worker and a request
@@ -169,16 +195,9 @@ def atomic_write(path: Path, data: bytes) -> None:
     temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
+        write_all(fd, data)
     except BaseException:
-        # A full disk fails the write: the half-written temp file must not stay behind.
+        os.close(fd)
         temp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    close_and_place(fd, temp, path)

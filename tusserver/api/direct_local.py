@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import os
 import secrets
@@ -29,7 +28,7 @@ from tusserver import errors
 from tusserver.api.direct_backend import CompletedPart, PartsRejected, Stored, Target, bare_etag
 from tusserver.api.direct_state import DirectUpload, check_id
 from tusserver.api.part_tokens import PartClaim, PartSigner
-from tusserver.fsutil import fsync_dir
+from tusserver.fsutil import close_and_place, fsync_dir, write_all
 from tusserver.models import UploadInfo
 from tusserver.storage.base import KnownCheck
 from tusserver.storage.local import LocalStore
@@ -39,30 +38,6 @@ PART_PATH = "/api/v1/uploads/direct-parts/"
 _FILE_MODE = 0o600
 _BATCH = 1024 * 1024
 _PIECE = 1024 * 1024
-
-
-def _write_all(fd: int, data: bytes | bytearray) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(errno.EIO, "write made no progress")
-        view = view[written:]
-
-
-def _close_and_place(fd: int, temp: Path, final: Path) -> None:
-    """Sync, close and rename ``temp`` to ``final``; on failure (a full disk can fail the
-    sync) the temp file is removed, never left behind."""
-    try:
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, final)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_dir(final.parent)
 
 
 class LocalDirectBackend:
@@ -149,14 +124,14 @@ class LocalDirectBackend:
                 digest.update(chunk)
                 buf += chunk
                 if len(buf) >= _BATCH:
-                    await asyncio.to_thread(_write_all, fd, bytes(buf))
+                    await asyncio.to_thread(write_all, fd, bytes(buf))
                     buf.clear()
             if exact and size != limit:
                 raise errors.SizeMismatch(f"this part must hold exactly {limit} bytes")
             if buf:
-                await asyncio.to_thread(_write_all, fd, bytes(buf))
+                await asyncio.to_thread(write_all, fd, bytes(buf))
             placed = True
-            await asyncio.to_thread(_close_and_place, fd, temp, directory / str(part_number))
+            await asyncio.to_thread(close_and_place, fd, temp, directory / str(part_number))
             return size, digest.hexdigest()
         finally:
             if not placed:
@@ -225,12 +200,12 @@ class LocalDirectBackend:
                     while piece := src.read(_PIECE):
                         digest.update(piece)
                         whole.update(piece)
-                        _write_all(out, piece)
+                        write_all(out, piece)
                         total += len(piece)
                 if digest.hexdigest() != bare_etag(etag):
                     raise PartsRejected(f"the etag of part {number} does not match its bytes")
             placed = True
-            _close_and_place(out, temp, final)
+            close_and_place(out, temp, final)
             return Stored(total, whole.hexdigest())
         finally:
             if not placed:
@@ -245,12 +220,12 @@ class LocalDirectBackend:
         def write() -> None:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
             except BaseException:
                 os.close(fd)
                 temp.unlink(missing_ok=True)
                 raise
-            _close_and_place(fd, temp, final)
+            close_and_place(fd, temp, final)
 
         await asyncio.to_thread(write)
 
