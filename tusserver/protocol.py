@@ -115,6 +115,17 @@ def is_valid_upload_id(value: str) -> bool:
     return _UPLOAD_ID.fullmatch(value) is not None
 
 
+def checked_upload_id(value: str) -> str:
+    """``value`` itself when it is a well-formed upload id, else ValueError.
+
+    Every store builds file names or keys from ids, so each checks them here: a malformed id
+    reaching one is a bug upstream, never a path or key to use.
+    """
+    if not isinstance(value, str) or not is_valid_upload_id(value):
+        raise ValueError(f"invalid upload id: {value[:40] if isinstance(value, str) else value!r}")
+    return value
+
+
 # --- integers ---------------------------------------------------------------------------------
 
 # [0-9], not \d or str.isdigit(): those accept non-ASCII digits such as "٣" that int() then

@@ -24,29 +24,22 @@ import fcntl
 import json
 import logging
 import os
-import re
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from tusserver.fsutil import check_writable_dir, fsync_dir, pwrite_all
 from tusserver.models import UploadInfo
+from tusserver.protocol import checked_upload_id, is_valid_upload_id
 from tusserver.state import slots
 from tusserver.state.base import AlreadyExists
 
 log = logging.getLogger("tusserver.state")
 
-_ID = re.compile(r"[0-9a-f]{32}")
 _SUFFIX = ".json"
 _WAITERS_SUFFIX = ".waiters"
 # expired() reads this many records per worker-thread hop.
 _SCAN_BATCH = 128
-
-
-def _check_id(upload_id: str) -> str:
-    if not isinstance(upload_id, str) or _ID.fullmatch(upload_id) is None:
-        raise ValueError(f"invalid upload id: {upload_id!r}")
-    return upload_id
 
 
 def _encode(info: UploadInfo) -> bytes:
@@ -114,7 +107,7 @@ class LocalStateStore:
         await asyncio.to_thread(check_writable_dir, self._root)
 
     def _path(self, upload_id: str) -> Path:
-        return self._root / f"{_check_id(upload_id)}{_SUFFIX}"
+        return self._root / f"{checked_upload_id(upload_id)}{_SUFFIX}"
 
     def _write_temp(self, upload_id: str, data: bytes) -> Path:
         # A dot name ending in .tmp: never mistaken for a record by expired().
@@ -211,11 +204,11 @@ class LocalStateStore:
         await asyncio.to_thread(_unlink_all, paths)
 
     def _waiters_path(self, upload_id: str) -> Path:
-        return self._root / f"{_check_id(upload_id)}{_WAITERS_SUFFIX}"
+        return self._root / f"{checked_upload_id(upload_id)}{_WAITERS_SUFFIX}"
 
     async def add_waiter(self, partial_id: str, final_id: str) -> None:
         path = self._waiters_path(partial_id)
-        line = f"{_check_id(final_id)}\n".encode()
+        line = f"{checked_upload_id(final_id)}\n".encode()
         await asyncio.to_thread(_append_line, path, line)
 
     async def waiters(self, partial_id: str) -> list[str]:
@@ -227,7 +220,7 @@ class LocalStateStore:
         # A line torn by a crash mid-append fails the id check and is skipped; duplicates
         # (a final registered twice) collapse, keeping first-registration order.
         ids = (line.decode("ascii", "replace") for line in raw.splitlines())
-        return list(dict.fromkeys(i for i in ids if _ID.fullmatch(i) is not None))
+        return list(dict.fromkeys(i for i in ids if is_valid_upload_id(i)))
 
     async def expired(self, now: float) -> AsyncIterator[UploadInfo]:
         ids = await asyncio.to_thread(self._list_ids)
@@ -244,7 +237,7 @@ class LocalStateStore:
         with os.scandir(self._root) as entries:
             for entry in entries:
                 upload_id = entry.name.removesuffix(_SUFFIX)
-                if upload_id != entry.name and _ID.fullmatch(upload_id) is not None:
+                if upload_id != entry.name and is_valid_upload_id(upload_id):
                     ids.append(upload_id)
         ids.sort()
         return ids

@@ -23,21 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from pathlib import Path
 from typing import Any, Protocol
 
 from tusserver.fsutil import fsync_dir
+from tusserver.protocol import checked_upload_id, is_valid_upload_id
 
-_ID = re.compile(r"[0-9a-f]{32}")
 # The directory under the data dir that holds the local marks.
 LOCAL_DIR = "catalog-pending"
-
-
-def _check_id(upload_id: str) -> str:
-    if _ID.fullmatch(upload_id) is None:
-        raise ValueError(f"invalid upload id {upload_id[:40]!r}")
-    return upload_id
 
 
 def _text(value: bytes | str) -> str:
@@ -67,7 +60,7 @@ class LocalCatalogOutbox:
         self._root = Path(root)
 
     def _path(self, upload_id: str) -> Path:
-        return self._root / _check_id(upload_id)
+        return self._root / checked_upload_id(upload_id)
 
     async def add(self, upload_id: str) -> None:
         await asyncio.to_thread(self._add_sync, self._path(upload_id))
@@ -94,7 +87,7 @@ class LocalCatalogOutbox:
                 found = [
                     (entry.stat().st_mtime, entry.name)
                     for entry in entries
-                    if _ID.fullmatch(entry.name) is not None
+                    if is_valid_upload_id(entry.name)
                 ]
         except FileNotFoundError:
             return []
@@ -113,16 +106,16 @@ class RedisCatalogOutbox:
         self._key = f"{prefix}catalog:pending"
 
     async def add(self, upload_id: str) -> None:
-        await self._redis.sadd(self._key, _check_id(upload_id))
+        await self._redis.sadd(self._key, checked_upload_id(upload_id))
 
     async def remove(self, upload_id: str) -> None:
-        await self._redis.srem(self._key, _check_id(upload_id))
+        await self._redis.srem(self._key, checked_upload_id(upload_id))
 
     async def pending(self, limit: int) -> list[str]:
         ids: list[str] = []
         async for member in self._redis.sscan_iter(self._key, count=min(limit, 1000)):
             upload_id = _text(member)
-            if _ID.fullmatch(upload_id) is not None:
+            if is_valid_upload_id(upload_id):
                 ids.append(upload_id)
             if len(ids) >= limit:
                 break

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -41,13 +40,13 @@ from redis.asyncio.client import PubSub
 from tusserver import errors
 from tusserver.metrics import NO_METRICS, MetricsSink
 from tusserver.models import UploadInfo
+from tusserver.protocol import checked_upload_id, is_valid_upload_id
 from tusserver.state.base import AlreadyExists
 from tusserver.state.fence import Fence, current, holding
 from tusserver.state.locks import ReleasableHandle
 
 log = logging.getLogger("tusserver.state")
 
-_ID = re.compile(r"[0-9a-f]{32}")
 
 # Create the record only if absent and index its expiry in the same step: a crash between
 # the two would leave an upload the sweeper can never find.
@@ -96,12 +95,6 @@ def _fenced(upload_id: str) -> tuple[str, str]:
     return fence.key, fence.token
 
 
-def _check_id(upload_id: str) -> str:
-    if _ID.fullmatch(upload_id) is None:
-        raise ValueError(f"invalid upload id {upload_id[:40]!r}")
-    return upload_id
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -116,10 +109,10 @@ class RedisStateStore:
         await self._redis.ping()
 
     def _key(self, upload_id: str) -> str:
-        return f"{self._prefix}upload:{_check_id(upload_id)}"
+        return f"{self._prefix}upload:{checked_upload_id(upload_id)}"
 
     def _waiters_key(self, upload_id: str) -> str:
-        return f"{self._prefix}waiters:{_check_id(upload_id)}"
+        return f"{self._prefix}waiters:{checked_upload_id(upload_id)}"
 
     @staticmethod
     def _expiry_score(info: UploadInfo) -> float | None:
@@ -191,7 +184,7 @@ class RedisStateStore:
             )
             for raw_id in ids:
                 upload_id = _text(raw_id)  # type: ignore[arg-type]
-                if _ID.fullmatch(upload_id) is None:
+                if not is_valid_upload_id(upload_id):
                     continue
                 info = await self.get(upload_id)
                 if info is None:
@@ -206,7 +199,7 @@ class RedisStateStore:
             start += batch
 
     async def add_waiter(self, partial_id: str, final_id: str) -> None:
-        await self._redis.sadd(self._waiters_key(partial_id), _check_id(final_id))
+        await self._redis.sadd(self._waiters_key(partial_id), checked_upload_id(final_id))
 
     async def waiters(self, partial_id: str) -> list[str]:
         members = await self._redis.smembers(self._waiters_key(partial_id))
@@ -272,7 +265,7 @@ class RedisLocker:
         self._local: dict[str, ReleasableHandle] = {}
 
     def _names(self, upload_id: str) -> tuple[str, str]:
-        _check_id(upload_id)
+        checked_upload_id(upload_id)
         return f"{self._prefix}lock:{upload_id}", f"{self._prefix}release:{upload_id}"
 
     @contextlib.asynccontextmanager

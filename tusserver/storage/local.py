@@ -25,7 +25,6 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ from tusserver.fsutil import (
     start_writeback,
 )
 from tusserver.models import UploadInfo
+from tusserver.protocol import checked_upload_id, is_valid_upload_id
 from tusserver.state.fence import check_held
 from tusserver.storage.base import (
     SIDECAR_NAMES,
@@ -53,7 +53,6 @@ log = logging.getLogger("tusserver.storage")
 
 T = TypeVar("T")
 
-_ID = re.compile(r"[0-9a-f]{32}")
 _MiB = 1024 * 1024
 _READ_PIECE = _MiB
 # The read/write fallback of ``concat`` holds this much in memory at once.
@@ -66,12 +65,6 @@ _KERNEL_COPY_PIECE = 1024 * _MiB
 _NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
 # Upload data is private to the server; whoever serves it reads it through us.
 _FILE_MODE = 0o600
-
-
-def _check_id(upload_id: str) -> str:
-    if not isinstance(upload_id, str) or _ID.fullmatch(upload_id) is None:
-        raise ValueError(f"invalid upload id: {upload_id!r}")
-    return upload_id
 
 
 def _write_batch(fd: int, buffers: Sequence[bytes], position: int, sync: bool) -> None:
@@ -313,10 +306,10 @@ class LocalStore:
         await asyncio.to_thread(check_writable_dir, self._root)
 
     def _bin(self, upload_id: str) -> Path:
-        return self._root / f"{_check_id(upload_id)}.bin"
+        return self._root / f"{checked_upload_id(upload_id)}.bin"
 
     def _sidecar(self, upload_id: str, name: str) -> Path:
-        return self._root / f"{_check_id(upload_id)}.{check_sidecar_name(name)}"
+        return self._root / f"{checked_upload_id(upload_id)}.{check_sidecar_name(name)}"
 
     # Locator
 
@@ -448,7 +441,7 @@ class LocalStore:
 
     async def finish(self, info: UploadInfo) -> UploadInfo:
         # The file is already whole: bytes were written in place.
-        _check_id(info.id)
+        checked_upload_id(info.id)
         return info
 
     # Terminater
@@ -462,7 +455,7 @@ class LocalStore:
 
     async def declare_length(self, info: UploadInfo) -> UploadInfo:
         # The length lives in the upload state; a local file needs no size in advance.
-        _check_id(info.id)
+        checked_upload_id(info.id)
         return info
 
     # OrphanSweeper
@@ -485,7 +478,7 @@ class LocalStore:
         found: list[str] = []
         for entry in os.scandir(self._root):
             stem, _, suffix = entry.name.partition(".")
-            if suffix != "bin" or _ID.fullmatch(stem) is None or not entry.is_file():
+            if suffix != "bin" or not is_valid_upload_id(stem) or not entry.is_file():
                 continue
             if entry.stat().st_mtime < older_than:
                 found.append(stem)

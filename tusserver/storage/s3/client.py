@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from tusserver import errors
 from tusserver.models import UploadInfo
+from tusserver.protocol import checked_upload_id
 from tusserver.state.fence import check_held
 from tusserver.storage.base import check_sidecar_name
 from tusserver.storage.s3.config import S3Config
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
-_ID = re.compile(r"[0-9a-f]{32}")
 # The tail object records where it starts, so a stale tail is recognised as such.
 _TAIL_START = "tus-tail-start"
 
@@ -84,12 +83,6 @@ def multipart_of(info: UploadInfo) -> tuple[str, int]:
     return upload_id, part_size
 
 
-def _check_id(upload_id: str) -> str:
-    if not isinstance(upload_id, str) or _ID.fullmatch(upload_id) is None:
-        raise ValueError(f"invalid upload id: {upload_id!r}")
-    return upload_id
-
-
 def _tail_start(resp: Any) -> int:
     raw = resp.get("Metadata", {}).get(_TAIL_START, "")
     return int(raw) if raw.isdigit() else -1
@@ -106,7 +99,7 @@ class S3Bucket:
     # -- keys ----------------------------------------------------------------------------
 
     def data_key(self, upload_id: str) -> str:
-        return f"{self.config.prefix}{_check_id(upload_id)}"
+        return f"{self.config.prefix}{checked_upload_id(upload_id)}"
 
     def info_key(self, upload_id: str) -> str:
         return self.data_key(upload_id) + ".info"
