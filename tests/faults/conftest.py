@@ -1,6 +1,6 @@
 """Fixtures of the fault tests: the e2e server factory (a real ``tusserver serve``), moto's
 S3 server and a real redis-server, and a ``backend`` that is either the local default or
-S3 + Redis."""
+S3 + Redis, and the ``rig`` of the S3 fault tests (``s3rig``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from tests.e2e.conftest import pytest_runtest_makereport as pytest_runtest_maker
 from tests.e2e.conftest import server_factory as server_factory
 from tests.services_redis import redis_url as redis_url
 from tests.services_s3 import moto_s3_endpoint as moto_s3_endpoint
+
+from .s3rig import rig as rig
 
 BACKENDS = ("local", "s3+redis")
 

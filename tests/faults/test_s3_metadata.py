@@ -9,18 +9,11 @@ proxy in front of moto records every request's header lines.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
-import boto3  # type: ignore[import-untyped]
 import pytest
 
-from tests.e2e.conftest import TusServer, distributed_env
-from tests.services_s3 import CREDENTIALS, REGION
-
 from .rawhttp import MiB, patch_headers, request
-from .s3proxy import S3FaultProxy
+from .s3rig import Rig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.timeout(120)]
 
@@ -28,28 +21,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.timeout(120)]
 # and the whole request header section.
 S3_METADATA_LIMIT = 2 * 1024
 S3_HEADER_LIMIT = 8 * 1024
-
-
-@dataclass
-class Rig:
-    server: TusServer
-    proxy: S3FaultProxy
-    bucket: str
-    s3: Any  # boto3, straight to moto
-
-
-@pytest.fixture
-def rig(
-    server_factory: Callable[..., TusServer], moto_s3_endpoint: str, redis_url: str
-) -> Iterator[Rig]:
-    proxy = S3FaultProxy(moto_s3_endpoint)
-    proxy.start()
-    try:
-        env = distributed_env(proxy.url, redis_url)
-        s3 = boto3.client("s3", endpoint_url=moto_s3_endpoint, region_name=REGION, **CREDENTIALS)
-        yield Rig(server_factory(**env), proxy, env["TUS_S3_BUCKET"], s3)
-    finally:
-        proxy.stop()
 
 
 def b64(text: str) -> str:
