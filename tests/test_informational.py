@@ -18,8 +18,8 @@ import pytest
 import uvicorn
 
 from tests.netutil import free_port
-from tusserver.httpproto import protocol_class
-from tusserver.informational import (
+from tusserver.edge.httpproto import protocol_class
+from tusserver.edge.informational import (
     EXTENSION,
     MESSAGE_TYPE,
     InformationalError,
