@@ -94,7 +94,8 @@ async def send_bad(send: Any, query: dict[str, list[str]], seen: Seen) -> None:
     """Straight to the protocol (not through the helper), so the server's own checks run."""
     status = int(query.get("status", ["104"])[0])
     value = query.get("value", ["fine"])[0].encode().replace(b"~", b"\r\n")
-    message = {"type": MESSAGE_TYPE, "status": status, "headers": [(b"location", value)]}
+    name = query.get("name", ["location"])[0].encode()
+    message = {"type": MESSAGE_TYPE, "status": status, "headers": [(name, value)]}
     try:
         await send(message)
     except InformationalError as exc:
@@ -279,6 +280,9 @@ async def test_after_the_response_started_it_is_dropped(
         ("value=a~Injected:%201", "invalid informational header value"),
         ("value=a%0Ab", "invalid informational header value"),
         ("value=a%00b", "invalid informational header value"),
+        ("name=bad%20name", "invalid informational header name"),
+        ("name=Content-Length&value=0", "not allowed in an informational response"),
+        ("name=transfer-encoding&value=chunked", "not allowed in an informational response"),
         ("status=101", "other than 101"),
         ("status=200", "100-199"),
         ("status=99", "100-199"),
@@ -299,7 +303,8 @@ def test_the_helper_checks_before_sending() -> None:
 
     scope = {"type": "http", "http_version": "1.1", "extensions": {EXTENSION: {}}}
     bad_name = [(b"bad name", b"v")]
-    for status, headers in ((104, bad_name), (101, []), (104, [("str", b"v")])):
+    cases = ((104, bad_name), (101, []), (104, [("str", b"v")]), (104, [(b"a", b"b", b"c")]))
+    for status, headers in cases:
         with pytest.raises(InformationalError):
             asyncio.run(send_informational(scope, never, status, headers))
 

@@ -10,11 +10,11 @@ number of times before ``http.response.start``::
     {"type": "http.response.informational", "status": 104, "headers": [(b"location", b"...")]}
 
 which the server writes to the client at once as ``HTTP/1.1 104 <reason>`` plus the headers.
-After the response started, or to an HTTP/1.0 client (which cannot parse a 1xx), the message
-is dropped without an error. A status outside 100-199, ``101`` (a protocol switch is not an
-informational answer) and header names or values that are not valid HTTP (CR or LF in a value:
-response splitting) raise ``InformationalError`` in the app, as uvicorn raises for a bad
-final header.
+After the response started, or to an HTTP/1.0 client (which cannot parse a 1xx), the message is
+dropped without an error. A status outside 100-199, ``101`` (a protocol switch is not an
+informational answer), header names or values that are not valid HTTP (CR or LF in a value:
+response splitting) and ``Content-Length`` or ``Transfer-Encoding`` (a 1xx has no body) raise
+``InformationalError`` in the app, as uvicorn raises for a bad final header.
 
 Servers without the extension (stock uvicorn, hypercorn, granian: an embedding host's server)
 would refuse the message as out of order, so callers go through ``send_informational``, which
@@ -39,6 +39,7 @@ _PHRASES = {104: "Upload Resumption Supported"}  # draft-ietf-httpbis-resumable-
 # RFC 9110 "token" for names; values may hold anything but controls other than HTAB.
 _NAME_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _VALUE_BAD_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -75,17 +76,26 @@ def checked(message: Mapping[str, Any]) -> tuple[int, Headers]:
         raise InformationalError(
             f"informational status must be an int in 100-199 other than 101, not {status!r}"
         )
-    headers: Headers = []
-    for pair in message.get("headers", ()):
+    return status, [_checked_header(pair) for pair in message.get("headers", ())]
+
+
+def _checked_header(pair: Any) -> tuple[bytes, bytes]:
+    try:
         name, value = pair
-        if not isinstance(name, bytes) or not isinstance(value, bytes):
-            raise InformationalError("informational header names and values must be bytes")
-        if not _NAME_RE.match(name):
-            raise InformationalError(f"invalid informational header name {name!r}")
-        if _VALUE_BAD_RE.search(value):
-            raise InformationalError(f"invalid informational header value for {name!r}")
-        headers.append((name.lower(), value))
-    return status, headers
+    except (TypeError, ValueError):
+        message = f"an informational header is a (name, value) pair, not {pair!r}"
+        raise InformationalError(message) from None
+    if not isinstance(name, bytes) or not isinstance(value, bytes):
+        raise InformationalError("informational header names and values must be bytes")
+    if not _NAME_RE.match(name):
+        raise InformationalError(f"invalid informational header name {name!r}")
+    if _VALUE_BAD_RE.search(value):
+        raise InformationalError(f"invalid informational header value for {name!r}")
+    name = name.lower()
+    if name in _FRAMING:
+        # RFC 9110, section 8.6 and RFC 9112, section 6.1: a 1xx has no content to frame.
+        raise InformationalError(f"{name!r} is not allowed in an informational response")
+    return name, value
 
 
 def encode(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
