@@ -9,6 +9,8 @@ body only after it read what must come first.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -320,3 +322,26 @@ async def test_stock_uvicorn_has_no_extension_and_the_helper_says_so(
         assert await c.final() == b"s:ok"
     assert seen.offered == [False]
     assert seen.sent == [False]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_curl_sees_104_then_100_then_the_answer(ours: tuple[int, Seen]) -> None:
+    # A real client; curl adds Expect: 100-continue to bodies over 1 MiB by itself.
+    body = os.urandom(2 * 1024 * 1024)
+    proc = await asyncio.create_subprocess_exec(
+        "curl",
+        "-sS",
+        "-v",
+        "--data-binary",
+        "@-",
+        f"http://{HOST}:{ours[0]}/upload?id=curl",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(body), 30)
+    assert proc.returncode == 0, err
+    statuses = [line.split()[2] for line in err.splitlines() if line.startswith(b"< HTTP/1.1 ")]
+    assert statuses == [b"104", b"100", b"200"]
+    assert b"> Expect: 100-continue" in err
+    assert out == b"curl:" + body
