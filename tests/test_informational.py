@@ -13,13 +13,16 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 import uvicorn
+from starlette.routing import Mount
 
 from tests.netutil import free_port
+from tusserver.app import create_app
 from tusserver.edge.httpproto import protocol_class
 from tusserver.edge.informational import (
     EXTENSION,
@@ -28,6 +31,7 @@ from tusserver.edge.informational import (
     send_informational,
     supported,
 )
+from tusserver.settings import Settings
 
 HOST = "127.0.0.1"
 TIMEOUT = 5.0
@@ -104,15 +108,16 @@ async def send_bad(send: Any, query: dict[str, list[str]], seen: Seen) -> None:
         seen.refused.append(str(exc))
 
 
-async def serve(http: Any) -> AsyncIterator[tuple[int, Seen]]:
+async def serve(http: Any, app: Any = None) -> AsyncIterator[tuple[int, Seen]]:
+    """uvicorn on loopback with ``http`` as its protocol; ``app`` (lifespan on) or the probe."""
     seen = Seen()
     port = free_port()
     config = uvicorn.Config(
-        make_app(seen),
+        app or make_app(seen),
         host=HOST,
         port=port,
         http=http,
-        lifespan="off",
+        lifespan="off" if app is None else "on",
         ws="none",
         log_config=None,
         log_level="warning",
@@ -345,3 +350,23 @@ async def test_curl_sees_104_then_100_then_the_answer(ours: tuple[int, Seen]) ->
     assert statuses == [b"104", b"100", b"200"]
     assert b"> Expect: 100-continue" in err
     assert out == b"curl:" + body
+
+
+async def test_through_the_real_app_and_all_its_middleware(tmp_path: Path) -> None:
+    # The extension reaches an endpoint inside the app's whole middleware stack, and the 1xx
+    # it sends gets out through every send wrapper, ahead of the 100 and the final answer.
+    seen = Seen()
+    app = create_app(Settings(data_dir=tmp_path, media_probe=False))
+    app.router.routes.insert(0, Mount("/probe-1xx", app=make_app(seen)))
+    async for port, _ in serve(protocol_class(), app=app):
+        async for c in connect(port):
+            await c.send(head("/probe-1xx/?id=app", 3, "Expect: 100-continue"))
+            status, headers = await c.head()
+            assert (status, headers[b"location"]) == (104, b"/files/app")
+            assert (await c.head())[0] == 100
+            await c.send(b"abc")
+            status, headers = await c.head()
+            assert status == 200
+            assert b"x-request-id" in headers  # the middleware did run around it
+    assert seen.offered == [True]
+    assert seen.sent == [True]
