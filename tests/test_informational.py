@@ -140,9 +140,9 @@ async def ours(request: pytest.FixtureRequest) -> AsyncIterator[tuple[int, Seen]
         yield served
 
 
-@pytest.fixture
-async def stock() -> AsyncIterator[tuple[int, Seen]]:
-    async for served in serve("httptools"):  # uvicorn's own class, as a host would run it
+@pytest.fixture(params=["httptools", "h11"])
+async def stock(request: pytest.FixtureRequest) -> AsyncIterator[tuple[int, Seen]]:
+    async for served in serve(request.param):  # uvicorn's own classes, as a host runs them
         yield served
 
 
@@ -370,3 +370,11 @@ async def test_through_the_real_app_and_all_its_middleware(tmp_path: Path) -> No
             assert b"x-request-id" in headers  # the middleware did run around it
     assert seen.offered == [True]
     assert seen.sent == [True]
+
+
+async def test_stock_uvicorn_refuses_the_message_itself(stock: tuple[int, Seen]) -> None:
+    # Why apps go through send_informational: sent blindly, the message is an error there.
+    async for c in connect(stock[0]):
+        await c.send(head("/raw?id=r", 1) + b"r")
+        status, _ = await c.head()
+        assert status == 500
