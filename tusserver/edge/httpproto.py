@@ -18,6 +18,9 @@ a client that sends half a request line holds a connection open for as long as i
 Idle keep-alive connections between requests stay uvicorn's ``timeout_keep_alive``; slow
 bodies are the handlers' read timeout (``TUS_READ_TIMEOUT``).
 
+Both classes also offer the ``http.response.informational`` extension (``1xx`` answers before
+the final one; see ``informational`` and ``informational_wire``).
+
 This leans on uvicorn internals (``cycle.body``, the flow control, the parser callbacks), so
 ``protocol_class`` checks that they look as expected; if they do not, or httptools is
 missing, it returns uvicorn's h11 protocol with the same head limits (and stock body
@@ -31,6 +34,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 from tusserver import TUS_VERSION, errors
+from tusserver.edge.informational_wire import H11Informational, HttpToolsInformational
 
 logger = logging.getLogger("tusserver")
 
@@ -232,6 +236,7 @@ def _httptools_class() -> type[Any] | None:
     if not (
         all(callable(getattr(base, name, None)) for name in expected)
         and callable(getattr(cycle, "receive", None))
+        and callable(getattr(cycle, "send", None))
     ):
         logger.warning("uvicorn's httptools protocol changed shape; using h11")
         return None
@@ -246,8 +251,9 @@ def _h11_class() -> type[Any] | None:
     if not all(callable(getattr(base, n, None)) for n in ("handle_events", "data_received")):
         return None
 
-    class TusH11Protocol(_H11Limits, base):  # type: ignore[misc]
-        """uvicorn's h11 protocol with the same head limits (h11 copies bodies as it does)."""
+    class TusH11Protocol(H11Informational, _H11Limits, base):  # type: ignore[misc]
+        """uvicorn's h11 protocol with the same head limits and informational responses (h11
+        copies bodies as it does)."""
 
         _h11 = h11
 
@@ -256,7 +262,7 @@ def _h11_class() -> type[Any] | None:
 
 
 def _httptools_protocol(base: type[Any], httptools: Any) -> type[Any]:
-    class TusHttpToolsProtocol(_HttpToolsLimits, base):  # type: ignore[misc]
+    class TusHttpToolsProtocol(HttpToolsInformational, _HttpToolsLimits, base):  # type: ignore[misc]
         _upgrade_error = httptools.HttpParserUpgrade
         _parser_error = httptools.HttpParserError
 
