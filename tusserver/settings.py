@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -154,6 +155,16 @@ class Settings(BaseSettings):
     s3_bucket: str | None = Field(None, description="S3 bucket (required with `s3` storage).")
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, Ceph, R2); default: AWS."
+    )
+    s3_public_endpoint_url: str | None = Field(
+        None,
+        description=(
+            "S3 endpoint written into every presigned URL the server hands out (download "
+            "URLs, direct uploads), for clients that reach S3 at another address than the "
+            "server does (docker compose: `http://localhost:9000` while the server calls "
+            "`http://minio:9000`). The server's own S3 calls keep `TUS_S3_ENDPOINT_URL`. "
+            "Default: `TUS_S3_ENDPOINT_URL`."
+        ),
     )
     s3_region: str = Field("us-east-1", description="S3 region.")
     s3_prefix: str = Field("", description="Key prefix for every object, e.g. `uploads/`.")
@@ -512,6 +523,17 @@ class Settings(BaseSettings):
         # Never echo a key: only say what is wrong with it.
         if any(len(key.get_secret_value()) < 32 for key in value):
             raise ValueError("every signing key must be at least 32 characters")
+        return value
+
+    @field_validator("s3_public_endpoint_url")
+    @classmethod
+    def _public_endpoint_is_absolute(cls, value: str | None) -> str | None:
+        # It becomes the scheme and host of URLs clients fetch: a relative or schemeless
+        # value would yield URLs no client can follow.
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("s3_public_endpoint_url must be an absolute http(s) URL")
         return value
 
     @field_validator("allowed_content_types", mode="before")
