@@ -1,7 +1,7 @@
 """Configuration: one validated settings object, read from ``TUS_*`` environment variables.
 
-Every field's description is the documentation; the README's settings table is generated from
-these descriptions (``python -m tusserver.settings``), so the two cannot drift apart.
+Every field's description is the documentation: docs/configuration.md is generated from the
+fields (``python -m tools.readme``) and a test fails when it drifts from them.
 """
 
 from __future__ import annotations
@@ -677,22 +677,3 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown checksum algorithms: {', '.join(unknown)}")
         return names
-
-
-def settings_table() -> str:
-    """The README table of settings, from the field descriptions."""
-    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    for name, info in Settings.model_fields.items():
-        default = info.default
-        if isinstance(default, tuple):
-            default = ",".join(default)
-        elif default is None:
-            default = "(unset)"
-        elif isinstance(default, SecretStr):
-            default = default.get_secret_value()
-        rows.append(f"| `TUS_{name.upper()}` | `{default}` | {info.description} |")
-    return "\n".join(rows)
-
-
-if __name__ == "__main__":
-    print(settings_table())
