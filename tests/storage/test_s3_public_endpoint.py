@@ -28,9 +28,9 @@ from pydantic import ValidationError
 
 from tests.apphttp import serving
 from tests.services_s3 import CREDENTIALS, REGION, moto_s3_endpoint  # noqa: F401  (fixture)
-from tusserver.auth import mint_token
 from tusserver.models import UploadInfo
 from tusserver.runtime import runtime_of
+from tusserver.security.auth import mint_token
 from tusserver.settings import Settings
 
 SECRET = "p" * 40
