@@ -6,7 +6,7 @@
 #
 # The image runs `tusserver serve` on 0.0.0.0:8080 as an unprivileged user, with its data dir
 # (spool, and for local storage the bytes and state) on the /data volume. Configure it with
-# TUS_* environment variables (see the README's settings table); docker-compose.yml runs it in
+# TUS_* environment variables (see docs/configuration.md); docker-compose.yml runs it in
 # distributed mode with MinIO, Redis and Postgres.
 
 ARG PYTHON_VERSION=3.11

@@ -168,6 +168,9 @@ def test_server_environment_is_distributed_mode(services: dict[str, dict[str, An
     assert env["TUS_REDIS_URL"].split("@", 1)[1].startswith("redis:6379")
     assert env["TUS_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert env["TUS_S3_ADDRESSING_STYLE"] == "path"
+    # Browsers on the host cannot resolve `minio`: presigned URLs name MinIO's published port.
+    assert env["TUS_S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:9000"
+    assert services["minio"]["ports"][0].startswith("127.0.0.1:9000:")
     assert env["TUS_DATABASE_MIGRATE"] == "false"  # the migrate job does it, once
     assert env["AWS_ACCESS_KEY_ID"] == services["minio"]["environment"]["MINIO_ROOT_USER"]
     assert env["AWS_SECRET_ACCESS_KEY"] == services["minio"]["environment"]["MINIO_ROOT_PASSWORD"]

@@ -1,26 +1,37 @@
-"""Regenerate the tables in README.md that come from code: ``python -m tools.readme``."""
+"""Regenerate the documentation that comes from code: ``python -m tools.readme``.
+
+* docs/configuration.md, whole, from the settings class (``tools.configdoc``);
+* the error-code table in docs/api.md, between its ``<!-- errors:start/end -->`` markers.
+
+tests/test_readme.py fails when either is out of date.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from tools.configdoc import reference
 from tusserver.errors import error_table
-from tusserver.settings import settings_table
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGURATION = ROOT / "docs" / "configuration.md"
+API = ROOT / "docs" / "api.md"
+
+
+def replace_block(text: str, name: str, content: str) -> str:
+    """``text`` with what lies between the ``name`` markers replaced by ``content``."""
+    return re.sub(
+        rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)",
+        lambda m: f"{m.group(1)}{content}\n{m.group(2)}",
+        text,
+        flags=re.S,
+    )
 
 
 def main() -> None:
-    text = README.read_text()
-    for name, table in (("settings", settings_table()), ("errors", error_table())):
-        text = re.sub(
-            rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)",
-            lambda m, t=table: f"{m.group(1)}{t}\n{m.group(2)}",
-            text,
-            flags=re.S,
-        )
-    README.write_text(text)
+    CONFIGURATION.write_text(reference())
+    API.write_text(replace_block(API.read_text(), "errors", error_table()))
 
 
 if __name__ == "__main__":

@@ -465,7 +465,7 @@ def storage_full(exc: BaseException) -> InsufficientStorage | None:
 
 
 def error_table() -> str:
-    """The README table of error codes, from the classes above."""
+    """The table of error codes in docs/api.md, from the classes above."""
     rows = ["| code | status | meaning |", "| --- | --- | --- |"]
     seen: set[str] = set()
     classes: list[type[TusError]] = [TusError, *TusError.__subclasses__()]

@@ -1,13 +1,14 @@
 """Configuration: one validated settings object, read from ``TUS_*`` environment variables.
 
-Every field's description is the documentation; the README's settings table is generated from
-these descriptions (``python -m tusserver.settings``), so the two cannot drift apart.
+Every field's description is the documentation: docs/configuration.md is generated from the
+fields (``python -m tools.readme``) and a test fails when it drifts from them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -154,6 +155,16 @@ class Settings(BaseSettings):
     s3_bucket: str | None = Field(None, description="S3 bucket (required with `s3` storage).")
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, Ceph, R2); default: AWS."
+    )
+    s3_public_endpoint_url: str | None = Field(
+        None,
+        description=(
+            "S3 endpoint written into every presigned URL the server hands out (download "
+            "URLs, direct uploads), for clients that reach S3 at another address than the "
+            "server does (docker compose: `http://localhost:9000` while the server calls "
+            "`http://minio:9000`). The server's own S3 calls keep `TUS_S3_ENDPOINT_URL`. "
+            "Default: `TUS_S3_ENDPOINT_URL`."
+        ),
     )
     s3_region: str = Field("us-east-1", description="S3 region.")
     s3_prefix: str = Field("", description="Key prefix for every object, e.g. `uploads/`.")
@@ -514,6 +525,17 @@ class Settings(BaseSettings):
             raise ValueError("every signing key must be at least 32 characters")
         return value
 
+    @field_validator("s3_public_endpoint_url")
+    @classmethod
+    def _public_endpoint_is_absolute(cls, value: str | None) -> str | None:
+        # It becomes the scheme and host of URLs clients fetch: a relative or schemeless
+        # value would yield URLs no client can follow.
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("s3_public_endpoint_url must be an absolute http(s) URL")
+        return value
+
     @field_validator("allowed_content_types", mode="before")
     @classmethod
     def _content_types(cls, value: object) -> object:
@@ -655,22 +677,3 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown checksum algorithms: {', '.join(unknown)}")
         return names
-
-
-def settings_table() -> str:
-    """The README table of settings, from the field descriptions."""
-    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    for name, info in Settings.model_fields.items():
-        default = info.default
-        if isinstance(default, tuple):
-            default = ",".join(default)
-        elif default is None:
-            default = "(unset)"
-        elif isinstance(default, SecretStr):
-            default = default.get_secret_value()
-        rows.append(f"| `TUS_{name.upper()}` | `{default}` | {info.description} |")
-    return "\n".join(rows)
-
-
-if __name__ == "__main__":
-    print(settings_table())

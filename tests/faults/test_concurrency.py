@@ -1,7 +1,7 @@
 """Requests racing for one upload: two PATCHes on the same offset, and 200 HEADs during a long
 PATCH, on local disk and on S3 + Redis.
 
-The server's rule (README, "Busy uploads"): a request that finds the upload held asks the
+The server's rule (docs/api.md, "Busy uploads"): a request that finds the upload held asks the
 holder to stop; the holder stores what already arrived, lets go and answers
 ``423 ERR_UPLOAD_INTERRUPTED``; the newcomer proceeds. So of two PATCHes at one offset:
 

@@ -92,12 +92,12 @@ class S3DirectBackend:
                 "ContentType": upload.content_type,
                 **self._s3.sse_args(),
             }
-            url = await self._client.generate_presigned_url(
+            url = await self._s3.presigner.generate_presigned_url(
                 "put_object", Params=params, ExpiresIn=ttl
             )
             headers = {"Content-Type": upload.content_type, **self._s3.sse_headers()}
             return Target(url=url, headers=headers)
-        url = await self._client.generate_presigned_url(
+        url = await self._s3.presigner.generate_presigned_url(
             "upload_part",
             Params={
                 "Bucket": self._bucket,

@@ -121,22 +121,35 @@ async def _open_s3(settings: Settings, stack: AsyncExitStack, metrics: MetricsSi
                 f"{exc.strerror or type(exc).__name__}"
             ) from None
     session = get_session()
+    config = AioConfig(
+        s3={"addressing_style": settings.s3_addressing_style},
+        retries={"max_attempts": 5, "mode": "standard"},
+        # Default checksums make botocore hash (and buffer) every part once more;
+        # S3 already verifies each part's Content-MD5/ETag on completion.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        max_pool_connections=max(10, settings.s3_max_parts_in_flight + 4),
+    )
     client = await stack.enter_async_context(
         session.create_client(
             "s3",
             region_name=settings.s3_region,
             endpoint_url=settings.s3_endpoint_url,
-            config=AioConfig(
-                s3={"addressing_style": settings.s3_addressing_style},
-                retries={"max_attempts": 5, "mode": "standard"},
-                # Default checksums make botocore hash (and buffer) every part once more;
-                # S3 already verifies each part's Content-MD5/ETag on completion.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                max_pool_connections=max(10, settings.s3_max_parts_in_flight + 4),
-            ),
+            config=config,
         )
     )
+    # URLs for clients are signed for the address they reach S3 at; signing makes no
+    # request, so this client never connects.
+    presigner = None
+    if settings.s3_public_endpoint_url:
+        presigner = await stack.enter_async_context(
+            session.create_client(
+                "s3",
+                region_name=settings.s3_region,
+                endpoint_url=settings.s3_public_endpoint_url,
+                config=config,
+            )
+        )
     # Times every S3 call of this client, this startup check included.
     instrument_s3(client.meta.events, metrics)
     bucket = settings.s3_bucket
@@ -153,7 +166,7 @@ async def _open_s3(settings: Settings, stack: AsyncExitStack, metrics: MetricsSi
         raise StartupError(
             f"S3 endpoint {settings.s3_endpoint_url or 'AWS'} is unreachable: {type(exc).__name__}"
         ) from None
-    config = S3Config(
+    layout = S3Config(
         bucket=bucket,
         prefix=settings.s3_prefix,
         preferred_part_size=settings.s3_part_size,
@@ -166,4 +179,4 @@ async def _open_s3(settings: Settings, stack: AsyncExitStack, metrics: MetricsSi
         spool_dir=spool_dir,
         spool_memory=settings.s3_spool_memory,
     )
-    return S3Store(client, config)
+    return S3Store(client, layout, presigner=presigner)

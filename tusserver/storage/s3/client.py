@@ -6,6 +6,8 @@ This module owns:
   as JSON), tail ``{prefix}{id}.part`` (bytes that do not fill a part yet), sidecars
   ``{prefix}{id}.{name}``;
 * the server-side encryption arguments (and, for presigned URLs, headers) every write carries;
+* which client signs the URLs handed to clients (``presigner``): one configured with the
+  public endpoint when clients reach S3 at another address than the server does;
 * the small requests the store repeats (info, tail, parts, delete, abort, complete), each
   translated (``translate``) and, when it writes, fenced: a writer whose Redis lease lapsed
   or was lost stops before the request (``check_held``);
@@ -90,10 +92,15 @@ def _tail_start(resp: Any) -> int:
 class S3Bucket:
     """The client, the bucket and the store's settings: keys, encryption, small requests."""
 
-    def __init__(self, client: S3Client, config: S3Config) -> None:
+    def __init__(
+        self, client: S3Client, config: S3Config, presigner: S3Client | None = None
+    ) -> None:
         self.client = client
         self.config = config
         self.name = config.bucket
+        # Signs every URL a client fetches; it makes no request. SigV4 signs the host, so a
+        # URL for the public endpoint must be signed for it, not rewritten afterwards.
+        self.presigner = presigner or client
 
     # -- keys ----------------------------------------------------------------------------
 

@@ -49,10 +49,14 @@ async def stored_size(bucket: S3Bucket, info: UploadInfo) -> int | None:
         return None
 
 
-async def presign_get(bucket: S3Bucket, info: UploadInfo, ttl: int, **response: str) -> str:
+async def presign_get(
+    bucket: S3Bucket, info: UploadInfo, ttl: int, *, public: bool = True, **response: str
+) -> str:
     """A GET URL for the finished object, valid ``ttl`` seconds; ``response`` are the
-    ``Response*`` headers S3 should answer with instead of the object's own."""
-    url: str = await bucket.client.generate_presigned_url(
+    ``Response*`` headers S3 should answer with instead of the object's own. ``public``:
+    for a client (the public endpoint), else for this server's own tools (the internal one)."""
+    signer = bucket.presigner if public else bucket.client
+    url: str = await signer.generate_presigned_url(
         "get_object",
         Params={"Bucket": bucket.name, "Key": bucket.data_key(info.id), **response},
         ExpiresIn=ttl,

@@ -32,8 +32,11 @@ class S3Store:
     (verify on a local spool first). The client is created and closed by the caller.
     """
 
-    def __init__(self, client: S3Client, config: S3Config) -> None:
-        self._bucket = S3Bucket(client, config)
+    def __init__(
+        self, client: S3Client, config: S3Config, *, presigner: S3Client | None = None
+    ) -> None:
+        # presigner: the client that signs URLs for clients (default: ``client``).
+        self._bucket = S3Bucket(client, config, presigner)
         self._ended = pipeline.EndedWrites()
 
     @property
@@ -121,7 +124,8 @@ class S3Store:
         return self._bucket.data_key(info.id)
 
     async def media_source(self, info: UploadInfo, ttl: int) -> str:
-        return await reads.presign_get(self._bucket, info, ttl)
+        # ffprobe runs beside this server, so it is given the endpoint the server uses.
+        return await reads.presign_get(self._bucket, info, ttl, public=False)
 
     async def stored_size(self, info: UploadInfo) -> int | None:
         return await reads.stored_size(self._bucket, info)
