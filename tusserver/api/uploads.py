@@ -48,6 +48,7 @@ from tusserver.jsonapi import (
     validate,
 )
 from tusserver.models import UploadInfo
+from tusserver.mount import prefix_of
 from tusserver.principal import principal_of
 from tusserver.protocol import MAX_INT, encode_metadata
 from tusserver.runtime import running, runtime_of, settings_of
@@ -296,7 +297,7 @@ async def complete(request: Request) -> Response:
             raise errors.FileNotFound("the file was deleted")
     # The gate re-reads the record: it may have been probed meanwhile.
     record = await _duration_gate(request, info.id, wait=True) or record
-    return json_response(file_json(record))
+    return json_response(file_json(record, prefix=prefix_of(request.scope)))
 
 
 async def abort(request: Request) -> Response:
