@@ -10,7 +10,7 @@ is served by a pure ASGI middleware placed outside the auth middleware, rather t
 behind it (auth has no notion of one public exact path such as ``/``).
 
 Mounted in a host application (``tusserver.embed``), the page's own links and the endpoints
-it calls carry the mount prefix (``tusserver.mount``): the page is rendered once per prefix.
+it calls carry the mount prefix (``tusserver.edge.mount``): the page is rendered once per prefix.
 
 The assets are a closed set read into memory when the app is built: no filesystem lookups per
 request and no path to traverse, and an unknown name is a plain 404. They are a few hundred
@@ -31,7 +31,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tusserver.mount import prefix_of
+from tusserver.edge.mount import prefix_of
 from tusserver.settings import Settings
 
 log = logging.getLogger("tusserver.web")
