@@ -187,3 +187,21 @@ async def test_lifespan_opens_and_closes_the_runtime(tmp_path: Path) -> None:
                     pass
             assert (await http.post(ENDPOINT, headers={"Upload-Length": "1"})).status_code == 201
         assert tus.runtime is None
+
+
+def test_the_docs_show_the_examples_as_they_are() -> None:
+    """Every Python block of docs/embedding.md is a piece of an example host, verbatim (so
+    it runs), except the signature, whose parameters must be create_mount's."""
+    import inspect
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "embedding.md").read_text()
+    examples = "\n".join(p.read_text() for p in sorted((root / "examples").glob("*_host.py")))
+    python = re.findall(r"^```python\n(.*?)^```$", text, re.M | re.S)
+    signature, pieces = python[0], python[1:]
+    assert pieces
+    for piece in pieces:
+        assert piece in examples, piece
+    shown = re.findall(r"^    (\w+)=", signature, re.M)
+    assert shown == list(inspect.signature(create_mount).parameters)

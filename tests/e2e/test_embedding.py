@@ -14,6 +14,7 @@ import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -249,3 +250,28 @@ def _download_link(host: Host, file_id: str) -> str:
     assert status == 200, body
     url: str = body["url"]
     return url
+
+
+def test_the_docs_session_runs_as_typed(host: Host, tmp_path: Path) -> None:
+    """docs/embedding.md's curl session, against this host instead of uvicorn's default port."""
+    session = [code for code in doc_shell_blocks() if "127.0.0.1:8000" in code]
+    assert session, "docs/embedding.md lost its curl session"
+    script = "set -euo pipefail\n" + "\n".join(session).replace("127.0.0.1:8000", host.origin[7:])
+    done = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(host.endpoint), lines
+    assert lines[1:3] == ["hello", "bob gets 404"], lines
+    assert lines[0].rsplit("/", 1)[1] in json.loads(lines[3])["uploads"]
+
+
+def doc_shell_blocks() -> list[str]:
+    text = (ROOT / "docs" / "embedding.md").read_text()
+    return re.findall(r"^```(?:sh|bash)\n(.*?)^```$", text, re.M | re.S)
