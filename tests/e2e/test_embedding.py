@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from tusclient import client as tus_client
@@ -29,7 +29,17 @@ from tusclient import client as tus_client
 from tests.netutil import free_port
 
 from .conftest import HOST, request, sha256
+from .test_browser import (
+    browser,  # noqa: F401 (a fixture)
+    download_and_check,
+    make_file,
+    search_for,
+    wait_ready,
+)
 from .test_tus_js_client import js_upload, node  # noqa: F401 (node is a fixture)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -275,3 +285,32 @@ def test_the_docs_session_runs_as_typed(host: Host, tmp_path: Path) -> None:
 def doc_shell_blocks() -> list[str]:
     text = (ROOT / "docs" / "embedding.md").read_text()
     return re.findall(r"^```(?:sh|bash)\n(.*?)^```$", text, re.M | re.S)
+
+
+@pytest.mark.browser
+def test_demo_page_uploads_and_downloads_under_the_mount(
+    browser: Browser,  # noqa: F811
+    host: Host,
+    tmp_path: Path,
+) -> None:
+    """The page's own calls (tus endpoint, file list, download link) go through the mount.
+    The host's key rides on every request the browser makes, as a host's cookie would."""
+    from playwright.sync_api import expect
+
+    path, data = make_file(tmp_path, 300_000, seed=3)
+    context = browser.new_context(accept_downloads=True, extra_http_headers=ALICE)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    try:
+        page.goto(f"{host.origin}{PREFIX}/")
+        wait_ready(page)
+        page.set_input_files("#file-input", str(path))
+        row = page.locator(".upload")
+        expect(row).to_have_attribute("data-state", "done", timeout=30_000)
+        search_for(page, path.name)
+        download_and_check(page, path.name, data)
+        assert problems == []
+    finally:
+        context.close()
