@@ -205,3 +205,29 @@ def test_the_docs_show_the_examples_as_they_are() -> None:
         assert piece in examples, piece
     shown = re.findall(r"^    (\w+)=", signature, re.M)
     assert shown == list(inspect.signature(create_mount).parameters)
+
+
+async def test_a_lifespan_scope_that_reaches_the_mount_is_served(tmp_path: Path) -> None:
+    """A host (or server) that does forward lifespan events opens and closes it too."""
+    import asyncio
+
+    tus = create_mount(settings(tmp_path))
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return await inbox.get()
+
+    async def send(message: Mapping[str, Any]) -> None:
+        outbox.append(message["type"])
+
+    inbox.put_nowait({"type": "lifespan.startup"})
+    running = asyncio.create_task(tus({"type": "lifespan", "state": {}}, receive, send))
+    while not outbox:
+        await asyncio.sleep(0.01)
+    assert outbox == ["lifespan.startup.complete"]
+    assert tus.runtime is not None
+    inbox.put_nowait({"type": "lifespan.shutdown"})
+    await asyncio.wait_for(running, 10)
+    assert outbox == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert tus.runtime is None

@@ -65,3 +65,10 @@ def test_rebase_presents_a_top_level_request() -> None:
     # The host's scope is left as it was.
     assert original["path"] == "/files/abc/"
     assert mount.prefix_of(original) == ""
+
+
+def test_the_recorded_prefix_is_safe_in_a_url() -> None:
+    # From a client's raw path (Litestar): whatever it holds, Location gets no space or CRLF.
+    rebased = mount.rebase(scope("/files/x/", raw_path=b"/my%20up%0d%0aloads/files/x"))
+    assert mount.prefix_of(rebased) == "/my%20up%0D%0Aloads"
+    assert mount.prefix_of(mount.rebase(scope("/files/", root_path="/ü"))) == "/%C3%BC"

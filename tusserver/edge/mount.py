@@ -14,21 +14,25 @@ Hosts say where they mounted an app in two ways:
   dropped again when ``raw_path`` has none.
 
 ``rebase`` does that once, at the outermost layer of the embedded app, and records the
-prefix under ``SCOPE_KEY``; ``prefix_of`` reads it where URLs are built. A scope that never
-went through ``rebase`` (``tusserver serve``) has no prefix.
+prefix, percent-encoded for URLs, under ``SCOPE_KEY``; ``prefix_of`` reads it where URLs
+are built. A scope that never went through ``rebase`` (``tusserver serve``) has no prefix.
 """
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from starlette.types import Scope
 
 SCOPE_KEY = "tusserver.mount_prefix"
+# What may stay as it is in a URL path (RFC 3986 pchar and "/"); everything else, controls
+# and spaces above all, is percent-encoded before it goes into a Location header.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 def prefix_of(scope: Scope) -> str:
-    """The mount prefix (``""`` or ``/uploads``, never a trailing slash)."""
+    """The mount prefix as it goes into URLs (``""`` or ``/uploads``, percent-encoded, never
+    a trailing slash)."""
     prefix = scope.get(SCOPE_KEY, "")
     return prefix if isinstance(prefix, str) else ""
 
@@ -61,7 +65,7 @@ def rebase(scope: Scope) -> Scope:
     rebased["path"] = path
     rebased["raw_path"] = _raw_below(scope.get("raw_path"), prefix, path)
     rebased["root_path"] = ""
-    rebased[SCOPE_KEY] = prefix
+    rebased[SCOPE_KEY] = quote(prefix, safe=_PATH_SAFE)
     return rebased
 
 
