@@ -23,6 +23,7 @@ from catalog.repository import ListQuery, Page, SortKey
 from catalog.service import Catalog, storable_metadata
 from tusserver import errors
 from tusserver.edge.jsonapi import ApiError, MethodRouter, json_response, read_json, validate
+from tusserver.edge.mount import prefix_of
 from tusserver.models import is_valid_upload_id
 from tusserver.security.principal import principal_of
 from tusserver.security.safejson import unstorable
@@ -77,7 +78,8 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
-def file_json(record: Any) -> dict[str, Any]:
+def file_json(record: Any, *, prefix: str = "") -> dict[str, Any]:
+    """The record as the API shows it; ``prefix``: where a host mounted us (its URLs carry it)."""
     return {
         "id": record.id,
         "owner": record.owner,
@@ -106,7 +108,9 @@ def file_json(record: Any) -> dict[str, Any]:
             "audio_codec": record.audio_codec,
             "fps": record.fps,
         },
-        "thumbnail_url": f"{PREFIX}/{record.id}/thumbnail" if record.thumbnail_key else None,
+        "thumbnail_url": (
+            f"{prefix}{PREFIX}/{record.id}/thumbnail" if record.thumbnail_key else None
+        ),
         "processed": record.processed_at is not None,
         "created_at": _iso(record.created_at),
         "finished_at": _iso(record.finished_at),
@@ -148,10 +152,10 @@ def _file_id(request: Request) -> str:
     return value
 
 
-def _page_json(params: ListParams, page: Page) -> dict[str, Any]:
+def _page_json(params: ListParams, page: Page, prefix: str) -> dict[str, Any]:
     total_pages = math.ceil(page.total_count / params.page_size)
     return {
-        "items": [file_json(r) for r in page.items],
+        "items": [file_json(r, prefix=prefix) for r in page.items],
         "total_count": page.total_count,
         "page": params.page,
         "page_size": params.page_size,
@@ -186,13 +190,14 @@ class _FileRoutes:
             sort_order=params.sort_order,
         )
         page = await self._catalog(request).list_files(query, owner=owner)
-        return json_response(_page_json(params, page))
+        return json_response(_page_json(params, page, prefix_of(request.scope)))
 
     async def recent(self, request: Request) -> Response:
         params = validate(RecentParams, dict(request.query_params))
         catalog = self._catalog(request)
         records = await catalog.recent(params.limit, owner=principal_of(request).owner_filter)
-        return json_response({"items": [file_json(r) for r in records]})
+        prefix = prefix_of(request.scope)
+        return json_response({"items": [file_json(r, prefix=prefix) for r in records]})
 
     async def by_key(self, request: Request) -> Response:
         key: str = request.path_params["key"]
@@ -203,14 +208,14 @@ class _FileRoutes:
         )
         if record is None:
             raise errors.FileNotFound()
-        return json_response(file_json(record))
+        return json_response(file_json(record, prefix=prefix_of(request.scope)))
 
     async def get_file(self, request: Request) -> Response:
         catalog = self._catalog(request)
         record = await catalog.get(_file_id(request), owner=principal_of(request).owner_filter)
         if record is None:
             raise errors.FileNotFound()
-        return json_response(file_json(record))
+        return json_response(file_json(record, prefix=prefix_of(request.scope)))
 
     async def patch_file(self, request: Request) -> Response:
         target = _file_id(request)
@@ -225,7 +230,7 @@ class _FileRoutes:
         )
         if record is None:
             raise errors.FileNotFound()
-        return json_response(file_json(record))
+        return json_response(file_json(record, prefix=prefix_of(request.scope)))
 
     async def delete_file(self, request: Request) -> Response:
         catalog = self._catalog(request)

@@ -39,10 +39,11 @@ from tusserver.edge.middleware import CORSMiddleware, RequestIdMiddleware, TusPr
 from tusserver.edge.openapi import PATH as OPENAPI_PATH
 from tusserver.edge.openapi import openapi_endpoint
 from tusserver.edge.singleton_headers import SingletonHeaders
+from tusserver.hooks.callables import PreCreateFn
 from tusserver.ops.health import Readiness, backend_checks
 from tusserver.ops.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from tusserver.runtime import Runtime, TusApp, running
-from tusserver.security.auth import AuthMiddleware, TokenVerifier
+from tusserver.security.auth import Authenticator, AuthMiddleware, TokenVerifier
 from tusserver.security.idempotency import Idempotency
 from tusserver.security.ratelimit import RateLimiter, RateLimitMiddleware
 from tusserver.settings import Settings
@@ -61,10 +62,17 @@ def create_app(
     components: Components | None = None,
     listener: UploadListener | None = None,
     metrics: Metrics | None = None,
+    authenticator: Authenticator | None = None,
+    pre_create: PreCreateFn | None = None,
+    io_threads: bool = True,
 ) -> TusApp:
     """The app for ``settings``. ``components``: backends the caller opened (and closes);
     ``listener`` hears every upload's lifecycle; ``metrics``: what the backends count into
-    (a caller that opens the components hands them the same one)."""
+    (a caller that opens the components hands them the same one); ``authenticator``: who
+    sends each request, in place of the JWTs of ``settings``; ``pre_create``: a Python gate on
+    new uploads (``tusserver.embed`` passes these two from a host application);
+    ``io_threads``: give the event loop a larger default thread pool (not in a host's loop,
+    whose executor is the host's)."""
     settings = settings or Settings()
     if metrics is None and settings.metrics:
         metrics = Metrics()
@@ -73,10 +81,16 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: TusApp) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            _use_io_threads(stack)
+            if io_threads:
+                _use_io_threads(stack)
             runtime = await stack.enter_async_context(
                 open_runtime(
-                    settings, clock=clock, listener=listener, metrics=metrics, components=components
+                    settings,
+                    clock=clock,
+                    listener=listener,
+                    metrics=metrics,
+                    components=components,
+                    pre_create=pre_create,
                 )
             )
             app.runtime = runtime
@@ -116,7 +130,7 @@ def create_app(
     return TusApp(
         settings,
         routes=_anchored(routes),
-        middleware=_middleware(settings, metrics),
+        middleware=_middleware(settings, metrics, authenticator),
         lifespan=lifespan,
         exception_handlers={404: not_found},
     )
@@ -145,7 +159,9 @@ def _delivery(request: Request) -> Delivery | None:
     return runtime.delivery if runtime is not None else None
 
 
-def _middleware(settings: Settings, metrics: Metrics | None) -> list[Middleware]:
+def _middleware(
+    settings: Settings, metrics: Metrics | None, authenticator: Authenticator | None
+) -> list[Middleware]:
     """Outermost first. CORS wraps everything so even a 412 or a 500 carries its headers
     (docs/protocol.md, "CORS"); the tus dispatcher renders its own errors, inside CORS."""
     base = settings.base_path
@@ -173,15 +189,21 @@ def _middleware(settings: Settings, metrics: Metrics | None) -> list[Middleware]
         Middleware(IdempotentCreation, idempotency=_idempotency, paths=(base, base.rstrip("/"))),
         Middleware(TusDispatch, base_path=base),
     ]
-    verifier = TokenVerifier.from_settings(settings)
-    if verifier is not None:
+    if authenticator is None:
+        authenticator = TokenVerifier.from_settings(settings)
+    if authenticator is not None:
         # Routes that carry their own signature in the URL need no bearer token (download
         # URLs, local part URLs, as S3's presigned ones); the API's description is public.
         public = [*(DELIVERY_PUBLIC_PREFIXES if settings.catalog else ()), PART_PATH, OPENAPI_PATH]
         # Inside CORS (a browser reads the 401), outside everything that serves a request.
         middleware.insert(
             2,
-            Middleware(AuthMiddleware, verifier=verifier, tus_base=base, public_prefixes=public),
+            Middleware(
+                AuthMiddleware,
+                authenticator=authenticator,
+                tus_base=base,
+                public_prefixes=public,
+            ),
         )
     if web.enabled(settings):
         # Right inside the request id, outside auth: the page is public and asks for the

@@ -36,6 +36,7 @@ from tusserver.api.part_tokens import MAX_PART_NUMBER
 from tusserver.edge.body import BodyEnd, BodyReader
 from tusserver.edge.idempotent_http import idempotent_json
 from tusserver.edge.jsonapi import MethodRouter, json_response, read_json, validate
+from tusserver.edge.mount import prefix_of
 from tusserver.edge.urls import public_base
 from tusserver.models import is_valid_upload_id
 from tusserver.runtime import running
@@ -196,10 +197,14 @@ async def _body(reader: BodyReader) -> AsyncIterator[bytes]:
         raise errors.BadRequest("the request body ended early")
 
 
-async def _finished_json(direct: DirectUploads, upload: DirectUpload) -> dict[str, Any]:
+async def _finished_json(
+    request: Request, direct: DirectUploads, upload: DirectUpload
+) -> dict[str, Any]:
     """The catalog's record of a completed upload (its status when the catalog is off)."""
     record = await direct.file_record(upload)
-    return file_json(record) if record is not None else upload_json(direct, upload)
+    if record is not None:
+        return file_json(record, prefix=prefix_of(request.scope))
+    return upload_json(direct, upload)
 
 
 def _new_upload(
@@ -254,7 +259,7 @@ def _status(kind: Kind) -> Any:
 async def complete_presigned(request: Request) -> Response:
     direct = _service(request)
     upload = await direct.complete(_upload_id(request), owner=_owner(request), kind="single")
-    return json_response(await _finished_json(direct, upload))
+    return json_response(await _finished_json(request, direct, upload))
 
 
 def _abort(kind: Kind) -> Any:
@@ -313,7 +318,7 @@ async def complete_multipart(request: Request) -> Response:
     params = validate(CompleteRequest, await read_json(request, max_bytes=2 * 1024 * 1024))
     parts = [CompletedPart(p.part_number, p.etag) for p in params.parts]
     upload = await direct.complete(upload_id, owner=_owner(request), kind="multipart", parts=parts)
-    return json_response(await _finished_json(direct, upload))
+    return json_response(await _finished_json(request, direct, upload))
 
 
 # -- small direct upload (admins) and local parts ---------------------------------------------
@@ -345,7 +350,7 @@ async def direct_small(request: Request) -> Response:
         key_prefix=params.key_prefix,
     )
     upload = await direct.store_small(principal, new, bytes(data))
-    return json_response(await _finished_json(direct, upload), status=201)
+    return json_response(await _finished_json(request, direct, upload), status=201)
 
 
 async def put_part(request: Request) -> Response:

@@ -45,6 +45,7 @@ from tusserver.edge.jsonapi import (
     read_json,
     validate,
 )
+from tusserver.edge.mount import prefix_of
 from tusserver.hooks import screen_creation
 from tusserver.models import UploadInfo
 from tusserver.runtime import running, runtime_of, settings_of
@@ -296,7 +297,7 @@ async def complete(request: Request) -> Response:
             raise errors.FileNotFound("the file was deleted")
     # The gate re-reads the record: it may have been probed meanwhile.
     record = await _duration_gate(request, info.id, wait=True) or record
-    return json_response(file_json(record))
+    return json_response(file_json(record, prefix=prefix_of(request.scope)))
 
 
 async def abort(request: Request) -> Response:

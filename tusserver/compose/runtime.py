@@ -33,6 +33,7 @@ from tusserver.core.digests import ContentDigests
 from tusserver.core.listener import FanOut, NullListener, UploadListener
 from tusserver.core.uploads import UploadService
 from tusserver.hooks import Hooks
+from tusserver.hooks.callables import PreCreateFn
 from tusserver.models import UploadInfo
 from tusserver.ops.metrics import NO_METRICS, Metrics, MetricsListener
 from tusserver.ops.sweep_job import SweepJob
@@ -56,11 +57,13 @@ async def open_runtime(
     listener: UploadListener | None = None,
     metrics: Metrics | None = None,
     components: Components | None = None,
+    pre_create: PreCreateFn | None = None,
 ) -> AsyncIterator[Runtime]:
     """The runtime for ``settings``, open until the context exits.
 
     ``components``: backends the caller opened (and closes) itself; ``listener`` hears every
-    upload's lifecycle beside the catalog, metrics and webhook; ``metrics`` is counted into.
+    upload's lifecycle beside the catalog, metrics and webhook; ``metrics`` is counted into;
+    ``pre_create``: a Python gate on new uploads in place of the pre-create URL hook.
     """
     sink = metrics if metrics is not None else NO_METRICS
     async with contextlib.AsyncExitStack() as stack:
@@ -70,7 +73,7 @@ async def open_runtime(
             log.error("startup.failed: %s", exc)
             raise
         shared: SharedState = parts.shared or LocalState(settings, metrics=sink)
-        hooks = Hooks.from_settings(settings)
+        hooks = Hooks.from_settings(settings, pre_create=pre_create)
         await stack.enter_async_context(hooks.running())
         outbox = shared.outbox() if settings.catalog else None
         # The running sha256 costs about 1 s of CPU per GiB (in a worker thread); only the

@@ -1,16 +1,25 @@
-"""Absolute URLs the server hands out (tus ``Location``, signed download links)."""
+"""Absolute URLs the server hands out (tus ``Location``, signed download links).
+
+Each starts with ``public_base``: the origin plus the prefix a host application mounted us
+under (``tusserver.edge.mount``), so the one setting ``TUS_BASE_PATH`` stays mount-relative.
+"""
 
 from __future__ import annotations
 
 from starlette.requests import HTTPConnection
 
+from tusserver.edge.mount import prefix_of
 from tusserver.settings import Settings
 from tusserver.tus.protocol import request_base_url
 
 
 def public_base(connection: HTTPConnection, settings: Settings) -> str:
-    """``scheme://host[:port]``: ``TUS_PUBLIC_URL`` if set, else derived from the request
-    (forwarded headers only with ``TUS_TRUST_PROXY``)."""
+    """``scheme://host[:port][/mount prefix]``: ``TUS_PUBLIC_URL`` if set, else derived from
+    the request (forwarded headers only with ``TUS_TRUST_PROXY``); then the mount prefix."""
+    return _origin(connection, settings) + prefix_of(connection.scope)
+
+
+def _origin(connection: HTTPConnection, settings: Settings) -> str:
     if settings.public_url is not None:
         return settings.public_url
     scope = connection.scope

@@ -137,10 +137,16 @@ def _added_metadata(body: bytes | None) -> dict[str, str]:
     answer = _json_object(body)
     if answer is None:
         raise ValueError("response is not a JSON object")
-    added = answer.get("metadata")
+    return checked_metadata(answer.get("metadata"))
+
+
+def checked_metadata(added: object) -> dict[str, str]:
+    """What a hook may add to an upload's metadata; ValueError for anything else."""
     if added is None:
         return {}
-    if not isinstance(added, dict) or not all(isinstance(v, str) for v in added.values()):
+    if not isinstance(added, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in added.items()
+    ):
         raise ValueError("metadata must map keys to strings")
     try:
         encoded = encode_metadata(added)  # also checks every key is a valid tus key
@@ -154,7 +160,11 @@ def _added_metadata(body: bytes | None) -> dict[str, str]:
 def _message(body: bytes | None) -> str | None:
     """The hook's ``message``, made safe to show: one line, printable, at most 200 chars."""
     answer = _json_object(body)
-    message = answer.get("message") if answer is not None else None
+    return safe_message(answer.get("message") if answer is not None else None)
+
+
+def safe_message(message: object) -> str | None:
+    """A hook's refusal message as a client may see it: one printable line, or None."""
     if not isinstance(message, str):
         return None
     cleaned = " ".join(_CONTROL.sub(" ", message).split())[:MESSAGE_LIMIT]

@@ -3,7 +3,9 @@
 Owns token verification (HS256 with a shared secret, or RS256/ES256 with public keys from a
 JWKS file or URL, each key verifying only its own algorithm; issuer, audience and expiry
 checked with a small leeway, and every claim used of its exact JSON type), the middleware
-that puts the caller's principal in the ASGI scope, and minting development tokens.
+that puts the caller's principal in the ASGI scope, and minting development tokens. The
+middleware asks an ``Authenticator``: the JWT verifier, or a host application's own
+authentication when we are embedded (``tusserver.security.host_auth``).
 
 Every tus request (creation, HEAD, PATCH, GET, DELETE) and every API route is checked, not
 only creation: an upload URL alone never grants access to the upload. CORS preflights,
@@ -20,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeGuard
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -28,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tusserver import errors
 from tusserver.edge.jsonapi import json_error
 from tusserver.edge.responses import error_response
-from tusserver.security.principal import SCOPE_KEY, Principal
+from tusserver.security.principal import SCOPE_KEY, Principal, is_valid_subject
 from tusserver.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,8 +48,6 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _MAX_TOKEN = 8192
 # NumericDate claims (RFC 7519 2): JSON numbers only.
 _TIME_CLAIMS = ("exp", "nbf", "iat")
-# The subject becomes the owner of uploads and files: the catalog's owner column holds 255.
-_MAX_SUBJECT = 255
 
 
 class TokenVerifier:
@@ -94,6 +94,17 @@ class TokenVerifier:
             roles_claim=settings.jwt_roles_claim,
         )
 
+    async def authenticate(self, scope: Scope) -> Principal:
+        """The bearer token's principal (``Authenticator``)."""
+        return await self.verify(_bearer(scope))
+
+    def challenge(self, scope: Scope) -> str:
+        # RFC 6750 3: the challenge; invalid_token tells clients to get a fresh one.
+        challenge = 'Bearer realm="tusserver"'
+        if _has_authorization(scope):
+            challenge += ', error="invalid_token"'
+        return challenge
+
     async def verify(self, token: str) -> Principal:
         import jwt
 
@@ -134,7 +145,7 @@ class TokenVerifier:
             if name in claims and not _is_number(claims[name]):
                 _reject(name, f"the token's {name} is not a number")
         subject = claims.get("sub")
-        if not _is_valid_subject(subject):
+        if not is_valid_subject(subject):
             _reject("sub", "the token's subject is invalid")
         roles = claims.get(self._roles_claim, [])
         # Only an array of strings, matched exactly: "user admin" or "notadmin" as one
@@ -175,21 +186,6 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
-def _is_valid_subject(value: object) -> TypeGuard[str]:
-    """A subject usable as an owner id: stored in the catalog, logged, hashed into keys.
-
-    Printable only (no controls, which would forge log lines or key separators, and no lone
-    surrogates, which cannot be encoded) and no surrounding whitespace ("alice " is not
-    "alice" to the database, yet looks like it).
-    """
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= _MAX_SUBJECT
-        and value.isprintable()
-        and value == value.strip()
-    )
-
-
 def mint_token(
     secret: str,
     subject: str,
@@ -207,7 +203,7 @@ def mint_token(
     """
     import jwt
 
-    if not _is_valid_subject(subject):
+    if not is_valid_subject(subject):
         raise ValueError("the subject must be 1 to 255 printable characters, no outer spaces")
 
     now = int(time.time())
@@ -233,8 +229,20 @@ class _Paths:
         return path.startswith(self.tus_base) or path == self.tus_base.rstrip("/")
 
 
+class Authenticator(Protocol):
+    """Who sends a request: our JWT verifier, or a host application's own authentication."""
+
+    async def authenticate(self, scope: Scope) -> Principal:
+        """The caller's principal; ``errors.Unauthorized`` when there is none."""
+        ...
+
+    def challenge(self, scope: Scope) -> str | None:
+        """The ``WWW-Authenticate`` value of a 401 for this request, if any."""
+        ...
+
+
 class AuthMiddleware:
-    """Verifies the bearer token of every request that needs one; 401 otherwise.
+    """Authenticates every request that needs it; 401 otherwise.
 
     Sits inside CORS (a browser can read the 401) and outside everything else. A tus path is
     answered in tus's shape (``Tus-Resumable``, text), any other in the API's JSON shape.
@@ -244,12 +252,12 @@ class AuthMiddleware:
         self,
         app: ASGIApp,
         *,
-        verifier: TokenVerifier,
+        authenticator: Authenticator,
         tus_base: str,
         public_prefixes: Sequence[str] = (),
     ) -> None:
         self.app = app
-        self._verifier = verifier
+        self._authenticator = authenticator
         self._paths = _Paths(tus_base, tuple(public_prefixes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -261,7 +269,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            principal = await self._verifier.verify(_bearer(scope))
+            principal = await self._authenticator.authenticate(scope)
         except errors.TusError as error:
             await self._reject(error, scope, receive, send)
             return
@@ -271,11 +279,9 @@ class AuthMiddleware:
     async def _reject(
         self, error: errors.TusError, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        # RFC 6750 3: the challenge; invalid_token tells clients to get a fresh one.
-        challenge = 'Bearer realm="tusserver"'
-        if _has_authorization(scope):
-            challenge += ', error="invalid_token"'
-        error.headers["WWW-Authenticate"] = challenge
+        challenge = self._authenticator.challenge(scope)
+        if challenge is not None:
+            error.headers["WWW-Authenticate"] = challenge
         response: Response
         if self._paths.is_tus(scope["path"]):
             response = error_response(error, method=scope["method"])

@@ -7,12 +7,15 @@ an auth layer puts its verified principal in the ASGI scope under ``SCOPE_KEY``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from starlette.requests import HTTPConnection
 
 from tusserver.runtime import TusApp
 
 SCOPE_KEY = "tusserver.principal"
+# The user id becomes the owner of uploads and files: the catalog's owner column holds 255.
+_MAX_SUBJECT = 255
 
 
 @dataclass(frozen=True)
@@ -34,3 +37,18 @@ def principal_of(connection: HTTPConnection) -> Principal:
     if not isinstance(app, TusApp):
         raise TypeError("principal_of serves the tusserver app's requests only")
     return Principal(user_id=app.settings.anonymous_owner)
+
+
+def is_valid_subject(value: object) -> TypeGuard[str]:
+    """A subject usable as an owner id: stored in the catalog, logged, hashed into keys.
+
+    Printable only (no controls, which would forge log lines or key separators, and no lone
+    surrogates, which cannot be encoded) and no surrounding whitespace ("alice " is not
+    "alice" to the database, yet looks like it).
+    """
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= _MAX_SUBJECT
+        and value.isprintable()
+        and value == value.strip()
+    )

@@ -9,6 +9,9 @@ the user pastes a token into it, which the page then sends on every tus and API 
 is served by a pure ASGI middleware placed outside the auth middleware, rather than as routes
 behind it (auth has no notion of one public exact path such as ``/``).
 
+Mounted in a host application (``tusserver.embed``), the page's own links and the endpoints
+it calls carry the mount prefix (``tusserver.edge.mount``): the page is rendered once per prefix.
+
 The assets are a closed set read into memory when the app is built: no filesystem lookups per
 request and no path to traverse, and an unknown name is a plain 404. They are a few hundred
 KiB, with no build step, so names carry no content hash: answers say ``no-cache`` and carry an
@@ -28,6 +31,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tusserver.edge.mount import prefix_of
 from tusserver.settings import Settings
 
 log = logging.getLogger("tusserver.web")
@@ -36,6 +40,8 @@ WEB_DIR = Path(__file__).resolve().parent
 STATIC_DIR = WEB_DIR / "static"
 STATIC_PREFIX = "/static/"
 PAGE_PATH = "/"
+# Pages rendered for other mount prefixes than the first; a host mounts us at one or two.
+_MAX_PAGES = 8
 
 _TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -86,13 +92,14 @@ def content_security_policy(settings: Settings) -> str:
     )
 
 
-def render_page(settings: Settings) -> bytes:
+def render_page(settings: Settings, prefix: str = "") -> bytes:
     """index.html with this server's facts filled in as ``data-`` attributes on ``<body>``,
     where the page's script reads them (a JSON endpoint would cost a request, and an inline
-    script is what the CSP forbids)."""
+    script is what the CSP forbids). ``prefix``: where a host mounted us."""
     text = (WEB_DIR / "index.html").read_text(encoding="utf-8")
     facts = {
-        "%TUS_ENDPOINT%": settings.base_path,
+        "%BASE%": prefix,
+        "%TUS_ENDPOINT%": prefix + settings.base_path,
         "%AUTH%": "required" if settings.auth_enabled else "off",
         "%CATALOG%": "on" if settings.catalog else "off",
     }
@@ -136,7 +143,9 @@ class WebUI:
 
     def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
         self.app = app
+        self._settings = settings
         self._assets = load_assets(settings)
+        self._pages: dict[str, Asset] = {"": self._assets[PAGE_PATH]}
         self._headers = {
             "Content-Security-Policy": content_security_policy(settings),
             "X-Content-Type-Options": "nosniff",
@@ -151,8 +160,19 @@ class WebUI:
             return
         await self._answer(scope)(scope, receive, send)
 
+    def _page(self, prefix: str) -> Asset:
+        page = self._pages.get(prefix)
+        if page is None:
+            page = _asset(render_page(self._settings, prefix), _TYPES[".html"])
+            if len(self._pages) < _MAX_PAGES:
+                self._pages[prefix] = page
+        return page
+
     def _answer(self, scope: Scope) -> Response:
-        asset = self._assets.get(scope["path"])
+        if scope["path"] == PAGE_PATH:
+            asset: Asset | None = self._page(prefix_of(scope))
+        else:
+            asset = self._assets.get(scope["path"])
         headers = dict(self._headers)
         if asset is None:
             return Response("not found\n", 404, headers=headers, media_type=_TEXT)

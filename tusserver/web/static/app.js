@@ -8,6 +8,9 @@
 
 const tus = window.tus;
 const config = document.body.dataset;
+// Where the server is mounted ("" on its own, "/uploads" inside a host app): API paths
+// below are relative to it.
+const base = config.base ?? "";
 const endpoint = new URL(config.tusEndpoint, window.location.href).href;
 const authRequired = config.auth === "required";
 const catalogOn = config.catalog === "on";
@@ -110,7 +113,7 @@ async function api(path, { method = "GET", body } = {}) {
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
-    response = await fetch(path, {
+    response = await fetch(`${base}${path}`, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),

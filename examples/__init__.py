@@ -1,0 +1,1 @@
+"""Runnable host applications that mount tusserver under ``/uploads`` (docs/embedding.md)."""
