@@ -187,6 +187,13 @@ def our_env(extra: dict[str, str], **settings: str) -> dict[str, str]:
     return env
 
 
+def serve_argv(port: int, data_dir: Path, serve_args: Sequence[str] = ()) -> list[str]:
+    """``tusserver serve`` on loopback; ``serve_args`` (e.g. ``--workers 2``) come last."""
+    argv = [sys.executable, "-m", "tusserver.cli", "serve", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
+    return argv + list(serve_args)
+
+
 def start_ours(
     key: str,
     label: str,
@@ -199,9 +206,7 @@ def start_ours(
     port = free_port()
     data_dir = workdir / f"{key}-{backend}-{port}"
     data_dir.mkdir()
-    argv = [sys.executable, "-m", "tusserver.cli", "serve", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
-    argv += serve_args
+    argv = serve_argv(port, data_dir, serve_args)
     proc = Proc(label, argv, env, workdir / f"{key}-{backend}-{port}.log")
     proc.wait_http(port)
     return Contender(key, label, backend, proc, port, cleanup)

@@ -30,6 +30,7 @@ from bench.run import (
     render_ratios,
     render_table,
     scenario,
+    serve_argv,
     workers_plan,
 )
 
@@ -155,6 +156,14 @@ def test_markdown_aligns_text_left_and_numbers_right() -> None:
 )
 def test_workers_option_detection(help_text: str, listed: bool) -> None:
     assert option_listed(help_text, "--workers") is listed
+
+
+def test_the_workers_count_reaches_serve(tmp_path: Path) -> None:
+    argv = serve_argv(8080, tmp_path, ["--workers", "2"])
+    assert argv[1:4] == ["-m", "tusserver.cli", "serve"]
+    assert argv[-2:] == ["--workers", "2"]
+    assert argv[argv.index("--data-dir") + 1] == str(tmp_path)
+    assert "--workers" not in serve_argv(8080, tmp_path)
 
 
 def test_workers_plan() -> None:
