@@ -560,6 +560,7 @@ def run_backend(
     """Each scenario on freshly started servers: warm-up, then ``rounds`` rounds A B A B;
     with ``durable_dir``, each round ends with the durable-write limit in that directory."""
     for scenario in plan:
+        started = time.monotonic()
         contenders = backend.start_servers()
         leftovers = Leftovers()
         try:
@@ -587,6 +588,7 @@ def run_backend(
             leftovers.remove_all()
         finally:
             stop_all(contenders)
+        print(f"  {scenario.key} on {backend.name}: {time.monotonic() - started:.0f} s", flush=True)
 
 
 def report(m: Measurement) -> None:
@@ -779,7 +781,8 @@ def table_line(row: Row, title: str, sink: Row | None, disk: Row | None) -> list
         title, row.label, f"{row.mb_per_s:.1f}", f"{row.uploads_per_s:.1f}", _ms(row.p50_ms),
         _ms(row.p99_ms), cpu, fmt_number(cpu_per_gib(row.server_cpu, row.total_bytes)),
         fmt_number(cpu_ms_per_upload(row.server_cpu, row.uploads)), f"{row.peak_rss_mib:.0f}",
-        _of_limit(row, sink), _of_limit(row, disk),
+        # S3 rows write no local file: the disk is not their limit.
+        _of_limit(row, sink), _of_limit(row, disk if row.backend != "s3" else None),
     ]  # fmt: skip
 
 

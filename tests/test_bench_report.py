@@ -126,6 +126,10 @@ def test_table_has_one_row_per_target_and_both_limits() -> None:
     assert ours[header.index("% of disk")] == "75%"
     assert body["loopback sink (limit)"][-2:] == ["100%", "—"]
     assert body["durable write (limit)"][-2:] == ["—", "100%"]
+    s3 = row("ours", "tusserver s3+redis", 100.0, 1.0, backend="s3")
+    lines = render_table([*single_rows(), s3], [SINGLE])[0].splitlines()
+    s3_line = next(line for line in lines if "s3+redis" in line)
+    assert [c.strip() for c in s3_line.split("|")[-3:-1]] == ["10%", "—"]  # no local disk
     assert notes == []
     assert len({len(line) for line in lines}) == 1  # padded: it lines up in a terminal
 
