@@ -25,6 +25,7 @@ from bench.run import (
     fmt_ratio,
     markdown,
     option_listed,
+    optional,
     ratio,
     ratio_pairs,
     render_ratios,
@@ -168,6 +169,18 @@ def test_the_workers_count_reaches_serve(tmp_path: Path) -> None:
     assert argv[-2:] == ["--workers", "2"]
     assert argv[argv.index("--data-dir") + 1] == str(tmp_path)
     assert "--workers" not in serve_argv(8080, tmp_path)
+
+
+def test_a_workers_server_that_does_not_start_skips_its_rows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def broken() -> Any:
+        raise RuntimeError("tusserver local, 2 workers exited with 2")
+
+    assert optional(broken)() is None
+    assert "skipped, it did not start" in capsys.readouterr().out
+    sentinel: Any = object()
+    assert optional(lambda: sentinel)() is sentinel
 
 
 def test_workers_plan() -> None:
