@@ -533,7 +533,9 @@ class Leftovers:
 DISK_LABEL = "durable write (limit)"
 
 
-def measure_durable(scenario: Scenario, workdir: Path, leftovers: Leftovers) -> Measurement:
+def measure_durable(
+    scenario: Scenario, round_no: int, workdir: Path, leftovers: Leftovers
+) -> Measurement:
     """The scenario's bytes written and fdatasync'ed by bench.durable, in a process of its own
     on the data directories' filesystem; a Measurement like a server's (its CPU and RSS)."""
     target = Path(tempfile.mkdtemp(prefix="durable-", dir=workdir))
@@ -554,7 +556,15 @@ def measure_durable(scenario: Scenario, workdir: Path, leftovers: Leftovers) -> 
         locations=[],
     )
     return Measurement(
-        scenario.key, "limit", "disk", DISK_LABEL, 0, result, raw["cpu"], raw["peak_rss"], None
+        scenario.key,
+        "limit",
+        "disk",
+        DISK_LABEL,
+        round_no,
+        result,
+        raw["cpu"],
+        raw["peak_rss"],
+        None,
     )
 
 
@@ -598,10 +608,8 @@ def run_backend(
                     )  # fmt: skip
                     report(out[-1])
                 if durable_dir is not None:
-                    disk = measure_durable(scenario, durable_dir, leftovers)
-                    disk.round = round_no
-                    out.append(disk)
-                    report(disk)
+                    out.append(measure_durable(scenario, round_no, durable_dir, leftovers))
+                    report(out[-1])
             leftovers.remove_all()
         finally:
             stop_all(contenders)
