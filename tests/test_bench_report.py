@@ -1,8 +1,9 @@
 """The benchmark's arithmetic and tables: CPU per GiB and per upload, ratios to each reference,
 the rows a table shows, the --workers detection, and the durable-write limit's files.
 
-Pure functions of bench/run.py and bench/durable.py, fed made-up rows: no server is started and
-nothing is timed (the numbers a real run gives are the benchmark's business, not a test's).
+Pure functions of bench/report.py, bench/run.py and bench/durable.py, fed made-up rows: no
+server is started and nothing is timed (the numbers a real run gives are the benchmark's
+business, not a test's).
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ import pytest
 
 from bench import durable, reference_py
 from bench.loadgen import GiB, KiB, MiB
-from bench.run import (
+from bench.report import (
     Row,
     cpu_ms_per_upload,
     cpu_per_gib,
     fmt_number,
     fmt_ratio,
     markdown,
-    option_listed,
-    optional,
     ratio,
     ratio_pairs,
     render_ratios,
     render_table,
+)
+from bench.run import (
+    option_listed,
+    optional,
     scenario,
     serve_argv,
     workers_plan,
