@@ -27,13 +27,13 @@ help:
 	@echo "make test       install, lint, typecheck, then every test (e2e included)"
 	@echo "make lint       ruff check + ruff format --check + lint-imports (layer contracts)"
 	@echo "make typecheck  mypy (strict, configured in pyproject.toml)"
-	@echo "make bench      tusserver vs the Node.js reference server (not part of make test); prints a table"
-	@echo "make bench-quick  the same, smaller sizes, under two minutes"
+	@echo "make bench      tusserver vs @tus/server and tuspyserver (not part of make test); prints a table"
+	@echo "make bench-quick  the same, smaller sizes, about three minutes"
 	@echo "make bench-single one upload in a single PATCH: MB/s, CPU, peak RSS vs the loopback limit"
 	@echo "make bench-catalog  catalog list/search queries on SQLite and Postgres; prints a table"
 	@echo "make soak       tens of thousands of requests, malformed ones too: no 5xx, memory back near baseline"
 	@echo "make e2e        only the end-to-end tests (real server, tuspy, tus-js-client)"
-	@echo "make clean      remove caches, build output and the node_modules of tests and bench"
+	@echo "make clean      remove caches, build output, the node_modules of tests and bench, bench's tuspyserver venv"
 
 install: $(STAMP)
 
@@ -101,7 +101,7 @@ soak: install
 # Keeps .venv (shared, slow to rebuild) and ./data (somebody's uploads).
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache build dist *.egg-info tests/e2e/js/node_modules
-	rm -rf bench/reference/node_modules
+	rm -rf bench/reference/node_modules bench/.tuspyserver-venv
 	rm -rf test-artifacts
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 	rm -f $(STAMP) $(RUN_STAMP)

@@ -1,14 +1,17 @@
-"""``make bench``: our server against the Node.js reference (@tus/server), side by side, one table.
+"""``make bench``: our server against the reference servers, side by side, one table.
 
 Owns the benchmark run: which servers start (per backend pair: tusserver on local disk vs
-@tus/file-store; tusserver on S3 + Redis vs @tus/s3-store, both on one moto server and one
-redis-server), the scenarios, the A B A B alternation, the measurements, and the table
-printed and written to ``bench/results/latest.md`` (raw numbers in ``latest.json``).
+@tus/file-store and tuspyserver; tusserver on S3 + Redis vs @tus/s3-store, both on one moto
+server and one redis-server), the limits (the loopback sink, the durable writer), the
+scenarios, the A B A B alternation, the measurements, and the tables (made by
+``bench.report``) printed and written to ``bench/results/latest.md`` (raw numbers in
+``latest.json``).
 
 Each scenario runs ``rounds`` times; in each round every contender runs once, in the same
-order (ours, reference, [ours without catalog], the loopback sink), so slow drift of the
-machine hits all of them alike. Servers start fresh for each scenario (after a short warm-up)
-and run side by side (an idle one costs nothing); moto and redis live for the whole backend.
+order (ours, the references, [ours without catalog], [ours with N workers], the loopback
+sink, the durable-write limit), so slow drift of the machine hits all of them alike. Servers
+start fresh for each scenario (after a short warm-up) and run side by side (an idle one costs
+nothing); moto and redis live for the whole backend.
 Before each run the server's peak RSS is reset; after it the server's CPU is read once it is
 idle again (work the run left behind counts), two uploads are checked with HEAD, every upload
 is removed and dirty pages are synced, so one server's writeback never lands in the other's
@@ -19,7 +22,8 @@ deleting one server's thousands of small uploads just before the next server run
 slow that server's file creation, whichever it is.
 
 Usage: ``python -m bench.run [--quick] [--only local|s3] [--scenarios chunked,concurrent,
-small,single-256,single] [--rounds N] [--no-catalog] [--env TUS_NAME=value ...]``.
+small,single-256,single] [--rounds N] [--no-catalog] [--env TUS_NAME=value ...]
+[--workers N] [--no-reference] [--no-tuspyserver] [--no-durable]``.
 """
 
 from __future__ import annotations
@@ -28,11 +32,9 @@ import argparse
 import asyncio
 import datetime
 import json
-import math
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,7 +46,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import reference_node
+from bench import reference_node, reference_py
 from bench.loadgen import (
     GiB,
     KiB,
@@ -57,11 +59,20 @@ from bench.loadgen import (
     run_scenario,
 )
 from bench.procs import Meter, Proc
+from bench.report import (
+    CLIENT_BOUND,
+    Measurement,
+    aggregate,
+    cpu_ms_per_upload,
+    cpu_per_gib,
+    percentile,
+    render_ratios,
+    render_table,
+)
 from tests.netutil import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-CLIENT_BOUND = 0.9  # client CPU seconds per wall second above which the client is the limit
 S3_MAX_SIZE = 4 * GiB
 T = TypeVar("T")
 
@@ -131,26 +142,13 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 class Contender:
     """One server in the comparison, started and ready."""
 
-    key: str  # ours | ref | ours-nocat | sink
+    key: str  # ours | ref | pyref | ours-nocat | ours-w | sink
     label: str
     backend: str  # local | s3 | limit
     proc: Proc
     port: int
     cleanup: Callable[[Contender, list[str]], None]
     verify: bool = True
-
-
-@dataclass
-class Measurement:
-    scenario: str
-    backend: str
-    contender: str
-    label: str
-    round: int
-    result: RunResult
-    server_cpu: float
-    peak_rss: int
-    services_cpu: float | None
 
 
 @dataclass
@@ -184,6 +182,13 @@ def our_env(extra: dict[str, str], **settings: str) -> dict[str, str]:
     return env
 
 
+def serve_argv(port: int, data_dir: Path, serve_args: Sequence[str] = ()) -> list[str]:
+    """``tusserver serve`` on loopback; ``serve_args`` (e.g. ``--workers 2``) come last."""
+    argv = [sys.executable, "-m", "tusserver.cli", "serve", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
+    return argv + list(serve_args)
+
+
 def start_ours(
     key: str,
     label: str,
@@ -191,12 +196,12 @@ def start_ours(
     workdir: Path,
     env: dict[str, str],
     cleanup: Callable[..., None],
+    serve_args: Sequence[str] = (),
 ) -> Contender:
     port = free_port()
     data_dir = workdir / f"{key}-{backend}-{port}"
     data_dir.mkdir()
-    argv = [sys.executable, "-m", "tusserver.cli", "serve", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
+    argv = serve_argv(port, data_dir, serve_args)
     proc = Proc(label, argv, env, workdir / f"{key}-{backend}-{port}.log")
     proc.wait_http(port)
     return Contender(key, label, backend, proc, port, cleanup)
@@ -212,6 +217,47 @@ def start_reference(
     proc = Proc(label, argv, full_env, workdir / f"reference-{port}.log")
     proc.wait_http(port)
     return Contender("ref", label, backend, proc, port, cleanup)
+
+
+def start_pyref(workdir: Path, env: dict[str, str]) -> Contender:
+    """tuspyserver (bench/reference/tuspy_app.py on uvicorn), local disk only."""
+    port = free_port()
+    files = Path(tempfile.mkdtemp(prefix="tuspyserver-", dir=workdir))
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TUS_")}
+    full_env.update(env, TUSPY_DIR=str(files))
+    argv = reference_py.argv(port)
+    proc = Proc("tuspyserver", argv, full_env, workdir / f"tuspyserver-{port}.log")
+    proc.wait_http(port)
+    return Contender("pyref", "tuspyserver", "local", proc, port, tus_delete)
+
+
+WORKERS_FLAG = "--workers"
+
+
+def option_listed(help_text: str, option: str) -> bool:
+    """True when ``option`` is one of the options a ``--help`` text lists (a whole word, not
+    a prefix of a longer one: --workers is not --workers-timeout)."""
+    for word in help_text.replace(",", " ").replace("[", " ").replace("]", " ").split():
+        if word == option or word.startswith(option + "="):
+            return True
+    return False
+
+
+def serve_supports_workers() -> bool:
+    """Does this tusserver's ``serve --help`` list --workers (added in parallel: maybe not yet)?"""
+    argv = [sys.executable, "-m", "tusserver.cli", "serve", "--help"]
+    return option_listed(_run(argv), WORKERS_FLAG)
+
+
+def workers_plan(requested: int, cores: int, supported: bool) -> tuple[int | None, str | None]:
+    """(N for the "N workers" row, or None; why the workers rows are skipped, or None)."""
+    if requested < 2:
+        return None, None
+    if not supported:
+        return None, "workers rows skipped: `tusserver serve --help` lists no --workers"
+    if cores < 2:
+        return None, f"workers rows skipped: {cores} CPU (the pair needs at least 2)"
+    return requested, None
 
 
 def start_sink(workdir: Path) -> Contender:
@@ -282,12 +328,15 @@ def keep_logs(workdir: Path) -> None:
     print(f"bench: the run failed; the servers' logs are in {kept}", file=sys.stderr, flush=True)
 
 
-def start_all(starters: Sequence[Callable[[], Contender]]) -> list[Contender]:
-    """Start each server; if one fails, stop those already running."""
+def start_all(starters: Sequence[Callable[[], Contender | None]]) -> list[Contender]:
+    """Start each server (a starter may decline with None); if one fails, stop those already
+    running."""
     started: list[Contender] = []
     try:
         for start in starters:
-            started.append(start())
+            contender = start()
+            if contender is not None:
+                started.append(contender)
     except BaseException:
         stop_all(started)
         raise
@@ -300,8 +349,14 @@ def stop_all(contenders: Sequence[Contender]) -> None:
 
 
 def local_backend(
-    workdir: Path, extra_env: dict[str, str], no_catalog: bool, with_reference: bool
+    workdir: Path,
+    extra_env: dict[str, str],
+    no_catalog: bool,
+    with_reference: bool,
+    with_pyref: bool = False,
+    workers: int | None = None,
 ) -> Backend:
+    """Ours, @tus/file-store, tuspyserver, [ours without catalog], [ours with N workers]."""
     base = {"TMPDIR": str(workdir)}
 
     def reference() -> Contender:
@@ -309,16 +364,40 @@ def local_backend(
         env = {**base, "REF_STORE": "file", "REF_DIR": str(ref_dir)}
         return start_reference("@tus/server file-store", "local", workdir, env, tus_delete)
 
-    def ours(key: str, label: str, **settings: str) -> Callable[[], Contender]:
+    def ours(
+        key: str, label: str, serve_args: Sequence[str] = (), **settings: str
+    ) -> Callable[[], Contender]:
         env = our_env(extra_env, **base, **settings)
-        return partial(start_ours, key, label, "local", workdir, env, tus_delete)
+        return partial(start_ours, key, label, "local", workdir, env, tus_delete, serve_args)
 
-    starters: list[Callable[[], Contender]] = [ours("ours", "tusserver local")]
+    # With the workers pair on, the main row says --workers 1 itself: the pair compares two
+    # explicit counts, whatever the server's default becomes.
+    one = [WORKERS_FLAG, "1"] if workers else []
+    starters: list[Callable[[], Contender | None]] = [ours("ours", "tusserver local", one)]
     if with_reference:
         starters.append(reference)
+    if with_pyref:
+        starters.append(partial(start_pyref, workdir, base))
     if no_catalog:
         starters.append(ours("ours-nocat", "tusserver local, no catalog", TUS_CATALOG="false"))
+    if workers:
+        label = f"tusserver local, {workers} workers"
+        starters.append(optional(ours("ours-w", label, [WORKERS_FLAG, str(workers)])))
     return Backend("local", partial(start_all, starters))
+
+
+def optional(start: Callable[[], Contender]) -> Callable[[], Contender | None]:
+    """A server whose failure to start skips its rows instead of the run: --workers is new
+    (added beside this bench), and one broken mode should not cost the other rows."""
+
+    def started() -> Contender | None:
+        try:
+            return start()
+        except RuntimeError as exc:
+            print(f"  note: skipped, it did not start: {exc}", flush=True)
+            return None
+
+    return started
 
 
 def s3_backend(
@@ -425,6 +504,11 @@ class Leftovers:
 
     def __init__(self) -> None:
         self._pending: list[tuple[Contender, list[str]]] = []
+        self._dirs: list[Path] = []
+
+    def add_dir(self, directory: Path) -> None:
+        """A directory of files to remove with the local uploads (the durable-write runs')."""
+        self._dirs.append(directory)
 
     def add(self, contender: Contender, locations: list[str]) -> None:
         if contender.backend == "local":
@@ -436,6 +520,47 @@ class Leftovers:
         for contender, locations in self._pending:
             contender.cleanup(contender, locations)
         self._pending.clear()
+        for directory in self._dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        self._dirs.clear()
+
+
+DISK_LABEL = "durable write (limit)"
+
+
+def measure_durable(
+    scenario: Scenario, round_no: int, workdir: Path, leftovers: Leftovers
+) -> Measurement:
+    """The scenario's bytes written and fdatasync'ed by bench.durable, in a process of its own
+    on the data directories' filesystem; a Measurement like a server's (its CPU and RSS)."""
+    target = Path(tempfile.mkdtemp(prefix="durable-", dir=workdir))
+    leftovers.add_dir(target)
+    argv = [sys.executable, "-m", "bench.durable", "--dir", str(target)]
+    argv += ["--uploads", str(scenario.uploads), "--size", str(scenario.size)]
+    argv += ["--chunk", str(scenario.chunk), "--concurrency", str(scenario.concurrency)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT)
+    raw = json.loads(done.stdout)
+    os.sync()
+    result = RunResult(
+        wall=raw["wall"],
+        total_bytes=scenario.total_bytes,
+        uploads=scenario.uploads,
+        data_latencies=raw["latencies"],
+        create_latencies=[],
+        client_cpu=0.0,
+        locations=[],
+    )
+    return Measurement(
+        scenario.key,
+        "limit",
+        "disk",
+        DISK_LABEL,
+        round_no,
+        result,
+        raw["cpu"],
+        raw["peak_rss"],
+        None,
+    )
 
 
 def warm_up(contenders: Sequence[Contender], payload: Payload, leftovers: Leftovers) -> None:
@@ -452,9 +577,12 @@ def run_backend(
     payload: Payload,
     out: list[Measurement],
     extra: Callable[[], list[Contender]] = list,
+    durable_dir: Path | None = None,
 ) -> None:
-    """Each scenario on freshly started servers: warm-up, then ``rounds`` rounds A B A B."""
+    """Each scenario on freshly started servers: warm-up, then ``rounds`` rounds A B A B;
+    with ``durable_dir``, each round ends with the durable-write limit in that directory."""
     for scenario in plan:
+        started = time.monotonic()
         contenders = backend.start_servers()
         leftovers = Leftovers()
         try:
@@ -473,142 +601,25 @@ def run_backend(
                             round_no, result, cpu, peak, services_cpu,
                         )
                     )  # fmt: skip
-                    print(
-                        f"  {scenario.key:<10} {backend.name:<5} round {round_no} "
-                        f"{contender.label:<32} {result.mb_per_s:8.1f} MB/s "
-                        f"{result.uploads_per_s:8.1f} uploads/s  server CPU {cpu:6.2f} s  "
-                        f"client load {result.client_load:.2f}",
-                        flush=True,
-                    )
+                    report(out[-1])
+                if durable_dir is not None:
+                    out.append(measure_durable(scenario, round_no, durable_dir, leftovers))
+                    report(out[-1])
             leftovers.remove_all()
         finally:
             stop_all(contenders)
+        print(f"  {scenario.key} on {backend.name}: {time.monotonic() - started:.0f} s", flush=True)
 
 
-# -- the table --------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100) of a non-empty sequence."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-@dataclass
-class Row:
-    scenario: str
-    backend: str
-    contender: str
-    label: str
-    mb_per_s: float
-    uploads_per_s: float
-    p50_ms: float
-    p99_ms: float
-    server_cpu: float
-    services_cpu: float | None
-    peak_rss_mib: float
-    client_load: float
-    runs: int
-    mb_per_s_all: list[float]
-
-
-def aggregate(measurements: Sequence[Measurement]) -> list[Row]:
-    groups: dict[tuple[str, str, str], list[Measurement]] = {}
-    for m in measurements:
-        backend = "limit" if m.contender == "sink" else m.backend
-        groups.setdefault((m.scenario, backend, m.contender), []).append(m)
-    rows = []
-    for (scenario, backend, contender), runs in groups.items():
-        latencies = [x for m in runs for x in m.result.data_latencies]
-        services = [m.services_cpu for m in runs if m.services_cpu is not None]
-        rows.append(
-            Row(
-                scenario=scenario,
-                backend=backend,
-                contender=contender,
-                label=runs[0].label,
-                mb_per_s=statistics.median(m.result.mb_per_s for m in runs),
-                uploads_per_s=statistics.median(m.result.uploads_per_s for m in runs),
-                p50_ms=percentile(latencies, 50) * 1000,
-                p99_ms=percentile(latencies, 99) * 1000,
-                server_cpu=statistics.median(m.server_cpu for m in runs),
-                services_cpu=statistics.median(services) if services else None,
-                peak_rss_mib=max(m.peak_rss for m in runs) / MiB,
-                client_load=max(m.result.client_load for m in runs),
-                runs=len(runs),
-                mb_per_s_all=[round(m.result.mb_per_s, 3) for m in runs],
-            )
-        )
-    return rows
-
-
-def _round_spread(row: Row, ref: Row) -> str:
-    """``" (lo to hi)"``: the lowest and highest ratio of one round's run to the reference's run in
-    the same round (rounds alternate A B A B), so a reader sees how far the machine's noise
-    moves the median ratio. Empty for a single round."""
-    pairs = list(zip(row.mb_per_s_all, ref.mb_per_s_all, strict=False))
-    ratios = [ours / theirs for ours, theirs in pairs if theirs > 0]
-    if len(ratios) < 2:
-        return ""
-    return f" ({min(ratios):.2f} to {max(ratios):.2f})"
-
-
-def _ms(value: float) -> str:
-    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
-
-
-def render_table(rows: Sequence[Row], plan: Sequence[Scenario]) -> tuple[str, list[str]]:
-    order = {"ours": 0, "ref": 1, "ours-nocat": 2}
-    backend_order = {"local": 0, "s3": 1, "limit": 2}
-    header = [
-        "scenario", "server", "MB/s", "uploads/s", "p50 ms", "p99 ms", "CPU s",
-        "peak RSS MiB", "vs reference", "% of limit",
-    ]  # fmt: skip
-    lines = [header, ["---"] * 2 + ["---:"] * (len(header) - 2)]
-    notes = []
-    for scenario in plan:
-        mine = [r for r in rows if r.scenario == scenario.key]
-        mine.sort(key=lambda r: (backend_order[r.backend], order.get(r.contender, 9)))
-        limit = next((r for r in mine if r.contender == "sink"), None)
-        for row in mine:
-            ref = next((r for r in mine if r.backend == row.backend and r.contender == "ref"), None)
-            vs_ref = "—"
-            if ref is not None and row.contender.startswith("ours"):
-                vs_ref = f"{row.mb_per_s / ref.mb_per_s:.2f}x" + _round_spread(row, ref)
-            of_limit = f"{row.mb_per_s / limit.mb_per_s:.0%}" if limit is not None else "—"
-            cpu = f"{row.server_cpu:.2f}"
-            if row.services_cpu is not None:
-                cpu += f" (+{row.services_cpu:.2f})"
-            label = row.label
-            if row.client_load >= CLIENT_BOUND:
-                label += " †"
-                notes.append(
-                    f"† {scenario.title}, {row.label}: the client used "
-                    f"{row.client_load:.0%} of a core — it, not the server, may be the limit."
-                )
-            lines.append(
-                [
-                    scenario.title, label, f"{row.mb_per_s:.1f}", f"{row.uploads_per_s:.1f}",
-                    _ms(row.p50_ms), _ms(row.p99_ms), cpu, f"{row.peak_rss_mib:.0f}",
-                    vs_ref, of_limit,
-                ]
-            )  # fmt: skip
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = []
-    for n, line in enumerate(lines):
-        if n == 1:
-            cells = [
-                ("-" * (w - 1) + ":") if c.endswith(":") else "-" * w
-                for c, w in zip(line, widths, strict=True)
-            ]
-        else:
-            cells = [
-                c.ljust(w) if i < 2 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(line, widths, strict=True))
-            ]
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out), notes
+def report(m: Measurement) -> None:
+    """One progress line per measured run."""
+    r = m.result
+    print(
+        f"  {m.scenario:<10} {m.backend:<5} round {m.round} {m.label:<32} "
+        f"{r.mb_per_s:8.1f} MB/s {r.uploads_per_s:8.1f} uploads/s  "
+        f"server CPU {m.server_cpu:6.2f} s  client load {r.client_load:.2f}",
+        flush=True,
+    )
 
 
 def disk_write_speed(directory: Path, payload: Payload, size: int) -> float:
@@ -635,7 +646,11 @@ def _run(argv: Sequence[str]) -> str:
 
 
 def machine_header(
-    args: argparse.Namespace, versions: dict[str, str], rounds: int, disk_mb_s: float
+    args: argparse.Namespace,
+    versions: dict[str, str],
+    rounds: int,
+    disk_mb_s: float,
+    py_versions: dict[str, str] | None = None,
 ) -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -656,9 +671,10 @@ def machine_header(
             return "?"
 
     ref = ", ".join(f"{name} {v}" for name, v in versions.items()) or "not installed"
+    pyref = ", ".join(f"{name} {v}" for name, v in (py_versions or {}).items()) or "not run"
     redis = _run(["redis-server", "--version"]).split(" v=")[-1].split(" ")[0]
     return [
-        f"# tusserver vs the Node.js reference — {'quick' if args.quick else 'full'} run",
+        f"# tusserver vs the reference servers — {'quick' if args.quick else 'full'} run",
         "",
         f"- {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {os.cpu_count()} CPUs "
         f"({cpu_model}), {mem_gib:.0f} GiB RAM, Linux {platform.release()}; the data dirs' disk "
@@ -666,11 +682,12 @@ def machine_header(
         f"- Python {platform.python_version()} (uvicorn {pkg('uvicorn')}, starlette "
         f"{pkg('starlette')}); Node {_run([node, '--version']) if node else '?'}",
         f"- tusserver {pkg('tusserver')} at {commit}{' (uncommitted changes)' if dirty else ''}",
-        f"- reference: {ref}",
+        f"- reference (Node.js): {ref}",
+        f"- reference (Python, local disk only, in bench/.tuspyserver-venv): {pyref}",
         f"- S3 rows: moto {pkg('moto')} server and redis-server {redis} on loopback, shared by "
         "both servers; CPU s in parentheses is theirs",
-        f"- {rounds} round(s) per scenario, servers alternating A B A B (ours, reference, "
-        "sink); medians of rounds, latencies pooled",
+        f"- {rounds} round(s) per scenario, servers alternating A B A B (ours, the references, "
+        "the limits); medians of rounds, latencies pooled",
     ]
 
 
@@ -679,20 +696,33 @@ METHOD_NOTES = [
     "response; the client holds one keep-alive connection per concurrent upload.",
     "p50/p99 ms: latency of the requests that carried upload bytes (PATCHes; the POSTs in "
     "creation-with-upload), every round pooled.",
-    "CPU s: user+system time of the server's process tree from the run's start until it is "
-    "idle again (work left behind counts). Peak RSS: VmHWM, reset at the run's start.",
-    "vs reference: MB/s of ours ÷ MB/s of @tus/server on the same backend (= the uploads/s "
-    "ratio), medians of rounds; in brackets the lowest and highest ratio of a round's two "
-    "runs. % of limit: MB/s ÷ the loopback sink's MB/s for the same requests and bytes.",
+    "CPU s: user+system time of the server's process tree (every thread of every process, "
+    "reaped children included) from the run's start until it is idle again (work left behind "
+    "counts); on S3 the server's only, moto's and redis's in parentheses. CPU s/GiB and CPU "
+    "ms/upload divide it by the bytes and the uploads of the run. Peak RSS: the sum of the "
+    "tree's VmHWM, reset at the run's start.",
+    "Ratios: ours ÷ each reference on the same backend (and N workers ÷ 1 worker), medians of "
+    "rounds; throughput is MB/s (= uploads/s); in brackets the lowest and highest ratio of a "
+    "round's two runs. Both did the same work, so the CPU ratio is also the CPU-per-GiB and "
+    "the CPU-per-upload ratio. Throughput > 1 and CPU < 1 favour ours.",
+    "Limits: % of sink is MB/s ÷ the loopback sink's (the same requests and bytes to a peer "
+    "that discards them). % of disk is MB/s ÷ the durable-write row's: the same uploads "
+    "written as files by a minimal program (bench/durable.py) in the data directories' "
+    "filesystem, each request's bytes fdatasync'ed, as many at once as the client sends; a "
+    "server that syncs before it acknowledges cannot beat it, one that does not can.",
     "Setup: tusserver with its defaults except TUS_LOG_LEVEL=warning and the rate limits off "
     "(TUS_RATE_LIMIT_*=0; by default one user may create 120 uploads a minute). @tus/server "
     "with its defaults; on S3 with a RedisKvStore cache (its multi-instance setup; it ships no "
     "Redis locker) and, like ours, the AWS SDK's checksums only when required (its default "
     "streams every part with a CRC32 trailer that moto decodes in Python: about 3x slower "
     "here). Both use our S3 part size.",
+    "tuspyserver: its README's setup (a FastAPI app with the CORS middleware, the router at "
+    "/files; bench/reference/tuspy_app.py) on the same uvicorn, access log off; local disk only "
+    "(the bench runs no S3 rows for it).",
     "Durability differs: tusserver fdatasyncs bytes and fsyncs its state before it "
-    "acknowledges an offset; @tus/file-store never fsyncs. tusserver also hashes (sha256) and "
-    "records every finished upload in its catalog (SQLite), unless 'no catalog'.",
+    "acknowledges an offset; @tus/file-store never fsyncs, and tuspyserver syncs its small "
+    "info file only, not the bytes. tusserver also hashes (sha256) and records every "
+    "finished upload in its catalog (SQLite), unless 'no catalog'.",
 ]
 
 
@@ -725,6 +755,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a setting for our server (repeatable), e.g. --env TUS_WRITE_BUFFER=8388608",
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the Node.js rows")
+    parser.add_argument(
+        "--no-tuspyserver", action="store_true", help="skip the Python reference (tuspyserver)"
+    )
+    parser.add_argument("--no-durable", action="store_true", help="skip the durable-write rows")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="also run tusserver with `serve --workers N` on local disk, beside the main row at "
+        "--workers 1 (default 2; 0 or 1: no pair); only when serve lists --workers and there "
+        "are 2+ CPUs",
+    )
     return parser.parse_args(argv)
 
 
@@ -749,6 +792,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         except reference_node.NodeMissingError as exc:
             notes.append(f"no reference rows: {exc}")
             args.no_reference = True
+    py_versions: dict[str, str] = {}
+    if not args.no_tuspyserver and "local" in backends:
+        try:
+            py_versions = reference_py.ensure_installed()
+        except reference_py.PyReferenceMissingError as exc:
+            notes.append(f"no tuspyserver rows: {exc}")
+    workers, skipped = workers_plan(
+        args.workers, os.cpu_count() or 1, args.workers >= 2 and serve_supports_workers()
+    )
+    if skipped:
+        print(f"bench: {skipped}", flush=True)
+        notes.append(skipped)
     if "s3" in backends and shutil.which("redis-server") is None:
         notes.append("no S3 rows: redis-server is not installed (apt-get install redis-server)")
         backends.remove("s3")
@@ -760,12 +815,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for name in backends:
             print(f"{name}: starting services", flush=True)
-            make = local_backend if name == "local" else s3_backend
-            backend = make(workdir, extra_env, args.no_catalog, not args.no_reference)
-            # The sink (the limit) runs with the first backend only: the same machine for both.
-            extra = partial(sink_list, workdir) if name == backends[0] else list
+            if name == "local":
+                backend = local_backend(
+                    workdir, extra_env, args.no_catalog, not args.no_reference,
+                    bool(py_versions), workers,
+                )  # fmt: skip
+            else:
+                backend = s3_backend(workdir, extra_env, args.no_catalog, not args.no_reference)
+            # The limits run with the first backend only: the same machine for both.
+            first = name == backends[0]
+            extra = partial(sink_list, workdir) if first else list
+            durable = workdir if first and not args.no_durable else None
             try:
-                run_backend(backend, plan, rounds, payload, measurements, extra)
+                run_backend(backend, plan, rounds, payload, measurements, extra, durable)
             finally:
                 backend.close()
     except BaseException:
@@ -776,6 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = aggregate(measurements)
     table, flagged = render_table(rows, plan)
+    ratios = render_ratios(rows, plan)
     top = max((m.result.client_load for m in measurements), default=0.0)
     notes.append(
         f"Client: asyncio on uvloop, one process; its CPU per wall second peaked at {top:.0%} "
@@ -785,10 +848,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes += flagged
     text = "\n".join(
         [
-            *machine_header(args, versions, rounds, disk_mb_s),
+            *machine_header(args, versions, rounds, disk_mb_s, py_versions),
             "",
             table,
             "",
+            *(["Ratios, per scenario:", "", ratios, ""] if ratios else []),
             *(f"- {note}" for note in METHOD_NOTES + notes),
             "",
         ]
@@ -801,6 +865,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": args.quick,
         "rounds": rounds,
         "reference_versions": versions,
+        "tuspyserver_versions": py_versions,
+        "workers": workers,
         "rows": [row.__dict__ for row in rows],
         "runs": [
             {
@@ -811,6 +877,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "wall_s": m.result.wall,
                 "mb_per_s": m.result.mb_per_s,
                 "server_cpu_s": m.server_cpu,
+                "server_cpu_s_per_gib": cpu_per_gib(m.server_cpu, m.result.total_bytes),
+                "server_cpu_ms_per_upload": cpu_ms_per_upload(m.server_cpu, m.result.uploads),
                 "services_cpu_s": m.services_cpu,
                 "peak_rss_bytes": m.peak_rss,
                 "client_load": m.result.client_load,

@@ -2,7 +2,9 @@
 
 Starts ``tusserver serve`` on loopback with a throwaway data directory, streams N bytes in one
 PATCH (the way tuspy uploads by default), and reads the server's CPU time and peak RSS from
-/proc. The same bytes sent to a bare socket sink on loopback give the machine's ceiling.
+/proc. The same bytes sent to a bare socket sink on loopback give the machine's ceiling, and
+(local storage) the same bytes written and fdatasync'ed into the data directory by
+``bench.durable`` give the disk's: what a server that syncs before it answers can reach.
 Usage: ``python -m bench.single_patch [--size-mib 1024] [--runs 2] [--chunk-mib N]
 [--data-dir DIR] [--env TUS_STORAGE=s3 --env TUS_S3_BUCKET=... ...]``; ``--chunk-mib`` sends
 the upload as several PATCHes of that size instead of one, and each ``--env`` is passed to
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -26,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 BLOCK = 1 << 20
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -133,6 +137,20 @@ def sink_once(size: int) -> float:
     return elapsed
 
 
+def durable_once(data_dir: Path, size: int, chunk: int) -> tuple[float, float, int]:
+    """The same upload written and synced by bench.durable in ``data_dir``'s filesystem:
+    (seconds, CPU seconds, peak RSS bytes)."""
+    target = Path(tempfile.mkdtemp(prefix="durable-", dir=data_dir))
+    try:
+        argv = [sys.executable, "-m", "bench.durable", "--dir", str(target), "--uploads", "1"]
+        argv += ["--size", str(size), "--chunk", str(chunk)]
+        done = subprocess.run(argv, capture_output=True, check=True, cwd=ROOT)
+        raw = json.loads(done.stdout)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+    return raw["wall"], raw["cpu"], raw["peak_rss"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -176,6 +194,8 @@ def main() -> None:
             assert bool(local_files) == (backend == "local"), (backend, local_files)
             for leftover in local_files:
                 leftover.unlink()
+        if backend == "local":
+            rows.append(("durable write (limit)", *durable_once(data_dir, size, chunk)))
         rows.append(("loopback socket sink (limit)", sink_once(size), None, None))
     finally:
         server.send_signal(signal.SIGTERM)
@@ -183,19 +203,22 @@ def main() -> None:
         if not args.data_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
     limit = rows[-1][1]
+    disk = next((elapsed for name, elapsed, _, _ in rows if name.startswith("durable")), None)
     shape = f"PATCHes of {args.chunk_mib} MiB" if args.chunk_mib else "a single PATCH"
     print(f"\n1 x {args.size_mib} MiB in {shape}, storage {backend}")
     print(
         f"| {'scenario':<30} | {'MB/s':>7} | {'s':>6} | {'server CPU s':>12} | "
-        f"{'peak RSS MiB':>12} | {'of limit':>8} |"
+        f"{'peak RSS MiB':>12} | {'of limit':>8} | {'of disk':>7} |"
     )
-    print(f"|{'-' * 32}|{'-' * 9}|{'-' * 8}|{'-' * 14}|{'-' * 14}|{'-' * 10}|")
+    print(f"|{'-' * 32}|{'-' * 9}|{'-' * 8}|{'-' * 14}|{'-' * 14}|{'-' * 10}|{'-' * 9}|")
     for name, elapsed, cpu, peak in rows:
         cpu_text = f"{cpu:.2f}" if cpu is not None else "-"
         peak_text = f"{peak / BLOCK:.0f}" if peak is not None else "-"
+        # "of limit": of the loopback sink's speed; "of disk": of the durable writer's.
+        of_disk = f"{disk / elapsed:>6.0%}" if disk and not name.startswith("loopback") else "-"
         print(
             f"| {name:<30} | {size / elapsed / 1e6:>7.0f} | {elapsed:>6.2f} | {cpu_text:>12} | "
-            f"{peak_text:>12} | {limit / elapsed:>7.0%} |"
+            f"{peak_text:>12} | {limit / elapsed:>7.0%} | {of_disk:>7} |"
         )
 
 

@@ -31,8 +31,15 @@ CITATION = re.compile(r'docs/protocol\.md,\s*("[^"\n]+"(?:(?:,\s*|\s+and\s+)"[^"
 HEADING = re.compile(r"^## (.+)$", re.M)
 
 
+def ours(path: Path) -> bool:
+    """Not inside a hidden folder (a git-ignored venv such as bench/.tuspyserver-venv holds
+    other projects' code) nor node_modules."""
+    parts = path.relative_to(ROOT).parts
+    return not any(part.startswith(".") or part == "node_modules" for part in parts)
+
+
 def sources() -> list[Path]:
-    files = [p for d in SOURCE_DIRS for p in sorted((ROOT / d).rglob("*.py"))]
+    files = [p for d in SOURCE_DIRS for p in sorted((ROOT / d).rglob("*.py")) if ours(p)]
     return [*files, ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
