@@ -38,6 +38,8 @@ from tusserver.handlers.options import discovery_headers
 from tusserver.health import Readiness, backend_checks
 from tusserver.idempotency import Idempotency
 from tusserver.idempotent_http import IdempotentCreation
+from tusserver.ietf.detect import is_draft_request
+from tusserver.ietf.dispatch import IetfDispatch
 from tusserver.jsonapi import not_found
 from tusserver.listener import UploadListener
 from tusserver.metrics import Metrics, MetricsMiddleware, metrics_endpoint
@@ -166,9 +168,12 @@ def _middleware(settings: Settings, metrics: Metrics | None) -> list[Middleware]
             creation_paths=(base, base.rstrip("/"), *CREATION_PATHS, *DIRECT_CREATION_PATHS),
             exempt_prefixes=(PART_PATH,),
         ),
-        Middleware(TusProtocolMiddleware, base_path=base),
+        Middleware(TusProtocolMiddleware, base_path=base, other_protocol=is_draft_request),
         # Before anything reads a header: a conflicting repeat is refused, not "first wins".
         Middleware(SingletonHeaders, base_path=base),
+        # The IETF draft's requests on the same endpoint (docs/protocol.md, "IETF draft:
+        # detection"), before tus's idempotent creation, which speaks tus only.
+        Middleware(IetfDispatch, base_path=base),
         # After method override and the 412 check, so it sees the request tus will serve.
         Middleware(IdempotentCreation, idempotency=_idempotency, paths=(base, base.rstrip("/"))),
         Middleware(TusDispatch, base_path=base),
