@@ -1,0 +1,33 @@
+"""Fixtures of the IETF draft tests: the e2e server factory (a real ``tusserver serve`` on
+loopback), and moto's S3 server and a real redis-server for the S3 + Redis backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.conftest import TusServer
+from tests.e2e.conftest import pytest_runtest_makereport as pytest_runtest_makereport
+from tests.e2e.conftest import server_factory as server_factory
+from tests.netutil import free_port
+from tests.services_redis import redis_url as redis_url
+from tests.services_s3 import moto_s3_endpoint as moto_s3_endpoint
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TusServer]:
+    """One server for a module's tests that need nothing of their own (a start takes seconds).
+
+    ``TUS_MAX_SIZE`` is set so ``Upload-Limit`` has a ``max-size`` to announce.
+    """
+    root = tmp_path_factory.mktemp("ietf-server")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUS_")}
+    env.update(PYTHONUNBUFFERED="1", TUS_MAX_SIZE="1000000")
+    server = TusServer(
+        port=free_port(), data_dir=root / "data", log_path=root / "server.log", env=env
+    )
+    server.start()
+    yield server
+    server.stop()
