@@ -72,7 +72,7 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
 
 
 def print_config(settings: Settings, overrides: dict[str, Any]) -> int:
-    from tusserver.settings_report import render, setting_rows
+    from tusserver.ops.settings_report import render, setting_rows
 
     print(render(setting_rows(settings, overrides)))
     return 0
@@ -105,8 +105,8 @@ def _is_loopback(host: str) -> bool:
 
 def serve(settings: Settings) -> None:
     from tusserver.app import create_app
-    from tusserver.httpproto import protocol_class
-    from tusserver.logs import configure as configure_logging
+    from tusserver.edge.httpproto import protocol_class
+    from tusserver.ops.logs import configure as configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
@@ -172,7 +172,7 @@ class GracefulServer(uvicorn.Server):
 
 
 def token(settings: Settings, subject: str, *, admin: bool, ttl: int) -> int:
-    from tusserver.auth import mint_token
+    from tusserver.security.auth import mint_token
 
     if settings.jwt_secret is None:
         print("tusserver: set TUS_JWT_SECRET (32+ characters) to sign tokens", file=sys.stderr)
@@ -198,8 +198,8 @@ def sweep(settings: Settings, *, once: bool) -> int:
     import asyncio
     import json
 
-    from tusserver.logs import configure as configure_logging
-    from tusserver.sweep_runner import run_sweeper
+    from tusserver.ops.logs import configure as configure_logging
+    from tusserver.ops.sweep_runner import run_sweeper
 
     configure_logging(settings.log_level, settings.log_format)
     try:
@@ -221,7 +221,7 @@ def migrate(settings: Settings, revision: str) -> int:
 
     from catalog.db import open_engine
     from catalog.migrate import current_revision, upgrade
-    from tusserver.logs import configure as configure_logging
+    from tusserver.ops.logs import configure as configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
 

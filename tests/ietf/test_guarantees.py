@@ -13,7 +13,7 @@ import pytest
 from tests.e2e.conftest import TusServer, distributed_env
 from tests.ietf import client
 from tests.ietf.wire import cut, send
-from tusserver.auth import mint_token
+from tusserver.security.auth import mint_token
 
 pytestmark = pytest.mark.e2e
 

@@ -13,15 +13,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tusserver import errors
+from tusserver.core.uploads import UploadService
 from tusserver.ietf.creation import content_digest
 from tusserver.ietf.fields import parse_sf_offset
 from tusserver.ietf.problems import OffsetMismatch
 from tusserver.ietf.transfer import settle, write_body
 from tusserver.ietf.versions import PARTIAL_UPLOAD, InteropRules
 from tusserver.models import UploadInfo
-from tusserver.principal import principal_of
-from tusserver.protocol import parse_non_negative_int
-from tusserver.uploads import UploadService
+from tusserver.security.principal import principal_of
+from tusserver.tus.protocol import parse_non_negative_int
 
 
 async def handle_append(

@@ -16,8 +16,7 @@ from starlette.responses import Response
 from starlette.types import Send
 
 from tusserver import errors
-from tusserver.admission import admit_creation
-from tusserver.handlers.common import upload_url
+from tusserver.core.uploads import UploadService
 from tusserver.hooks import screen_creation
 from tusserver.ietf.fields import parse_content_digest, parse_sf_offset
 from tusserver.ietf.interim import send_resumption_supported
@@ -25,9 +24,10 @@ from tusserver.ietf.limits import limit_header
 from tusserver.ietf.transfer import settle, write_body
 from tusserver.ietf.versions import InteropRules
 from tusserver.models import UploadInfo
-from tusserver.principal import principal_of
-from tusserver.protocol import Checksum, encode_metadata, parse_non_negative_int
-from tusserver.uploads import UploadService
+from tusserver.security.admission import admit_creation
+from tusserver.security.principal import principal_of
+from tusserver.tus.handlers.common import upload_url
+from tusserver.tus.protocol import Checksum, encode_metadata, parse_non_negative_int
 
 
 async def handle_creation(

@@ -15,16 +15,16 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tusserver import errors
+from tusserver.core.uploads import UploadService
 from tusserver.ietf.append import handle_append
 from tusserver.ietf.creation import handle_creation
 from tusserver.ietf.detect import is_draft_request
 from tusserver.ietf.problems import problem_response
 from tusserver.ietf.resource import handle_cancel, handle_offset, handle_options
 from tusserver.ietf.versions import InteropRules, rules_for
-from tusserver.principal import principal_of
 from tusserver.runtime import running, runtime_of
+from tusserver.security.principal import principal_of
 from tusserver.state.base import state_unavailable
-from tusserver.uploads import UploadService
 
 log = logging.getLogger("tusserver.http")
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 
 from tusserver import errors
-from tusserver.protocol import DIGEST_SIZES, MAX_INT, Checksum
+from tusserver.tus.protocol import DIGEST_SIZES, MAX_INT, Checksum
 
 _OWS = " \t"
 # An sf-integer has at most 15 digits; ours are offsets and lengths, never negative.

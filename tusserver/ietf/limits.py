@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 
+from tusserver.core.uploads import UploadService
 from tusserver.ietf.fields import upload_limit
 from tusserver.ietf.versions import InteropRules
 from tusserver.models import UploadInfo
-from tusserver.uploads import UploadService
 
 
 def limit_header(

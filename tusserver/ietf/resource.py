@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from tusserver.core.uploads import UploadService
 from tusserver.ietf.limits import limit_header
 from tusserver.ietf.versions import PARTIAL_UPLOAD, InteropRules
-from tusserver.uploads import UploadService
 
 
 async def handle_offset(

@@ -11,12 +11,12 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from tusserver import errors
-from tusserver.body import BodyEnd
-from tusserver.handlers.append import body_limit, open_body, raise_for_end
+from tusserver.core.uploads import UploadService, WriteResult
+from tusserver.edge.body import BodyEnd
 from tusserver.models import UploadInfo
-from tusserver.protocol import Checksum
 from tusserver.state.base import LockHandle
-from tusserver.uploads import UploadService, WriteResult
+from tusserver.tus.handlers.append import body_limit, open_body, raise_for_end
+from tusserver.tus.protocol import Checksum
 
 
 async def write_body(
