@@ -171,8 +171,8 @@ def _middleware(settings: Settings, metrics: Metrics | None) -> list[Middleware]
         Middleware(TusProtocolMiddleware, base_path=base, other_protocol=is_draft_request),
         # Before anything reads a header: a conflicting repeat is refused, not "first wins".
         Middleware(SingletonHeaders, base_path=base),
-        # The IETF draft's requests on the same endpoint (docs/protocol.md, "IETF draft:
-        # detection"), before tus's idempotent creation, which speaks tus only.
+        # The IETF draft's requests on the same endpoint, before tus's idempotent creation,
+        # which speaks tus only (docs/protocol.md, "IETF draft: detection").
         Middleware(IetfDispatch, base_path=base),
         # After method override and the 412 check, so it sees the request tus will serve.
         Middleware(IdempotentCreation, idempotency=_idempotency, paths=(base, base.rstrip("/"))),

@@ -112,8 +112,10 @@ async def _on_completed(
 ) -> UploadInfo:
     """An append to a completed upload. An empty completing one is a retry whose answer was
     lost, answered again (finishing again repairs a crash before the completion record);
-    anything carrying bytes is refused (docs/protocol.md, "IETF draft: disagreements and
-    choices")."""
+    anything carrying bytes is refused.
+
+    See (docs/protocol.md, "IETF draft: disagreements and choices").
+    """
     if content_length != 0 or not complete:
         raise errors.UploadCompleted()
     if info.finished_at is None:
