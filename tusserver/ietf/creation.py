@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import Send
 
 from tusserver import errors
-from tusserver.core.uploads import UploadService
+from tusserver.core.uploads import UploadService, check_metadata_size
 from tusserver.hooks import screen_creation
 from tusserver.ietf.fields import parse_content_digest, parse_sf_offset
 from tusserver.ietf.interim import send_resumption_supported
@@ -27,7 +27,12 @@ from tusserver.models import UploadInfo
 from tusserver.security.admission import admit_creation
 from tusserver.security.principal import principal_of
 from tusserver.tus.handlers.common import upload_url
-from tusserver.tus.protocol import Checksum, encode_metadata, parse_non_negative_int
+from tusserver.tus.protocol import (
+    Checksum,
+    encode_metadata,
+    parse_metadata,
+    parse_non_negative_int,
+)
 
 
 async def handle_creation(
@@ -40,7 +45,7 @@ async def handle_creation(
     content_length = parse_non_negative_int(headers.get("content-length"), errors.BadRequest)
     length = creation_length(service, headers, complete=complete, content_length=content_length)
     checksum = content_digest(service, headers) if content_length != 0 else None
-    metadata = representation_metadata(headers)
+    metadata, metadata_raw = creation_metadata(service, headers)
     principal = principal_of(request)
     settings = service.settings
     await admit_creation(
@@ -50,7 +55,7 @@ async def handle_creation(
         request,
         length=length,
         metadata=metadata,
-        metadata_raw=encode_metadata(metadata) or None,
+        metadata_raw=metadata_raw,
         owner=principal.user_id,
         concat=None,
     )
@@ -145,6 +150,26 @@ def content_digest(service: UploadService, headers: Headers) -> Checksum | None:
     if not service.features.checksum:
         return None
     return parse_content_digest(headers.get("content-digest"), service.settings.checksum_algorithms)
+
+
+def creation_metadata(
+    service: UploadService, headers: Headers
+) -> tuple[dict[str, str | None], str | None]:
+    """The upload's metadata and the ``Upload-Metadata`` a tus ``HEAD`` echoes for it.
+
+    tus-js-client sends tus's ``Upload-Metadata`` in its draft modes too; it is read with tus's
+    rules, and the representation's own headers fill the names it does not give.
+    """
+    raw = headers.get("upload-metadata")
+    limit = service.settings.max_metadata_size
+    if raw is not None and len(raw) > limit:
+        check_metadata_size(limit, {}, raw)  # refused before the cost of decoding it
+    metadata = parse_metadata(raw)
+    added = {k: v for k, v in representation_metadata(headers).items() if k not in metadata}
+    if raw is not None and raw.strip() and not added:
+        return metadata, raw  # verbatim, as tus keeps it
+    metadata.update(added)
+    return metadata, encode_metadata(metadata) or None
 
 
 def representation_metadata(headers: Headers) -> dict[str, str | None]:
