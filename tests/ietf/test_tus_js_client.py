@@ -40,27 +40,37 @@ def assert_draft_exchanges(result: dict[str, object]) -> None:
     assert not bad, f"non-2xx answers: {bad}"
 
 
+MODES = {
+    # mode: (options, PATCHes of a 3 MiB + 7 upload)
+    "one-request": ({}, 1),
+    "chunked": ({"chunkSize": MiB}, 4),
+    # The first chunk rides on the POST (the draft's creation with content).
+    "data-in-creation": ({"chunkSize": MiB, "uploadDataDuringCreation": True}, 3),
+}
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("chunk", [None, MiB], ids=["one-request", "chunked"])
+@pytest.mark.parametrize("mode", MODES)
 def test_upload(
     node: str,
     backend_server: TusServer,
     tmp_path: Path,
     protocol: str,
-    chunk: int | None,
+    mode: str,
 ) -> None:
     path, data = make_file(tmp_path, 3 * MiB + 7)
-    options: dict[str, object] = {
-        "endpoint": backend_server.base_url,
-        "protocol": protocol,
-        "metadata": {"filename": "a.bin"},
-    }
-    if chunk is not None:
-        options["chunkSize"] = chunk
-    result = js_upload(node, path, **options)
+    extra, patches = MODES[mode]
+    result = js_upload(
+        node,
+        path,
+        endpoint=backend_server.base_url,
+        protocol=protocol,
+        metadata={"filename": "a.bin"},
+        **extra,
+    )
     assert_draft_exchanges(result)
     assert statuses(result, "POST") == [201]
-    assert statuses(result, "PATCH") == [204] * (1 if chunk is None else 4)
+    assert statuses(result, "PATCH") == [204] * patches
     url = result["url"]
     assert isinstance(url, str)
     assert url.startswith(backend_server.base_url)

@@ -4,6 +4,8 @@ incomplete followed by appends, offset retrieval, cancellation, and the problem 
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from tests.e2e.conftest import TusServer
@@ -203,3 +205,35 @@ def test_a_request_without_interop_version_gets_the_current_draft(server: TusSer
     assert last.headers["upload-complete"] == "?1"
     head = send(location, "HEAD", {"Upload-Complete": "?1"})
     assert head.headers["upload-length"] == "3"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_creation_refusals(server: TusServer, version: int) -> None:
+    # Over TUS_MAX_SIZE: 413, with the limits where the version has Upload-Limit.
+    over = {**client.creation(version, False), "Upload-Length": "2000000"}
+    big = send(server.base_url, "POST", over, b"")
+    assert big.status == 413
+    assert big.problem()["code"] == "ERR_UPLOAD_SIZE_EXCEEDED"
+    assert ("max-size=1000000" in big.headers.get("upload-limit", "")) == (version >= 6)
+    # A completing creation whose Upload-Length disagrees with its content.
+    if version != 3:
+        wrong = send(server.base_url, "POST", client.creation(version, True, 4), b"abc")
+        assert wrong.status == 400
+        assert wrong.problem()["type"] == IANA + "inconsistent-upload-length"
+    # No completion field: the draft's creation needs one.
+    bare = send(server.base_url, "POST", client.interop(version), b"abc")
+    assert bare.status == 400
+    assert bare.problem()["code"] == "ERR_UPLOAD_COMPLETE_REQUIRED"
+
+
+def test_a_completion_field_sent_twice_with_two_values_is_refused(server: TusServer) -> None:
+    head = (
+        "POST /files/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "Upload-Draft-Interop-Version: 8\r\nUpload-Complete: ?0\r\nUpload-Complete: ?1\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), 5) as sock:
+        sock.sendall(head.encode())
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"ERR_DUPLICATE_HEADER" in answer

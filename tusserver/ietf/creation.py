@@ -137,6 +137,8 @@ def creation_length(
             f"Upload-Length is {declared} but the complete content has {from_content} bytes"
         )
     length = declared if declared is not None else from_content
+    if length is not None and content_length is not None and content_length > length:
+        raise errors.InconsistentLength(f"the content is longer than the upload's {length} bytes")
     max_size = service.settings.max_size
     if length is not None and max_size and length > max_size:
         raise errors.SizeExceeded(f"the upload's length exceeds the maximum size of {max_size}")

@@ -19,6 +19,7 @@ from tusserver.core.uploads import UploadService
 from tusserver.ietf.append import handle_append
 from tusserver.ietf.creation import handle_creation
 from tusserver.ietf.detect import is_draft_request
+from tusserver.ietf.limits import limit_header
 from tusserver.ietf.problems import problem_response
 from tusserver.ietf.resource import handle_cancel, handle_offset, handle_options
 from tusserver.ietf.versions import InteropRules, rules_for
@@ -81,12 +82,16 @@ class IetfDispatch:
         # An append's (and a creation's) errors say "not complete"; the draft asks for the
         # flag there so a client can tell them from the processed representation's answer.
         flag = False if method in ("PATCH", "POST") else None
+        service: UploadService | None = None
         try:
             service = runtime_of(request).service
             if service.shutting_down and method != "OPTIONS":
                 raise errors.ShuttingDown(headers={"Connection": "close", "Retry-After": "1"})
             return await self._route(service, request, rules, method, send)
         except errors.TusError as error:
+            if error.status == 413 and service is not None:
+                # The draft asks a 413 from its limits to say what they are.
+                error.headers.update(limit_header(service, rules, None))
             return problem_response(error, rules, method=method, complete=flag)
         except state_unavailable() as exc:
             log.warning(
