@@ -145,3 +145,34 @@ def test_metrics_and_logs_name_protocol_and_version(
         ("ietf-current", 201),
         ("ietf-unsupported", 400),
     ]
+
+
+def test_the_rest_upload_url_takes_the_draft(server_factory: Callable[..., TusServer]) -> None:
+    """The REST API's upload_url is an upload URL like any other: a draft client can append."""
+    server = server_factory(TUS_MEDIA_PROBE="false")
+    data = b"0123456789" * 500
+    init = {"filename": "r.bin", "file_size": len(data), "content_type": "application/octet-stream"}
+    status, _, raw = request(
+        "POST",
+        server.origin + "/api/v1/uploads/init",
+        {"Content-Type": "application/json"},
+        json.dumps(init).encode(),
+    )
+    assert status == 201, raw
+    created = json.loads(raw)
+    url = created["upload_url"]
+    head = send(url, "HEAD", client.interop(6))
+    assert head.status == 204
+    assert head.headers["upload-length"] == str(len(data))
+    assert send(url, "PATCH", client.append(6, 0, False), data[:2000]).status == 204
+    assert send(url, "PATCH", client.append(6, 2000, True), data[2000:]).status == 204
+    status, _, raw = request(
+        "POST",
+        server.origin + "/api/v1/uploads/complete",
+        {"Content-Type": "application/json"},
+        json.dumps({"upload_id": created["upload_id"]}).encode(),
+    )
+    assert status == 200, raw
+    record = json.loads(raw)
+    assert record["size"] == len(data)
+    assert record["sha256"] == sha256(data)
