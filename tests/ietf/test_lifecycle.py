@@ -176,3 +176,26 @@ def test_the_rest_upload_url_takes_the_draft(server_factory: Callable[..., TusSe
     record = json.loads(raw)
     assert record["size"] == len(data)
     assert record["sha256"] == sha256(data)
+
+
+def test_an_interrupted_append_keeps_what_arrived(server_factory: Callable[..., TusServer]) -> None:
+    server = server_factory()
+    created = send(server.base_url, "POST", client.creation(7, False, 100_000), b"")
+    location = created.headers["location"]
+    parts = urlsplit(location)
+    with socket.create_connection((parts.hostname, parts.port), 10) as sock:
+        headers = {**client.append(7, 0, True), "Content-Length": "100000", "Host": parts.netloc}
+        head = f"PATCH {parts.path} HTTP/1.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()
+        )
+        sock.sendall((head + "\r\n").encode() + b"z" * 40_000)
+        time.sleep(0.5)
+    # The dropped connection's bytes are stored, and the upload is not complete.
+    deadline = time.monotonic() + 5
+    while True:
+        reply = send(location, "HEAD", client.interop(7))
+        if reply.headers["upload-offset"] == "40000" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert reply.headers["upload-offset"] == "40000"
+    assert not client.says_complete(7, reply.headers)

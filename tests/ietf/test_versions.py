@@ -237,3 +237,17 @@ def test_a_completion_field_sent_twice_with_two_values_is_refused(server: TusSer
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"ERR_DUPLICATE_HEADER" in answer
+
+
+def test_each_request_is_answered_in_its_own_version(server: TusServer) -> None:
+    """Apple's tests resume a version 5 or 6 upload with a version 3 HEAD."""
+    location = create(server, 6, b"ab", complete=False, length=5).headers["location"]
+    head = send(location, "HEAD", client.interop(3))
+    assert head.status == 204
+    assert head.headers["upload-draft-interop-version"] == "3"
+    assert head.headers["upload-incomplete"] == "?1"
+    assert "upload-complete" not in head.headers
+    assert "upload-limit" not in head.headers
+    last = send(location, "PATCH", client.append(6, 2, complete=True, length=5), b"cde")
+    assert last.status == 204
+    assert last.headers["upload-complete"] == "?1"
