@@ -17,8 +17,9 @@ UPLOAD_RESUMPTION_SUPPORTED = 104
 
 
 def can_send_interim(scope: Scope) -> bool:
+    """The extension is offered, and the client is not HTTP/1.0 (which cannot parse a 1xx)."""
     extensions = scope.get("extensions") or {}
-    return INFORMATIONAL in extensions
+    return INFORMATIONAL in extensions and scope.get("http_version") != "1.0"
 
 
 async def send_resumption_supported(scope: Scope, send: Send, headers: Mapping[str, str]) -> bool:
