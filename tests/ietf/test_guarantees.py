@@ -4,15 +4,13 @@ same store, download with GET and are owned; tus 1.0 requests are unaffected."""
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections.abc import Callable
 
 import pytest
 
 from tests.e2e.conftest import TusServer, distributed_env
 from tests.ietf import client
-from tests.ietf.wire import cut, send
+from tests.ietf.wire import cut, send, server_sends_interim
 from tusserver.security.auth import mint_token
 
 pytestmark = pytest.mark.e2e
@@ -33,17 +31,6 @@ def backend_server(
     return server_factory(**env)
 
 
-def _server_sends_interim() -> bool:
-    """Whether the project's uvicorn protocol class offers informational responses yet."""
-    for name in ("tusserver.edge.httpproto", "tusserver.httpproto"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        return "http.response.informational" in inspect.getsource(module)
-    return False
-
-
 @pytest.mark.parametrize("version", [3, 5, 6, 8])
 def test_a_cut_single_request_creation_resumes_through_the_104(
     backend_server: TusServer, version: int
@@ -52,7 +39,7 @@ def test_a_cut_single_request_creation_resumes_through_the_104(
     headers = {**client.creation(version, True, len(data)), "Content-Length": str(len(data))}
     interim = cut(backend_server.base_url, headers, data[:40_000])
     if interim is None:
-        if not _server_sends_interim():
+        if not server_sends_interim():
             pytest.skip("this server's protocol class sends no 104 yet")
         pytest.fail("no 104 before the body, though the server can send one")
     assert interim.status == 104

@@ -11,7 +11,7 @@ import pytest
 from tests.e2e.conftest import TusServer
 from tests.ietf import client
 from tests.ietf.client import VERSIONS
-from tests.ietf.wire import Reply, send
+from tests.ietf.wire import Reply, send, server_sends_interim
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +53,13 @@ def test_creation_complete_in_one_request(server: TusServer, version: int) -> No
     assert reply.headers["upload-offset"] == "5"
     location = reply.headers["location"]
     assert location.startswith(server.base_url)
+    if server_sends_interim():
+        # The 104 came before the final answer, with the same Location.
+        assert [r.status for r in reply.interim] == [104]
+        assert reply.interim[0].headers["location"] == location
+        assert reply.interim[0].headers["upload-draft-interop-version"] == str(version)
+    else:
+        assert not reply.interim
 
     head = send(location, "HEAD", client.interop(version))
     assert head.status == 204
@@ -251,3 +258,16 @@ def test_each_request_is_answered_in_its_own_version(server: TusServer) -> None:
     last = send(location, "PATCH", client.append(6, 2, complete=True, length=5), b"cde")
     assert last.status == 204
     assert last.headers["upload-complete"] == "?1"
+
+
+@pytest.mark.parametrize("version", [3, 8])
+def test_104_and_100_continue(server: TusServer, version: int) -> None:
+    """With ``Expect: 100-continue`` the 104 still comes, and so does the 100 (the draft: a
+    104 does not replace it), before the final answer."""
+    if not server_sends_interim():
+        pytest.skip("this server's protocol class sends no 104 yet")
+    headers = {**client.creation(version, True, 5), "Expect": "100-continue"}
+    reply = send(server.base_url, "POST", headers, b"hello")
+    assert reply.status == 201
+    assert [r.status for r in reply.interim] == [104, 100]
+    assert reply.interim[0].headers["location"] == reply.headers["location"]

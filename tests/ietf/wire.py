@@ -7,6 +7,8 @@ the 104 and drops the connection, the way a phone losing its network does.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import socket
 import time
@@ -104,3 +106,16 @@ def cut(url: str, headers: dict[str, str], sent: bytes, *, wait: float = 3.0) ->
         time.sleep(0.3)  # let the server store what arrived before the drop
         sock.shutdown(socket.SHUT_RDWR)
     return Reply(status, reply_headers)
+
+
+def server_sends_interim() -> bool:
+    """Whether the project's uvicorn protocol class offers informational responses (the
+    ``http.response.informational`` extension), so a real server sends the 104."""
+    for name in ("tusserver.edge.informational", "tusserver.edge.httpproto"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if "http.response.informational" in inspect.getsource(module):
+            return True
+    return False
