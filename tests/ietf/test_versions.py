@@ -241,7 +241,9 @@ def test_a_completion_field_sent_twice_with_two_values_is_refused(server: TusSer
     )
     with socket.create_connection(("127.0.0.1", server.port), 5) as sock:
         sock.sendall(head.encode())
-        answer = sock.recv(65536)
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes (Connection: close)
+            answer += chunk
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"ERR_DUPLICATE_HEADER" in answer
 
