@@ -273,3 +273,22 @@ def test_104_and_100_continue(server: TusServer, version: int) -> None:
     assert reply.status == 201
     assert [r.status for r in reply.interim] == [104, 100]
     assert reply.interim[0].headers["location"] == reply.headers["location"]
+
+
+@pytest.mark.parametrize("field", ["Content-Digest", "Repr-Digest"])
+def test_a_single_request_creation_is_verified_all_or_nothing(
+    server: TusServer, field: str
+) -> None:
+    digest = client.content_digest(b"hello")["Content-Digest"]
+    good = {**client.creation(8, True, 5), field: digest}
+    created = send(server.base_url, "POST", good, b"hello")
+    assert created.status == 201
+    assert created.headers["upload-complete"] == "?1"
+    bad = {**client.creation(8, True, 5), field: digest}
+    refused = send(server.base_url, "POST", bad, b"jello")
+    assert refused.status == 400
+    assert refused.problem()["code"] == "ERR_CHECKSUM_MISMATCH"
+    assert "location" not in refused.headers
+    if refused.interim:  # the 104 named an upload; the refusal removed it
+        gone = send(refused.interim[0].headers["location"], "HEAD", client.interop(8))
+        assert gone.status == 404

@@ -44,7 +44,7 @@ async def handle_creation(
         raise errors.CompletionRequired(f"{rules.flag_header} is required to create an upload")
     content_length = parse_non_negative_int(headers.get("content-length"), errors.BadRequest)
     length = creation_length(service, headers, complete=complete, content_length=content_length)
-    checksum = content_digest(service, headers) if content_length != 0 else None
+    checksum = creation_digest(service, headers, complete=complete) if content_length != 0 else None
     metadata, metadata_raw = creation_metadata(service, headers)
     principal = principal_of(request)
     settings = service.settings
@@ -145,6 +145,20 @@ def creation_length(
     if length is None and not service.features.defer_length:
         raise errors.LengthRequired("Upload-Length (or a completing Content-Length) is required")
     return length
+
+
+def creation_digest(service: UploadService, headers: Headers, *, complete: bool) -> Checksum | None:
+    """The digest a creation's content is verified against: ``Content-Digest``, or on a
+    creation that carries the whole representation, its ``Repr-Digest`` (the same bytes).
+
+    A ``Repr-Digest`` on an upload spread over several requests is not verified
+    (docs/protocol.md, "IETF draft: disagreements and choices").
+    """
+    checksum = content_digest(service, headers)
+    if checksum is None and complete and service.features.checksum:
+        raw = headers.get("repr-digest")
+        checksum = parse_content_digest(raw, service.settings.checksum_algorithms, "Repr-Digest")
+    return checksum
 
 
 def content_digest(service: UploadService, headers: Headers) -> Checksum | None:

@@ -55,8 +55,11 @@ def upload_limit(members: Iterable[tuple[str, int]]) -> str:
     return ", ".join(f"{key}={value}" for key, value in [("min-size", 0), *members])
 
 
-def parse_content_digest(raw: str | None, supported: Iterable[str]) -> Checksum | None:
-    """The ``Content-Digest`` member this server can verify, or None.
+def parse_content_digest(
+    raw: str | None, supported: Iterable[str], name: str = "Content-Digest"
+) -> Checksum | None:
+    """The ``Content-Digest`` (or ``Repr-Digest``: ``name``) member this server can verify,
+    or None.
 
     Members with algorithms we do not compute are ignored, as RFC 9530 allows; a member we do
     compute that is malformed is a 400, so a corrupt digest never passes as "not sent".
@@ -67,15 +70,15 @@ def parse_content_digest(raw: str | None, supported: Iterable[str]) -> Checksum 
     for part in raw.split(","):
         match = _BYTES_MEMBER.fullmatch(part)
         if match is None:
-            raise errors.InvalidDraftField("Content-Digest is not a dictionary of byte sequences")
+            raise errors.InvalidDraftField(f"{name} is not a dictionary of byte sequences")
         algorithm = DIGEST_ALGORITHMS.get(match.group(1))
         if algorithm is None or algorithm not in wanted:
             continue
         try:
             digest = base64.b64decode(match.group(2), validate=True)
         except binascii.Error:
-            raise errors.InvalidDraftField("Content-Digest: the digest is not base64") from None
+            raise errors.InvalidDraftField(f"{name}: the digest is not base64") from None
         if len(digest) != DIGEST_SIZES[algorithm]:
-            raise errors.InvalidDraftField(f"Content-Digest: wrong {match.group(1)} digest size")
+            raise errors.InvalidDraftField(f"{name}: wrong {match.group(1)} digest size")
         return Checksum(algorithm, digest)
     return None
