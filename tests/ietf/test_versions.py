@@ -18,9 +18,12 @@ pytestmark = pytest.mark.e2e
 IANA = "https://iana.org/assignments/http-problem-types#"
 
 
-@pytest.fixture
-def server(shared_server: TusServer) -> TusServer:
-    return shared_server
+@pytest.fixture(params=["local", "s3+redis"])
+def server(request: pytest.FixtureRequest) -> TusServer:
+    """The module's server on local storage, or on moto's S3 and a real Redis."""
+    name = "shared_server" if request.param == "local" else "shared_s3_server"
+    server: TusServer = request.getfixturevalue(name)
+    return server
 
 
 def create(
