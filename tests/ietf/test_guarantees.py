@@ -116,11 +116,12 @@ def test_tus_requests_are_unaffected(server_factory: Callable[..., TusServer]) -
 
 
 def test_ownership_across_users_with_auth_on(server_factory: Callable[..., TusServer]) -> None:
-    server = server_factory(TUS_JWT_SECRET=SECRET)
+    server = server_factory(TUS_JWT_SECRET=SECRET, TUS_MAX_SIZE="1000", TUS_MAX_SIZE_USER="500")
     alice = {"Authorization": f"Bearer {mint_token(SECRET, 'alice')}"}
     bob = {"Authorization": f"Bearer {mint_token(SECRET, 'bob')}"}
     assert send(server.base_url, "POST", client.creation(8, False), b"ab").status == 401
-    created = send(server.base_url, "POST", {**client.creation(8, False), **alice}, b"ab")
+    # With a role limit the length must be known up front (the admission rule tus has too).
+    created = send(server.base_url, "POST", {**client.creation(8, False, 3), **alice}, b"ab")
     assert created.status == 201
     location = created.headers["location"]
     # Another user's upload answers like a missing one, for every method.
@@ -130,3 +131,8 @@ def test_ownership_across_users_with_auth_on(server_factory: Callable[..., TusSe
     assert send(location, "DELETE", {**client.interop(8), **bob}).status == 404
     assert send(location, "HEAD", {**client.interop(8), **alice}).headers["upload-offset"] == "2"
     assert send(location, "PATCH", {**append, **alice}, b"c").status == 204
+    # The limit announced is the caller's own.
+    user_limit = send(server.base_url, "OPTIONS", {**client.interop(8), **alice})
+    assert "max-size=500" in user_limit.headers["upload-limit"]
+    head = send(location, "HEAD", {**client.interop(8), **alice})
+    assert "max-size=500" in head.headers["upload-limit"]

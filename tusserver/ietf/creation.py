@@ -74,7 +74,11 @@ async def handle_creation(
         announced = await send_resumption_supported(
             request.scope,
             send,
-            {"Location": location, **rules.version_header(), **limit_header(service, rules, info)},
+            {
+                "Location": location,
+                **rules.version_header(),
+                **limit_header(service, rules, info, principal),
+            },
         )
     if content_length != 0 and not info.is_complete:
         info = await _receive(
@@ -85,7 +89,7 @@ async def handle_creation(
         **rules.version_header(),
         **rules.flag(info.is_complete),
         "Upload-Offset": str(info.offset),
-        **limit_header(service, rules, info),
+        **limit_header(service, rules, info, principal),
     }
     return Response(status_code=rules.creation_status, headers=response_headers)
 

@@ -91,7 +91,8 @@ class IetfDispatch:
         except errors.TusError as error:
             if error.status == 413 and service is not None:
                 # The draft asks a 413 from its limits to say what they are.
-                error.headers.update(limit_header(service, rules, None))
+                principal = principal_of(request)
+                error.headers.update(limit_header(service, rules, None, principal))
             return problem_response(error, rules, method=method, complete=flag)
         except state_unavailable() as exc:
             log.warning(
@@ -109,15 +110,16 @@ class IetfDispatch:
         self, service: UploadService, request: Request, rules: InteropRules, method: str, send: Send
     ) -> Response:
         upload_id = self._upload_id(request.scope["path"])
+        principal = principal_of(request)
         if method == "OPTIONS":
-            return handle_options(service, rules)
+            return handle_options(service, rules, principal)
         if upload_id is None:
             if method == "POST":
                 return await handle_creation(service, request, rules, send)
             raise errors.MethodNotAllowed(headers={"Allow": "OPTIONS, POST"})
-        owner = principal_of(request).owner_filter
+        owner = principal.owner_filter
         if method == "HEAD":
-            return await handle_offset(service, rules, upload_id, owner=owner)
+            return await handle_offset(service, rules, upload_id, principal=principal)
         if method == "PATCH":
             return await handle_append(service, request, rules, upload_id)
         if method == "DELETE" and service.features.termination:

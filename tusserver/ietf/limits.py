@@ -1,8 +1,8 @@
 """``Upload-Limit``: what the server enforces, announced where the interop version has it.
 
-``max-size`` is ``TUS_MAX_SIZE``; the lifetime (``max-age``, ``expires`` before draft -06) is
-what remains of the upload's expiry, or the full expiry before an upload exists
-(docs/protocol.md, "IETF draft: Upload-Limit").
+``max-size`` is ``TUS_MAX_SIZE`` (or the caller's role's limit); the lifetime (``max-age``,
+``expires`` before draft -06) is what remains of the upload's expiry, or the full expiry before
+an upload exists (docs/protocol.md, "IETF draft: Upload-Limit").
 """
 
 from __future__ import annotations
@@ -13,16 +13,22 @@ from tusserver.core.uploads import UploadService
 from tusserver.ietf.fields import upload_limit
 from tusserver.ietf.versions import InteropRules
 from tusserver.models import UploadInfo
+from tusserver.security.admission import role_max_size
+from tusserver.security.principal import Principal
 
 
 def limit_header(
-    service: UploadService, rules: InteropRules, info: UploadInfo | None
+    service: UploadService, rules: InteropRules, info: UploadInfo | None, principal: Principal
 ) -> dict[str, str]:
-    """``{"Upload-Limit": ...}``, or nothing for versions before the field existed."""
+    """``{"Upload-Limit": ...}``, or nothing for versions before the field existed.
+
+    ``max-size`` is the caller's own (``TUS_MAX_SIZE_USER``/``_ADMIN`` when set): the draft
+    wants no limit announced looser than the one applied.
+    """
     if not rules.upload_limit:
         return {}
     members: list[tuple[str, int]] = []
-    max_size = service.settings.max_size
+    max_size = role_max_size(service.settings, principal)
     if max_size:
         members.append(("max-size", max_size))
     age = _remaining_life(service, info)

@@ -13,11 +13,13 @@ from starlette.responses import Response
 from tusserver.core.uploads import UploadService
 from tusserver.ietf.limits import limit_header
 from tusserver.ietf.versions import PARTIAL_UPLOAD, InteropRules
+from tusserver.security.principal import Principal
 
 
 async def handle_offset(
-    service: UploadService, rules: InteropRules, upload_id: str, *, owner: str | None
+    service: UploadService, rules: InteropRules, upload_id: str, *, principal: Principal
 ) -> Response:
+    owner = principal.owner_filter
     async with service.locked_for(upload_id, owner=owner):
         info = await service.load_locked(upload_id, owner=owner)
         if info.is_complete and info.finished_at is None and not info.is_final:
@@ -28,7 +30,7 @@ async def handle_offset(
         **rules.version_header(),
         **rules.flag(info.is_complete),
         "Upload-Offset": str(info.offset),
-        **limit_header(service, rules, info),
+        **limit_header(service, rules, info, principal),
     }
     if info.length is not None:
         headers["Upload-Length"] = str(info.length)
@@ -44,9 +46,9 @@ async def handle_cancel(
     return Response(status_code=rules.delete_status, headers=rules.version_header())
 
 
-def handle_options(service: UploadService, rules: InteropRules) -> Response:
+def handle_options(service: UploadService, rules: InteropRules, principal: Principal) -> Response:
     """200 with the limits that apply to a new upload (``min-size=0`` when there are none)."""
-    headers = {**rules.version_header(), **limit_header(service, rules, None)}
+    headers = {**rules.version_header(), **limit_header(service, rules, None, principal)}
     if rules.accept_patch:
         headers["Accept-Patch"] = PARTIAL_UPLOAD
     return Response(status_code=200, headers=headers)
