@@ -4,7 +4,7 @@ loopback), and moto's S3 server and a real redis-server for the S3 + Redis backe
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,3 +47,21 @@ def shared_s3_server(
     server = _start(tmp_path_factory.mktemp("ietf-s3"), env)
     yield server
     server.stop()
+
+
+@pytest.fixture(params=["local", "s3+redis"])
+def backend_server_factory(
+    request: pytest.FixtureRequest, server_factory: Callable[..., TusServer]
+) -> Callable[..., TusServer]:
+    """``server_factory`` on local storage, or on moto's S3 (a fresh bucket) and a real Redis."""
+    if request.param == "local":
+        return server_factory
+    env = distributed_env(
+        request.getfixturevalue("moto_s3_endpoint"), request.getfixturevalue("redis_url")
+    )
+    return lambda **settings: server_factory(**{**env, **settings})
+
+
+@pytest.fixture
+def backend_server(backend_server_factory: Callable[..., TusServer]) -> TusServer:
+    return backend_server_factory()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.conftest import TusServer, distributed_env
+from tests.e2e.conftest import TusServer
 from tests.ietf import client
 from tests.ietf.wire import cut, send, server_sends_interim
 from tusserver.security.auth import mint_token
@@ -17,18 +17,6 @@ pytestmark = pytest.mark.e2e
 
 SECRET = "s" * 40
 BACKENDS = ("local", "s3+redis")
-
-
-@pytest.fixture(params=BACKENDS)
-def backend_server(
-    request: pytest.FixtureRequest, server_factory: Callable[..., TusServer]
-) -> TusServer:
-    if request.param == "local":
-        return server_factory()
-    env = distributed_env(
-        request.getfixturevalue("moto_s3_endpoint"), request.getfixturevalue("redis_url")
-    )
-    return server_factory(**env)
 
 
 @pytest.mark.parametrize("version", [3, 5, 6, 8])

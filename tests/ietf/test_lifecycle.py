@@ -62,8 +62,10 @@ async def test_a_finished_upload_is_recorded_and_announced(
     assert item["sha256"] == sha256(data)
 
 
-def test_acknowledged_bytes_survive_sigkill(server_factory: Callable[..., TusServer]) -> None:
-    server = server_factory()
+def test_acknowledged_bytes_survive_sigkill(
+    backend_server_factory: Callable[..., TusServer],
+) -> None:
+    server = backend_server_factory()
     created = send(server.base_url, "POST", client.creation(6, False, 3000), b"a" * 1000)
     location = created.headers["location"]
     appended = send(location, "PATCH", client.append(6, 1000, False), b"b" * 1000)
@@ -78,9 +80,9 @@ def test_acknowledged_bytes_survive_sigkill(server_factory: Callable[..., TusSer
 
 
 def test_a_new_request_makes_a_stalled_append_let_go(
-    server_factory: Callable[..., TusServer],
+    backend_server_factory: Callable[..., TusServer],
 ) -> None:
-    server = server_factory()
+    server = backend_server_factory()
     created = send(server.base_url, "POST", client.creation(8, False, 10_000), b"")
     location = created.headers["location"]
     parts = urlsplit(location)
@@ -105,8 +107,8 @@ def test_a_new_request_makes_a_stalled_append_let_go(
     assert client.says_complete(8, rest.headers)
 
 
-def test_uploads_expire(server_factory: Callable[..., TusServer]) -> None:
-    server = server_factory(TUS_EXPIRATION="2", TUS_SWEEP_INTERVAL="0.5")
+def test_uploads_expire(backend_server_factory: Callable[..., TusServer]) -> None:
+    server = backend_server_factory(TUS_EXPIRATION="2", TUS_SWEEP_INTERVAL="0.5")
     created = send(server.base_url, "POST", client.creation(8, False), b"abc")
     assert "max-age=" in created.headers["upload-limit"]
     age = int(created.headers["upload-limit"].split("max-age=")[1].split(",")[0])
@@ -178,8 +180,10 @@ def test_the_rest_upload_url_takes_the_draft(server_factory: Callable[..., TusSe
     assert record["sha256"] == sha256(data)
 
 
-def test_an_interrupted_append_keeps_what_arrived(server_factory: Callable[..., TusServer]) -> None:
-    server = server_factory()
+def test_an_interrupted_append_keeps_what_arrived(
+    backend_server_factory: Callable[..., TusServer],
+) -> None:
+    server = backend_server_factory()
     created = send(server.base_url, "POST", client.creation(7, False, 100_000), b"")
     location = created.headers["location"]
     parts = urlsplit(location)

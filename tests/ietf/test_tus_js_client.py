@@ -4,12 +4,11 @@ S3 + Redis: one request, chunked, and resumed from an upload another client inte
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import TusServer, distributed_env
+from tests.e2e.conftest import TusServer
 from tests.e2e.test_tus_js_client import MiB, assert_stored, js_upload, make_file, node, statuses
 from tests.ietf import client
 from tests.ietf.wire import send
@@ -19,18 +18,6 @@ __all__ = ["node"]  # the fixture, imported so pytest finds it here
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 PROTOCOLS = {"ietf-draft-03": 5, "ietf-draft-05": 6}
-
-
-@pytest.fixture(params=["local", "s3+redis"])
-def backend_server(
-    request: pytest.FixtureRequest, server_factory: Callable[..., TusServer]
-) -> TusServer:
-    if request.param == "local":
-        return server_factory()
-    env = distributed_env(
-        request.getfixturevalue("moto_s3_endpoint"), request.getfixturevalue("redis_url")
-    )
-    return server_factory(**env)
 
 
 def assert_draft_exchanges(result: dict[str, object]) -> None:
