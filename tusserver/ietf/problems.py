@@ -9,7 +9,6 @@ offset mismatch, the completed upload and inconsistent lengths
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 
 from starlette.responses import Response
 
@@ -71,8 +70,3 @@ def problem_response(
     if method == "HEAD":
         del response.headers["content-length"]
     return response
-
-
-def plain(headers: Mapping[str, str], status: int) -> Response:
-    """A successful answer without content."""
-    return Response(status_code=status, headers=dict(headers))
