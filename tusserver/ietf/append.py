@@ -14,8 +14,8 @@ from starlette.responses import Response
 
 from tusserver import errors
 from tusserver.core.uploads import UploadService
-from tusserver.ietf.creation import content_digest
 from tusserver.ietf.fields import parse_sf_offset
+from tusserver.ietf.integrity import content_digest
 from tusserver.ietf.problems import OffsetMismatch
 from tusserver.ietf.transfer import settle, write_body
 from tusserver.ietf.versions import PARTIAL_UPLOAD, InteropRules

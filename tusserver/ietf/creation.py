@@ -8,19 +8,19 @@ named an interop version), and only then is the body read.
 
 from __future__ import annotations
 
-from email.message import Message
-
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Send
 
 from tusserver import errors
-from tusserver.core.uploads import UploadService, check_metadata_size
+from tusserver.core.uploads import UploadService
 from tusserver.hooks import screen_creation
-from tusserver.ietf.fields import parse_content_digest, parse_sf_offset
+from tusserver.ietf.fields import parse_sf_offset
+from tusserver.ietf.integrity import creation_digest
 from tusserver.ietf.interim import send_resumption_supported
 from tusserver.ietf.limits import limit_header
+from tusserver.ietf.representation import creation_metadata
 from tusserver.ietf.transfer import settle, write_body
 from tusserver.ietf.versions import InteropRules
 from tusserver.models import UploadInfo
@@ -29,8 +29,6 @@ from tusserver.security.principal import principal_of
 from tusserver.tus.handlers.common import upload_url
 from tusserver.tus.protocol import (
     Checksum,
-    encode_metadata,
-    parse_metadata,
     parse_non_negative_int,
 )
 
@@ -149,64 +147,3 @@ def creation_length(
     if length is None and not service.features.defer_length:
         raise errors.LengthRequired("Upload-Length (or a completing Content-Length) is required")
     return length
-
-
-def creation_digest(service: UploadService, headers: Headers, *, complete: bool) -> Checksum | None:
-    """The digest a creation's content is verified against: ``Content-Digest``, or on a
-    creation that carries the whole representation, its ``Repr-Digest`` (the same bytes).
-
-    A ``Repr-Digest`` on an upload spread over several requests is not verified
-    (docs/protocol.md, "IETF draft: disagreements and choices").
-    """
-    checksum = content_digest(service, headers)
-    if checksum is None and complete and service.features.checksum:
-        raw = headers.get("repr-digest")
-        checksum = parse_content_digest(raw, service.settings.checksum_algorithms, "Repr-Digest")
-    return checksum
-
-
-def content_digest(service: UploadService, headers: Headers) -> Checksum | None:
-    """The ``Content-Digest`` to verify, when the server verifies digests at all."""
-    if not service.features.checksum:
-        return None
-    return parse_content_digest(headers.get("content-digest"), service.settings.checksum_algorithms)
-
-
-def creation_metadata(
-    service: UploadService, headers: Headers
-) -> tuple[dict[str, str | None], str | None]:
-    """The upload's metadata and the ``Upload-Metadata`` a tus ``HEAD`` echoes for it.
-
-    tus-js-client sends tus's ``Upload-Metadata`` in its draft modes too; it is read with tus's
-    rules, and the representation's own headers fill the names it does not give.
-    """
-    raw = headers.get("upload-metadata")
-    limit = service.settings.max_metadata_size
-    if raw is not None and len(raw) > limit:
-        check_metadata_size(limit, {}, raw)  # refused before the cost of decoding it
-    metadata = parse_metadata(raw)
-    added = {k: v for k, v in representation_metadata(headers).items() if k not in metadata}
-    if raw is not None and raw.strip() and not added:
-        return metadata, raw  # verbatim, as tus keeps it
-    metadata.update(added)
-    return metadata, encode_metadata(metadata) or None
-
-
-def representation_metadata(headers: Headers) -> dict[str, str | None]:
-    """``filename`` (Content-Disposition) and ``filetype`` (Content-Type): the representation
-    metadata the draft's creation carries, stored as tus metadata so downloads, the catalog
-    and hooks see the same names (docs/protocol.md, "IETF draft: creation")."""
-    metadata: dict[str, str | None] = {}
-    disposition = headers.get("content-disposition")
-    if disposition:
-        message = Message()
-        message["content-disposition"] = disposition
-        filename = message.get_filename()
-        if filename:
-            metadata["filename"] = filename
-    content_type = headers.get("content-type")
-    if content_type:
-        media_type = content_type.split(";", 1)[0].strip().lower()
-        if media_type and media_type != "application/partial-upload":
-            metadata["filetype"] = media_type
-    return metadata
