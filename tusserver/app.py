@@ -40,6 +40,8 @@ from tusserver.edge.openapi import PATH as OPENAPI_PATH
 from tusserver.edge.openapi import openapi_endpoint
 from tusserver.edge.singleton_headers import SingletonHeaders
 from tusserver.hooks.callables import PreCreateFn
+from tusserver.ietf.detect import is_draft_request
+from tusserver.ietf.dispatch import IetfDispatch
 from tusserver.ops.health import Readiness, backend_checks
 from tusserver.ops.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from tusserver.runtime import Runtime, TusApp, running
@@ -182,9 +184,12 @@ def _middleware(
             creation_paths=(base, base.rstrip("/"), *CREATION_PATHS, *DIRECT_CREATION_PATHS),
             exempt_prefixes=(PART_PATH,),
         ),
-        Middleware(TusProtocolMiddleware, base_path=base),
+        Middleware(TusProtocolMiddleware, base_path=base, other_protocol=is_draft_request),
         # Before anything reads a header: a conflicting repeat is refused, not "first wins".
         Middleware(SingletonHeaders, base_path=base),
+        # The IETF draft's requests on the same endpoint, before tus's idempotent creation,
+        # which speaks tus only (docs/protocol.md, "IETF draft: detection").
+        Middleware(IetfDispatch, base_path=base),
         # After method override and the 412 check, so it sees the request tus will serve.
         Middleware(IdempotentCreation, idempotency=_idempotency, paths=(base, base.rstrip("/"))),
         Middleware(TusDispatch, base_path=base),

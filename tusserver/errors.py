@@ -406,6 +406,39 @@ class HookUnavailable(TusError):
     message = "the upload could not be checked against the server's upload policy; retry"
 
 
+class UnsupportedInteropVersion(TusError):
+    """An ``Upload-Draft-Interop-Version`` this server does not speak (docs/protocol.md,
+    "IETF draft: detection"): a 400, never a tus 412."""
+
+    status = 400
+    code = "ERR_UNSUPPORTED_INTEROP_VERSION"
+    message = "unsupported Upload-Draft-Interop-Version"
+
+
+class InvalidDraftField(TusError):
+    status = 400
+    code = "ERR_INVALID_DRAFT_FIELD"
+    message = "a resumable-upload header field is malformed"
+
+
+class CompletionRequired(TusError):
+    status = 400
+    code = "ERR_UPLOAD_COMPLETE_REQUIRED"
+    message = "the request must say whether it completes the upload (Upload-Complete)"
+
+
+class InconsistentLength(TusError):
+    status = 400
+    code = "ERR_INCONSISTENT_UPLOAD_LENGTH"
+    message = "the request's length values disagree with each other or with the upload"
+
+
+class UploadCompleted(TusError):
+    status = 400
+    code = "ERR_UPLOAD_COMPLETED"
+    message = "the upload is already complete; nothing more can be appended"
+
+
 class InsufficientStorage(TusError):
     """The disk (or quota, or database) is full. 507 rather than a 4xx: a full disk is usually
     temporary (the sweeper frees expired uploads, an operator adds room), and tus clients

@@ -8,9 +8,10 @@ look green.
 The main test uploads a 20 MiB file in 1 MiB chunks with the upload bandwidth throttled (CDP
 ``Network.emulateNetworkConditions``), reloads the page half-way, picks the same file again and
 checks on the server that the upload continued (same URL, offset > 0 before, one upload in
-the data dir), then finds the file in the list, downloads it and compares the bytes. It saves
-``test-artifacts/browser-demo.png`` (git-ignored) for a person to look at; a failing test
-saves ``test-artifacts/<test>-failure.png``.
+the data dir), then finds the file in the list, downloads it and compares the bytes, once per
+protocol of the page's switch (tus 1.0, the IETF draft). It saves
+``test-artifacts/browser-demo-<protocol>.png`` (git-ignored) for a person to look at; a failing
+test saves ``test-artifacts/<test>-failure.png``.
 """
 
 from __future__ import annotations
@@ -155,17 +156,20 @@ def search_for(page: Page, name: str) -> None:
     page.locator("#files-body tr", has_text=name).wait_for(timeout=10_000)
 
 
+@pytest.mark.parametrize("protocol", ["tus-v1", "ietf-draft-05"])
 def test_upload_reload_resume_list_download(
-    browser: Browser, tus_server: TusServer, tmp_path: Path
+    browser: Browser, tus_server: TusServer, tmp_path: Path, protocol: str
 ) -> None:
+    """Either protocol of the page's switch: tus 1.0, or the IETF draft (interop version 6)."""
     from playwright.sync_api import expect
 
     path, data = make_file(tmp_path, 20 * MiB, seed=20)
     name = path.name
-    with demo_page(browser, tus_server, "browser-demo") as (context, page, problems):
+    with demo_page(browser, tus_server, f"browser-demo-{protocol}") as (context, page, problems):
         cdp = context.new_cdp_session(page)
         cdp.send("Network.enable")
         throttle_upload(cdp, UPLOAD_BYTES_PER_SECOND)
+        page.select_option("#protocol", protocol)
         page.select_option("#chunk-size", str(MiB))
         page.set_input_files("#file-input", str(path))
 
@@ -190,6 +194,7 @@ def test_upload_reload_resume_list_download(
         unfinished = page.locator("#unfinished-list li", has_text=name)
         expect(unfinished).to_contain_text("on the server")
         expect(page.locator("#chunk-size")).to_have_value(str(MiB))  # options persist
+        expect(page.locator("#protocol")).to_have_value(protocol)
 
         throttle_upload(cdp, None)
         page.set_input_files("#file-input", str(path))
@@ -215,7 +220,10 @@ def test_upload_reload_resume_list_download(
         expect(listed.locator("code")).to_have_attribute("title", sha256(data), timeout=10_000)
 
         ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=ARTIFACTS / "browser-demo.png", full_page=True)
+        page.screenshot(path=ARTIFACTS / f"browser-demo-{protocol}.png", full_page=True)
+        # The server saw the protocol the switch chose.
+        draft = '"event": "request.draft", "protocol": "ietf-6"' in tus_server.logs()
+        assert draft == (protocol == "ietf-draft-05")
 
         download_and_check(page, name, data)
         assert problems == []

@@ -286,16 +286,30 @@ class TusProtocolMiddleware:
 
     _OVERRIDABLE = frozenset({"PATCH", "DELETE", "HEAD", "GET", "POST"})
 
-    def __init__(self, app: ASGIApp, *, base_path: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        base_path: str,
+        other_protocol: Callable[[Iterable[tuple[bytes, bytes]]], bool] | None = None,
+    ) -> None:
         self.app = app
         self._base = base_path.rstrip("/")
         self._prefix = self._base + "/"
+        # Requests another protocol on the same endpoint serves (the IETF draft's, told by
+        # their headers) pass untouched: no 412, no Tus-Resumable on their answers
+        # (docs/protocol.md, "IETF draft: detection").
+        self._other_protocol = other_protocol
 
     def _is_tus_path(self, path: str) -> bool:
         return path == self._base or path.startswith(self._prefix)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._is_tus_path(scope["path"]):
+        if (
+            scope["type"] != "http"
+            or not self._is_tus_path(scope["path"])
+            or (self._other_protocol is not None and self._other_protocol(scope["headers"]))
+        ):
             await self.app(scope, receive, send)
             return
 

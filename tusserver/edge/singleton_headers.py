@@ -23,6 +23,10 @@ SINGLETONS = frozenset(
         b"upload-metadata",
         b"upload-concat",
         b"upload-checksum",
+        # The IETF draft's (docs/protocol.md, "IETF draft: detection").
+        b"upload-complete",
+        b"upload-incomplete",
+        b"upload-draft-interop-version",
         b"upload-defer-length",
         b"x-http-method-override",
         b"idempotency-key",

@@ -57,6 +57,9 @@ class MetricsSink:
     def http_request(self, method: str, status: int, seconds: float) -> None:
         return None
 
+    def protocol_request(self, protocol: str, method: str, status: int) -> None:
+        return None
+
     def bytes_received(self, count: int) -> None:
         return None
 
@@ -102,6 +105,13 @@ class Metrics(MetricsSink):
             "Time from a request's arrival until its response was sent, by method.",
             ["method"],
             buckets=_REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.protocol_requests = Counter(
+            "tus_protocol_requests_total",
+            "Upload-protocol requests answered, by protocol (tus-1.0.0, ietf-<interop version>,"
+            " ietf-current, ietf-unsupported), method and status.",
+            ["protocol", "method", "status"],
             registry=r,
         )
         self.bytes = Counter(
@@ -182,6 +192,9 @@ class Metrics(MetricsSink):
         method = normalise_method(method)
         self.http_requests.labels(method, str(status)).inc()
         self.http_duration.labels(method).observe(seconds)
+
+    def protocol_request(self, protocol: str, method: str, status: int) -> None:
+        self.protocol_requests.labels(protocol, normalise_method(method), str(status)).inc()
 
     def bytes_received(self, count: int) -> None:
         if count > 0:

@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tusserver import errors
+from tusserver import TUS_VERSION, errors
 from tusserver.core.uploads import UploadService
 from tusserver.edge.responses import error_response
-from tusserver.runtime import runtime_of
+from tusserver.runtime import running, runtime_of
 from tusserver.security.principal import principal_of
 from tusserver.state.base import state_unavailable
 from tusserver.tus.handlers.delete import handle_delete
@@ -29,6 +29,8 @@ from tusserver.tus.handlers.patch import handle_patch
 from tusserver.tus.handlers.post import handle_post
 
 log = logging.getLogger("tusserver.http")
+
+TUS_LABEL = f"tus-{TUS_VERSION}"
 
 
 class TusDispatch:
@@ -90,6 +92,11 @@ class TusDispatch:
                 # real status instead of an opaque network error (docs/protocol.md, "CORS").
                 log.exception("request.failed", extra={"path": path, "method": method})
                 response = error_response(errors.TusError(), method=method)
+        runtime = running(scope)
+        if runtime is not None:
+            # Beside the draft's requests, counted as ietf-<version> (docs/protocol.md,
+            # "IETF draft: detection").
+            runtime.service.ctx.metrics.protocol_request(TUS_LABEL, method, response.status_code)
         await response(scope, receive, send)
 
     async def _route(

@@ -146,21 +146,34 @@ function describe(err) {
 
 // ---- options ---------------------------------------------------------------------------
 
+// tus-js-client's own protocol names. Its parallel uploads concatenate partial uploads, which
+// only tus has, so the IETF draft uploads in one sequence.
+const PROTOCOLS = ["tus-v1", "ietf-draft-05"];
+
 function loadOptions() {
   try {
     const saved = JSON.parse(window.localStorage.getItem(OPTIONS_KEY) || "{}");
     if (saved.chunkSize != null) $("chunk-size").value = String(saved.chunkSize);
+    if (PROTOCOLS.includes(saved.protocol)) $("protocol").value = saved.protocol;
     $("parallel").checked = Boolean(saved.parallel);
     if (saved.parts) $("parallel-count").value = String(saved.parts);
   } catch {
     // A damaged entry: keep the defaults.
   }
-  $("parallel-count").disabled = !$("parallel").checked;
+  syncParallel();
+}
+
+function syncParallel() {
+  const tus = $("protocol").value === "tus-v1";
+  $("parallel").disabled = !tus;
+  $("parallel-count").disabled = !tus || !$("parallel").checked;
 }
 
 function currentOptions() {
   const parts = Math.min(8, Math.max(2, Number($("parallel-count").value) || 3));
+  const protocol = $("protocol").value;
   return {
+    protocol,
     chunkSize: Number($("chunk-size").value) || 0,
     parallel: $("parallel").checked,
     parts,
@@ -168,7 +181,7 @@ function currentOptions() {
 }
 
 function saveOptions() {
-  $("parallel-count").disabled = !$("parallel").checked;
+  syncParallel();
   window.localStorage.setItem(OPTIONS_KEY, JSON.stringify(currentOptions()));
 }
 
@@ -230,8 +243,11 @@ class UploadRow {
     const options = currentOptions();
     const upload = new tus.Upload(this.file, {
       endpoint,
+      // Either protocol reaches the same uploads: an upload stored under one resumes under the
+      // other (docs/protocol.md, "IETF draft: overview").
+      protocol: options.protocol,
       chunkSize: options.chunkSize > 0 ? options.chunkSize : Infinity,
-      parallelUploads: options.parallel ? options.parts : 1,
+      parallelUploads: options.parallel && options.protocol === "tus-v1" ? options.parts : 1,
       metadata: {
         filename: this.file.name,
         filetype: this.file.type || "application/octet-stream",
@@ -292,9 +308,11 @@ class UploadRow {
       this.setState("uploading", "Stored upload gone from the server; started again");
       return;
     }
-    // A HEAD answered 200 means the client continues an upload the server already has,
-    // from the offset it reports: after a reload (the stored URL) or a pause.
-    if (method !== "HEAD" || res.getStatus() !== 200) return;
+    // A successful HEAD (tus answers 200, the IETF draft 204) means the client continues an
+    // upload the server already has, from the offset it reports: after a reload (the stored
+    // URL) or a pause.
+    const status = res.getStatus();
+    if (method !== "HEAD" || status < 200 || status > 299) return;
     const offset = Number(res.getHeader("Upload-Offset"));
     if (!Number.isFinite(offset)) return;
     this.startBytes = offset;
@@ -643,7 +661,7 @@ function setUpUploads() {
     return;
   }
   loadOptions();
-  for (const id of ["chunk-size", "parallel", "parallel-count"]) {
+  for (const id of ["protocol", "chunk-size", "parallel", "parallel-count"]) {
     $(id).addEventListener("change", saveOptions);
   }
   const input = $("file-input");
