@@ -16,6 +16,8 @@ Two stores, beside the upload state they accompany:
 * local: one empty file per id in ``<data dir>/catalog-pending/``; the directory is fsync'ed
   after a creation (the mark must outlive a power loss that the finished state survives). A
   removal is not fsync'ed: a mark that comes back only costs a harmless second INSERT.
+  Removals that arrive while one runs are done together, in one worker-thread call: the
+  catalog commits its inserts in groups, and their marks go the same way.
 * Redis: one set, ``<prefix>catalog:pending``, shared by every instance.
 """
 
@@ -35,6 +37,11 @@ LOCAL_DIR = "catalog-pending"
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 class CatalogOutbox(Protocol):
@@ -58,6 +65,9 @@ class LocalCatalogOutbox:
 
     def __init__(self, root: Path) -> None:
         self._root = Path(root)
+        # Marks waiting for the running removal, and that removal's task (see ``remove``).
+        self._removals: list[tuple[Path, asyncio.Future[None]]] = []
+        self._remover: asyncio.Task[None] | None = None
 
     def _path(self, upload_id: str) -> Path:
         return self._root / checked_upload_id(upload_id)
@@ -66,17 +76,50 @@ class LocalCatalogOutbox:
         await asyncio.to_thread(self._add_sync, self._path(upload_id))
 
     def _add_sync(self, path: Path) -> None:
-        if path.exists():
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
             return  # marked already (a finish retried): durable since its first add
-        if not self._root.is_dir():
+        except FileNotFoundError:
+            # The first mark ever: the directory itself must outlive a power loss too.
             self._root.mkdir(parents=True, exist_ok=True)
             fsync_dir(self._root.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(path, flags, 0o600)
+            except FileExistsError:
+                return
         os.close(fd)
         fsync_dir(self._root)
 
     async def remove(self, upload_id: str) -> None:
-        await asyncio.to_thread(self._path(upload_id).unlink, missing_ok=True)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._removals.append((self._path(upload_id), future))
+        if self._remover is None:
+            self._remover = asyncio.create_task(self._remove_queued(), name="outbox-remove")
+        await future
+
+    async def _remove_queued(self) -> None:
+        try:
+            while self._removals:
+                batch, self._removals = self._removals, []
+                try:
+                    await asyncio.to_thread(_unlink_all, [path for path, _ in batch])
+                except BaseException as exc:
+                    # Cancelled (shutdown): nobody queued behind may wait for ever either.
+                    failed = batch if isinstance(exc, Exception) else [*batch, *self._removals]
+                    for _, future in failed:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if failed is not batch:
+                        self._removals.clear()
+                        raise
+                else:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(None)
+        finally:
+            self._remover = None
 
     async def pending(self, limit: int) -> list[str]:
         return await asyncio.to_thread(self._pending_sync, limit)
