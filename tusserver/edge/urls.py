@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from tusserver.settings import Settings
 from tusserver.tus.protocol import request_base_url
@@ -19,6 +20,11 @@ def public_base(connection: HTTPConnection, settings: Settings) -> str:
         scheme=scope.get("scheme", "http"),
         host=connection.headers.get("host"),
         server=(server[0], server[1]) if server else None,
-        headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+        # Only a trusted proxy's headers are read: no dict of every header per request else.
+        headers=_latin1_headers(scope) if settings.trust_proxy else {},
         trust_proxy=settings.trust_proxy,
     )
+
+
+def _latin1_headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
