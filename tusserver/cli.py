@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import socket
 import sys
@@ -135,6 +136,15 @@ def serve(settings: Settings) -> None:
     GracefulServer(config, app, settings.base_path).run()
 
 
+def _freeze_startup_objects() -> None:
+    """Take what startup built (modules, the runtime, SQLAlchemy's tables) out of the
+    cyclic collector's sight: it lives as long as the process, and every full collection
+    walked all of it again. Under 20 concurrent 4 MiB uploads the collector was 15% of the
+    server's CPU (perf), most of it traversing these objects."""
+    gc.collect()
+    gc.freeze()
+
+
 class GracefulServer(uvicorn.Server):
     """uvicorn's server, plus: on SIGTERM/SIGINT, in-flight PATCHes are told at once to store
     what arrived and answer (503, retry elsewhere), instead of streaming on until uvicorn's
@@ -153,6 +163,7 @@ class GracefulServer(uvicorn.Server):
             host, port = self.config.host, self._bound_port()
             log = logging.getLogger("tusserver")
             log.info("tusserver listening on http://%s:%s%s", host, port, self._base_path)
+            _freeze_startup_objects()
 
     def _bound_port(self) -> int:
         """The port actually bound (``--port 0`` asks the OS for a free one)."""

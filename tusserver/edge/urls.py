@@ -7,6 +7,7 @@ under (``tusserver.edge.mount``), so the one setting ``TUS_BASE_PATH`` stays mou
 from __future__ import annotations
 
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from tusserver.edge.mount import prefix_of
 from tusserver.settings import Settings
@@ -28,6 +29,11 @@ def _origin(connection: HTTPConnection, settings: Settings) -> str:
         scheme=scope.get("scheme", "http"),
         host=connection.headers.get("host"),
         server=(server[0], server[1]) if server else None,
-        headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+        # Only a trusted proxy's headers are read: no dict of every header per request else.
+        headers=_latin1_headers(scope) if settings.trust_proxy else {},
         trust_proxy=settings.trust_proxy,
     )
+
+
+def _latin1_headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}

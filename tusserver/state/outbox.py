@@ -16,6 +16,8 @@ Two stores, beside the upload state they accompany:
 * local: one empty file per id in ``<data dir>/catalog-pending/``; the directory is fsync'ed
   after a creation (the mark must outlive a power loss that the finished state survives). A
   removal is not fsync'ed: a mark that comes back only costs a harmless second INSERT.
+  Marks (and removals) that arrive while one is being made are made together, in one
+  worker-thread call with one directory fsync (``tusserver.core.grouped``).
 * Redis: one set, ``<prefix>catalog:pending``, shared by every instance.
 """
 
@@ -23,10 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from tusserver.core.fsutil import fsync_dir
+from tusserver.core.grouped import GroupedCall
 from tusserver.models import checked_upload_id, is_valid_upload_id
 
 # The directory under the data dir that holds the local marks.
@@ -35,6 +39,18 @@ LOCAL_DIR = "catalog-pending"
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _unlink_all(paths: Sequence[Path]) -> list[BaseException | None]:
+    outcomes: list[BaseException | None] = []
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            outcomes.append(exc)
+        else:
+            outcomes.append(None)
+    return outcomes
 
 
 class CatalogOutbox(Protocol):
@@ -58,25 +74,49 @@ class LocalCatalogOutbox:
 
     def __init__(self, root: Path) -> None:
         self._root = Path(root)
+        # Adds and removals that arrive while one runs are done together (see the module
+        # docstring): one worker-thread call, and one directory fsync, per group.
+        self._add = GroupedCall(self._add_many)
+        self._remove = GroupedCall(_unlink_all)
 
     def _path(self, upload_id: str) -> Path:
         return self._root / checked_upload_id(upload_id)
 
     async def add(self, upload_id: str) -> None:
-        await asyncio.to_thread(self._add_sync, self._path(upload_id))
+        await self._add(self._path(upload_id))
 
-    def _add_sync(self, path: Path) -> None:
-        if path.exists():
-            return  # marked already (a finish retried): durable since its first add
-        if not self._root.is_dir():
+    def _add_many(self, paths: Sequence[Path]) -> list[BaseException | None]:
+        outcomes: list[BaseException | None] = []
+        for path in paths:
+            try:
+                self._create_mark(path)
+            except OSError as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        # One sync after every mark of the group exists: it makes them all durable. A mark
+        # that existed already (a finish retried) was made durable by its first add.
+        fsync_dir(self._root)
+        return outcomes
+
+    def _create_mark(self, path: Path) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            return  # marked already
+        except FileNotFoundError:
+            # The first mark ever: the directory itself must outlive a power loss too.
             self._root.mkdir(parents=True, exist_ok=True)
             fsync_dir(self._root.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(path, flags, 0o600)
+            except FileExistsError:
+                return
         os.close(fd)
-        fsync_dir(self._root)
 
     async def remove(self, upload_id: str) -> None:
-        await asyncio.to_thread(self._path(upload_id).unlink, missing_ok=True)
+        await self._remove(self._path(upload_id))
 
     async def pending(self, limit: int) -> list[str]:
         return await asyncio.to_thread(self._pending_sync, limit)

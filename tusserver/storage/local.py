@@ -39,6 +39,7 @@ from tusserver.core.fsutil import (
     pwrite_all,
     start_writeback,
 )
+from tusserver.core.grouped import GroupedCall
 from tusserver.models import UploadInfo, checked_upload_id, is_valid_upload_id
 from tusserver.state.fence import check_held
 from tusserver.storage.base import (
@@ -295,6 +296,9 @@ class LocalStore:
         self._write_buffer = write_buffer
         self._checkpoint_interval = checkpoint_interval
         self._clock = clock
+        # New uploads' files: those created while one group is being made share the next
+        # worker-thread call and directory fsync.
+        self._create = GroupedCall(self._create_files)
 
     @property
     def root(self) -> Path:
@@ -345,18 +349,30 @@ class LocalStore:
     # DataStore
 
     async def create(self, info: UploadInfo) -> UploadInfo:
-        path = self._bin(info.id)
-        await asyncio.to_thread(self._create_file, path)
+        await self._create(self._bin(info.id))
         return info
 
-    def _create_file(self, path: Path) -> None:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
-        try:
-            # The client is told the upload exists; that must survive a power loss too.
-            fsync_dir(self._root)
-        except BaseException:
-            path.unlink(missing_ok=True)  # a failed creation leaves no file behind
-            raise
+    def _create_files(self, paths: Sequence[Path]) -> list[BaseException | None]:
+        """Create the empty files of new uploads, then sync the directory once for all."""
+        outcomes: list[BaseException | None] = []
+        created: list[Path] = []
+        for path in paths:
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
+            except OSError as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+                created.append(path)
+        if created:
+            try:
+                # The client is told the upload exists; that must survive a power loss too.
+                fsync_dir(self._root)
+            except BaseException:
+                for path in created:
+                    path.unlink(missing_ok=True)  # a failed creation leaves no file behind
+                raise
+        return outcomes
 
     async def write(
         self,
