@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import socket
 import sys
-from types import FrameType
 from typing import Any
 
-import uvicorn
 from pydantic import ValidationError
 
 from tusserver import __version__
@@ -64,6 +60,10 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--expiration", type=int, help="idle seconds before expiry (TUS_EXPIRATION)")
     serve.add_argument("--log-level", help="logging level (TUS_LOG_LEVEL)")
     serve.add_argument(
+        "--workers",
+        help="server processes on one socket: a number, or auto for one per core (TUS_WORKERS)",
+    )
+    serve.add_argument(
         "--insecure",
         action="store_true",
         default=None,
@@ -103,72 +103,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def serve(settings: Settings) -> None:
-    from tusserver.app import create_app
-    from tusserver.httpproto import protocol_class
+def serve(settings: Settings) -> int:
     from tusserver.logs import configure as configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+    if settings.worker_count() > 1:
+        from tusserver.workers.supervisor import supervise
+
+        return supervise(settings)
+    from tusserver.app import create_app
+    from tusserver.workers.server import GracefulServer, uvicorn_config
+
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        # Our handler formats uvicorn's records too (JSON or key=value, request ids).
-        log_config=None,
-        # Forwarded headers are interpreted by us, only when TUS_TRUST_PROXY is set
-        # (docs/protocol.md, "Location and proxies").
-        proxy_headers=False,
-        server_header=False,
-        # httptools without uvicorn's two extra copies of every body byte, and with bounds on
-        # a request head's size and time (see httpproto).
-        http=protocol_class(
-            max_header_size=settings.max_header_size, header_timeout=settings.header_timeout
-        ),
-        # Our h11 protocol (used if httptools is missing) applies the same head limit; this
-        # covers uvicorn's own h11 should ours not fit the installed uvicorn.
-        h11_max_incomplete_event_size=settings.max_header_size,
-        # PATCHes answer within about a second of SIGTERM (see _Server); this bounds the rest.
-        timeout_graceful_shutdown=settings.shutdown_timeout,
-    )
-    GracefulServer(config, app, settings.base_path).run()
-
-
-class GracefulServer(uvicorn.Server):
-    """uvicorn's server, plus: on SIGTERM/SIGINT, in-flight PATCHes are told at once to store
-    what arrived and answer (503, retry elsewhere), instead of streaming on until uvicorn's
-    graceful timeout cancels them mid-write."""
-
-    def __init__(self, config: uvicorn.Config, app: Any, base_path: str = "/") -> None:
-        super().__init__(config)
-        self._app = app
-        self._base_path = base_path
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        # Said only once the socket is bound: a port in use fails before this line, so the log
-        # never claims an address the server does not hold.
-        if self.started:
-            host, port = self.config.host, self._bound_port()
-            log = logging.getLogger("tusserver")
-            log.info("tusserver listening on http://%s:%s%s", host, port, self._base_path)
-
-    def _bound_port(self) -> int:
-        """The port actually bound (``--port 0`` asks the OS for a free one)."""
-        for server in self.servers:
-            for sock in server.sockets:
-                return int(sock.getsockname()[1])
-        return self.config.port
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        from tusserver.runtime import TusApp
-
-        runtime = self._app.runtime if isinstance(self._app, TusApp) else None
-        if runtime is not None and not self.should_exit:
-            logging.getLogger("tusserver").info("shutdown.requested", extra={"signal": sig})
-            runtime.request_shutdown()
-        super().handle_exit(sig, frame)
+    GracefulServer(uvicorn_config(app, settings), app, settings.base_path).run()
+    return 0
 
 
 def token(settings: Settings, subject: str, *, admin: bool, ttl: int) -> int:
@@ -260,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         if refusal is not None:
             print(f"tusserver: {refusal}", file=sys.stderr)
             return 2
-        serve(settings)
+        return serve(settings)
     elif args.command == "config":
         return print_config(settings, overrides)
     elif args.command == "token":

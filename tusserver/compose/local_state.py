@@ -1,5 +1,12 @@
 """The ``local`` state backend: every shared table in the data directory or this process
-(one server process; ``tusserver sweep`` beside it shares the files)."""
+(one server process, or the workers of ``serve --workers N``; ``tusserver sweep`` beside it
+shares the files).
+
+With workers, the upload locks are OS locks in the data dir with release requests through
+the group's mailbox (``state.process_locks``). The sweeper lease is a file lock already. The
+tables kept in memory (idempotency records, rate-limit buckets, download quotas) are each
+worker's own: use ``TUS_STATE=redis`` where they must be exact across workers.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +18,17 @@ from tusserver.compose.shared import Clock
 from tusserver.idempotency import IdempotencyStore, LocalIdempotencyStore
 from tusserver.metrics import NO_METRICS, MetricsSink
 from tusserver.settings import Settings
+from tusserver.state import group
 from tusserver.state.base import Locker, StateStore
 from tusserver.state.lease import FileLease, Lease
 from tusserver.state.local import LocalStateStore
 from tusserver.state.locks import InProcessLocker
+from tusserver.state.mailbox import ReleaseMailbox
 from tusserver.state.outbox import LOCAL_DIR, CatalogOutbox, LocalCatalogOutbox
+from tusserver.state.process_locks import ProcessLocker
+
+# The one file whose bytes are the upload locks of a worker group (state.process_locks).
+UPLOAD_LOCKS = ".uploads.lock"
 
 
 class LocalState:
@@ -27,7 +40,14 @@ class LocalState:
         return LocalStateStore(self._data_dir)
 
     def locker(self) -> Locker:
-        return InProcessLocker(metrics=self._metrics)
+        workers = group.current()
+        if workers is None:
+            return InProcessLocker(metrics=self._metrics)
+        return ProcessLocker(
+            self._data_dir / UPLOAD_LOCKS,
+            ReleaseMailbox(workers.mailbox_dir),
+            metrics=self._metrics,
+        )
 
     def lease(self) -> Lease:
         return FileLease(self._data_dir / ".sweeper.lock")
