@@ -157,7 +157,9 @@ class Supervisor:
     # -- signals ---------------------------------------------------------------------------
 
     def _catch_signals(self) -> dict[int, object]:
+        # Both ends non-blocking: the handler must never block, nor the drain in _watch.
         self._wakeup_write.setblocking(False)
+        self._wakeup_read.setblocking(False)
         previous: dict[int, object] = {"wakeup": signal.set_wakeup_fd(self._wakeup_write.fileno())}
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, self._on_signal)
