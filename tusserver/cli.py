@@ -209,13 +209,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tusserver: {refusal}", file=sys.stderr)
             return 2
         return serve(settings)
-    elif args.command == "config":
+    if args.command == "config":
         return print_config(settings, overrides)
-    elif args.command == "token":
+    if args.command == "token":
         return token(settings, args.sub, admin=args.admin, ttl=args.ttl)
-    elif args.command == "migrate":
+    if args.command == "migrate":
         return migrate(settings, args.revision)
-    elif args.command == "sweep":
+    if args.command == "sweep":
         return sweep(settings, once=args.once)
     return 0
 

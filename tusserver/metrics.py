@@ -233,7 +233,7 @@ class Metrics(MetricsSink):
             return generate_latest(self.registry)
         # Every worker's files, this one's included (what this registry holds is in them).
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=shared)
+        multiprocess.MultiProcessCollector(registry, path=shared)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
 
 

@@ -85,7 +85,9 @@ def owner(server: TusServer, conn: http.client.HTTPConnection) -> int | None:
     return None
 
 
-def pinned(server: TusServer, count: int, timeout: float = 20.0) -> list[http.client.HTTPConnection]:
+def pinned(
+    server: TusServer, count: int, timeout: float = 20.0
+) -> list[http.client.HTTPConnection]:
     """One open keep-alive connection served by each of ``count`` different workers."""
     found: dict[int, http.client.HTTPConnection] = {}
     spare: list[http.client.HTTPConnection] = []

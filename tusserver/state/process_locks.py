@@ -69,6 +69,12 @@ class ProcessLocker:
     def holders(self) -> list[ReleasableHandle]:
         return self._inner.holders()
 
+    def close(self) -> None:
+        """Release everything (a worker just exits: the kernel does the same)."""
+        if self._mailbox is not None:
+            self._mailbox.close()
+        os.close(self._fd)
+
     def _try(self, offset: int) -> bool:
         try:
             fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)

@@ -33,6 +33,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from tusserver.settings import Settings
 from tusserver.state.group import WorkerGroup
@@ -47,6 +48,9 @@ _YOUNG = 10.0
 _KILL_MARGIN = 5.0
 # AF_UNIX socket paths are short (108 bytes): the run dir must not be deep.
 _MAX_RUN_DIR = 60
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# What signal.signal returned for each signal caught, to put back on the way out.
+_Handlers = dict[signal.Signals, Any]
 
 
 @dataclass
@@ -156,21 +160,19 @@ class Supervisor:
 
     # -- signals ---------------------------------------------------------------------------
 
-    def _catch_signals(self) -> dict[int, object]:
+    def _catch_signals(self) -> tuple[int, _Handlers]:
         # Both ends non-blocking: the handler must never block, nor the drain in _watch.
         self._wakeup_write.setblocking(False)
         self._wakeup_read.setblocking(False)
-        previous: dict[int, object] = {"wakeup": signal.set_wakeup_fd(self._wakeup_write.fileno())}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, self._on_signal)
-        return previous
+        wakeup = signal.set_wakeup_fd(self._wakeup_write.fileno())
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        return wakeup, handlers
 
-    def _restore_signals(self, previous: dict[int, object]) -> None:
-        for sig, handler in previous.items():
-            if sig == "wakeup":
-                signal.set_wakeup_fd(handler)  # type: ignore[arg-type]
-            else:
-                signal.signal(sig, handler)  # type: ignore[arg-type]
+    def _restore_signals(self, previous: tuple[int, _Handlers]) -> None:
+        wakeup, handlers = previous
+        signal.set_wakeup_fd(wakeup)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         if not self._stopping:
@@ -221,9 +223,9 @@ class Supervisor:
         process = slot.process
         if process is not None and not process.is_alive():
             self._reap(slot, process)
-        if slot.restart_at is not None and time.monotonic() >= slot.restart_at:
-            if not self._stopping:
-                self._start(slot)
+        due = slot.restart_at is not None and time.monotonic() >= slot.restart_at
+        if due and not self._stopping:
+            self._start(slot)
 
     def _reap(self, slot: _Slot, process: BaseProcess) -> None:
         process.join()
@@ -251,7 +253,7 @@ class Supervisor:
         (self._run_dir / "mailbox" / str(pid)).unlink(missing_ok=True)
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid, str(self._run_dir / "metrics"))
+        multiprocess.mark_process_dead(pid, str(self._run_dir / "metrics"))  # type: ignore[no-untyped-call]
 
     def _stop_all(self) -> None:
         running = [s.process for s in self._slots if s.process is not None]
