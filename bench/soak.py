@@ -327,7 +327,7 @@ def token_for(user: str) -> str:
     """One token per user, minted once (the soak measures the server, not PyJWT)."""
     token = _TOKENS.get(user)
     if token is None:
-        from tusserver.auth import mint_token
+        from tusserver.security.auth import mint_token
 
         token = _TOKENS[user] = mint_token(JWT_SECRET, user, ttl=86400)
     return token
@@ -567,7 +567,7 @@ async def wire_garbage(w: Worker) -> None:
 
 async def bad_tokens(w: Worker) -> None:
     """401s: no token, garbage, a wrong signature, an expired token (``--auth`` only)."""
-    from tusserver.auth import mint_token
+    from tusserver.security.auth import mint_token
 
     choices = [
         [],

@@ -75,7 +75,7 @@ def _resolve(root: Any, path: str) -> Any:
 
 def _tables(app: Any) -> dict[str, Any]:
     """Every per-request, per-upload, per-caller table the audit found, by name."""
-    from tusserver import fsutil
+    from tusserver.core import fsutil
 
     tables = {name: _resolve(app, path) for name, path in _TABLES.items()}
     tables["fsutil.dir_syncs"] = getattr(fsutil, "_dir_syncs", None)

@@ -50,7 +50,7 @@ class _UploadContext(Protocol):
 
 
 class UploadService(Protocol):
-    """What the pass needs of ``tusserver.uploads.UploadService``: the upload's lock, its
+    """What the pass needs of ``tusserver.core.uploads.UploadService``: the upload's lock, its
     state (rebuilt from storage when lost) and the metrics sink. Declared here so that the
     catalog does not import the upload core it is plugged into (see the layer contracts in
     pyproject.toml)."""

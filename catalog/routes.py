@@ -22,10 +22,10 @@ from catalog.models import FILENAME_LENGTH
 from catalog.repository import ListQuery, Page, SortKey
 from catalog.service import Catalog, storable_metadata
 from tusserver import errors
-from tusserver.jsonapi import ApiError, MethodRouter, json_response, read_json, validate
-from tusserver.principal import principal_of
-from tusserver.protocol import is_valid_upload_id
-from tusserver.safejson import unstorable
+from tusserver.edge.jsonapi import ApiError, MethodRouter, json_response, read_json, validate
+from tusserver.models import is_valid_upload_id
+from tusserver.security.principal import principal_of
+from tusserver.security.safejson import unstorable
 
 PREFIX = "/api/v1/files"
 MAX_PAGE_SIZE = 50

@@ -25,11 +25,11 @@ from catalog.media import MediaProber
 from catalog.models import ORIGINAL_FILENAME_LENGTH, FileRecord
 from catalog.repository import FileRepository, ListQuery, Page
 from catalog.sniff import SNIFF_BYTES, detect, reconcile
-from tusserver.digests import EMPTY_SHA256
-from tusserver.disposition import clean_filename
-from tusserver.listener import TerminationReason
+from tusserver.core.digests import EMPTY_SHA256
+from tusserver.core.listener import TerminationReason
+from tusserver.edge.disposition import clean_filename
 from tusserver.models import UploadInfo
-from tusserver.safejson import storable
+from tusserver.security.safejson import storable
 from tusserver.state.outbox import CatalogOutbox
 from tusserver.storage.base import Locator, Reader, Sidecars
 
@@ -97,7 +97,7 @@ class Catalog:
         self.repo = repo
         self._reader = reader
         # The upload service's copy of a finished upload's first bytes (see
-        # tusserver.digests); storage is read only when it has none.
+        # tusserver.core.digests); storage is read only when it has none.
         self._head_cache = head_cache
         self._locator = locator
         self._sidecars = sidecars

@@ -24,7 +24,7 @@ SNIFF_BYTES: Final = 8192
 OCTET_STREAM: Final = "application/octet-stream"
 
 # RFC 9110 §5.6.2: a media type is token "/" token. The same grammar and 127-character cap as
-# tusserver.disposition.safe_media_type, so a type accepted here is accepted when served.
+# tusserver.edge.disposition.safe_media_type, so a type accepted here is accepted when served.
 _TCHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _MEDIA_TYPE = re.compile(rf"{_TCHARS}/{_TCHARS}")
 _MAX_MEDIA_TYPE = 127

@@ -6,7 +6,7 @@ Counted before a URL is minted (a batch counts its items); past the bucket, 429 
 a caller who spends the quota is not locked out until midnight UTC but gets URLs back at the
 daily rate (one every ``86400 / quota`` seconds), and the most any day can see is twice the
 quota (a full bucket plus a day's refill), as a fixed day straddling midnight also allowed.
-The buckets are the rate limiter's (``tusserver.buckets``): Redis in distributed mode, so
+The buckets are the rate limiter's (``tusserver.security.buckets``): Redis in distributed mode, so
 every instance counts against the same number; idle buckets cost no memory.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from tusserver import errors
-from tusserver.buckets import Buckets, LocalBuckets, Rate, RedisBuckets
+from tusserver.security.buckets import Buckets, LocalBuckets, Rate, RedisBuckets
 
 DAY = 86400
 

@@ -13,11 +13,11 @@ from starlette.routing import BaseRoute, Route
 
 from delivery.service import DOWNLOAD_PATH, Delivery
 from tusserver import errors
-from tusserver.jsonapi import ApiError, MethodRouter, json_response, read_json, validate
-from tusserver.peers import client_ip as peer_ip
-from tusserver.principal import Principal, principal_of
+from tusserver.edge.jsonapi import ApiError, MethodRouter, json_response, read_json, validate
+from tusserver.edge.urls import public_base
+from tusserver.security.peers import client_ip as peer_ip
+from tusserver.security.principal import Principal, principal_of
 from tusserver.settings import Settings
-from tusserver.urls import public_base
 
 PREFIX = "/api/v1/delivery"
 MAX_BATCH = 100

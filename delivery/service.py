@@ -22,14 +22,13 @@ from delivery.keys import normalize_key
 from delivery.quota import Quota
 from delivery.tokens import OneTimeGrant, OneTimeStore, new_token
 from tusserver import errors
-from tusserver.disposition import clean_filename, content_disposition, safe_media_type
-from tusserver.download import serve_bytes
-from tusserver.models import UploadInfo
-from tusserver.principal import Principal
-from tusserver.protocol import is_valid_upload_id
+from tusserver.edge.disposition import clean_filename, content_disposition, safe_media_type
+from tusserver.edge.download import serve_bytes
+from tusserver.models import UploadInfo, is_valid_upload_id
+from tusserver.security.principal import Principal
+from tusserver.security.url_signing import UrlSigner
 from tusserver.settings import Settings
 from tusserver.storage.base import StoreComposer
-from tusserver.url_signing import UrlSigner
 
 log = logging.getLogger("tusserver.delivery")
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tusserver.fsutil import atomic_write, fsync_dir
+from tusserver.core.fsutil import atomic_write, fsync_dir
 
 TOKEN_BYTES = 32
 # A grant's file name: the token's sha256 in hex (never anything a client chose).

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tests.apphttp import serving
 from tests.netutil import free_port
 from tusserver import errors
-from tusserver.auth import TokenVerifier, mint_token
 from tusserver.cli import refuse_insecure_bind
+from tusserver.security.auth import TokenVerifier, mint_token
 from tusserver.settings import Settings
 
 SECRET = "k" * 40

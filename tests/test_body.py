@@ -8,8 +8,8 @@ import hashlib
 import pytest
 from starlette.types import Message
 
-from tusserver.body import BodyEnd, BodyReader
-from tusserver.protocol import new_hasher
+from tusserver.edge.body import BodyEnd, BodyReader
+from tusserver.tus.protocol import new_hasher
 
 
 def scripted(parts: list[bytes], then: str = "end"):  # type: ignore[no-untyped-def]

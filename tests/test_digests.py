@@ -1,4 +1,4 @@
-"""The running SHA-256 kept while bytes stream in (tusserver.digests)."""
+"""The running SHA-256 kept while bytes stream in (tusserver.core.digests)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tusserver import digests as digests_module
-from tusserver.digests import EMPTY_SHA256, HEAD_BYTES, ContentDigests
+from tusserver.core import digests as digests_module
+from tusserver.core.digests import EMPTY_SHA256, HEAD_BYTES, ContentDigests
 from tusserver.runtime import runtime_of
 
 MiB = 1024 * 1024

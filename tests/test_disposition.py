@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from tusserver.disposition import content_disposition, is_inline_safe, safe_media_type
+from tusserver.edge.disposition import content_disposition, is_inline_safe, safe_media_type
 
 # What a header parser would take apart: disposition, quoted filename, optional filename*.
 _SHAPE = re.compile(

@@ -42,7 +42,7 @@ def headings() -> list[str]:
 
 def test_sources_are_found() -> None:
     names = {p.relative_to(ROOT).as_posix() for p in sources()}
-    assert {"tusserver/middleware.py", "tests/conformance/test_core.py", "README.md"} <= names
+    assert {"tusserver/edge/middleware.py", "tests/conformance/test_core.py", "README.md"} <= names
 
 
 def test_no_checklist_ids() -> None:

@@ -1,4 +1,4 @@
-"""tusserver.fsutil: the write-back hint on a real file."""
+"""tusserver.core.fsutil: the write-back hint on a real file."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tusserver import fsutil
+from tusserver.core import fsutil
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux-only")

@@ -26,7 +26,7 @@ from tests.services_s3 import (  # noqa: F401  (two fixtures among them)
 from tests.test_wiring import closed_port
 from tusserver.app import create_app
 from tusserver.compose import Components, build_components, open_components
-from tusserver.health import Readiness, run_check
+from tusserver.ops.health import Readiness, run_check
 from tusserver.settings import Settings
 from tusserver.state.locks import InProcessLocker
 from tusserver.state.redis import RedisStateStore

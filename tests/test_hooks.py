@@ -22,10 +22,10 @@ from tests.conformance.tusclient_http import FakeClock
 from tests.netutil import free_port
 from tests.webhook_receiver import Delivery, Receiver, Reply
 from tusserver.hooks.precreate import merge_metadata
-from tusserver.logs import KeyValueFormatter
-from tusserver.protocol import encode_metadata, parse_metadata
+from tusserver.ops.logs import KeyValueFormatter
 from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
+from tusserver.tus.protocol import encode_metadata, parse_metadata
 
 SECRET = "hook-secret-for-tests-0123456789"
 FILES = "http://test/files/"

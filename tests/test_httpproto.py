@@ -1,4 +1,4 @@
-"""tusserver.httpproto: request bodies reach the app byte for byte, through real uvicorn.
+"""tusserver.edge.httpproto: request bodies reach the app byte for byte, through real uvicorn.
 
 An in-process uvicorn server with our protocol class serves a raw ASGI app that hashes what
 ``receive()`` returns; clients are plain sockets, so the wire is exactly what each test says
@@ -22,7 +22,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tests.netutil import free_port
-from tusserver.httpproto import BODY_HIGH_WATER, protocol_class
+from tusserver.edge.httpproto import BODY_HIGH_WATER, protocol_class
 
 HOST = "127.0.0.1"
 

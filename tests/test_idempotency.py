@@ -30,7 +30,8 @@ from tests.apphttp import serving
 from tests.clocks import Clock
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tusserver import errors
-from tusserver.idempotency import (
+from tusserver.runtime import runtime_of
+from tusserver.security.idempotency import (
     Idempotency,
     IdempotencyStore,
     LocalIdempotencyStore,
@@ -39,7 +40,6 @@ from tusserver.idempotency import (
     fingerprint,
     parse_key,
 )
-from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 
 

@@ -19,10 +19,10 @@ from tests.asgi_harness import call
 from tests.services_redis import REDIS
 from tusserver.app import create_app
 from tusserver.compose import Components, build_components
+from tusserver.ops.sweeper import sweep_once
 from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 from tusserver.state.redis import RedisLocker, RedisStateStore
-from tusserver.sweeper import sweep_once
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PATCH_HEADERS = {**TUS, "Content-Type": "application/offset+octet-stream"}

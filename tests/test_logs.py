@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from tusserver.logs import KeyValueFormatter
+from tusserver.ops.logs import KeyValueFormatter
 
 
 def test_extra_fields_are_rendered() -> None:
@@ -45,7 +45,7 @@ def _record(message: str = "upload.created", **fields: object) -> logging.LogRec
 def test_json_lines_carry_the_event_and_its_fields() -> None:
     import json
 
-    from tusserver.logs import JsonFormatter
+    from tusserver.ops.logs import JsonFormatter
 
     entry = json.loads(JsonFormatter().format(_record(upload_id="abc", length=5)))
     assert entry["event"] == "upload.created"
@@ -58,7 +58,7 @@ def test_json_lines_carry_the_event_and_its_fields() -> None:
 def test_fields_named_like_secrets_are_masked_in_both_formats() -> None:
     import json
 
-    from tusserver.logs import REDACTED, JsonFormatter
+    from tusserver.ops.logs import REDACTED, JsonFormatter
 
     record = _record(webhook_secret="s3cr3t", authorization="Bearer x", api_token="t")
     entry = json.loads(JsonFormatter().format(record))
@@ -72,7 +72,7 @@ async def test_records_made_while_serving_a_request_carry_its_id(tmp_path, caplo
     from tests.apphttp import opened
     from tests.asgi_harness import call
     from tusserver.app import create_app
-    from tusserver.logs import RequestIdFilter
+    from tusserver.ops.logs import RequestIdFilter
     from tusserver.settings import Settings
 
     app = create_app(Settings(data_dir=tmp_path, catalog=False))

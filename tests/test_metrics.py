@@ -27,11 +27,11 @@ from tests.services_s3 import (  # noqa: F401  (two fixtures among them)
 from tests.test_wiring import closed_port
 from tusserver.app import create_app
 from tusserver.compose import Components, build_components, open_components
-from tusserver.metrics import Metrics, instrument_s3
+from tusserver.ops.metrics import Metrics, instrument_s3
+from tusserver.ops.sweeper import sweep_once
 from tusserver.runtime import runtime_of
 from tusserver.settings import Settings
 from tusserver.state.redis import RedisLocker, RedisStateStore
-from tusserver.sweeper import sweep_once
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PATCH_HEADERS = {**TUS, "Content-Type": "application/offset+octet-stream"}

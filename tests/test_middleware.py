@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tusserver.middleware import (
+from tusserver.edge.middleware import (
     ALLOW_METHODS,
     DEFAULT_ALLOW_HEADERS,
     EXPOSE_HEADERS,

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.apphttp import serving
-from tusserver.auth import mint_token
+from tusserver.security.auth import mint_token
 from tusserver.settings import Settings
 
 SECRET = "o" * 40

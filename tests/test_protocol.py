@@ -1,4 +1,4 @@
-"""Tests for tusserver.protocol: one parametrized table per helper.
+"""Tests for tusserver.tus.protocol: one parametrized table per helper.
 
 Why each rule is what it is: docs/protocol.md, cited by section heading.
 """
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tusserver import errors
-from tusserver.models import ConcatKind
-from tusserver.protocol import (
+from tusserver.models import ConcatKind, is_valid_upload_id, new_upload_id
+from tusserver.tus.protocol import (
     DIGEST_SIZES,
     MAX_CONCAT_PARTS,
     MAX_INT,
@@ -23,9 +23,7 @@ from tusserver.protocol import (
     encode_metadata,
     format_http_date,
     is_offset_content_type,
-    is_valid_upload_id,
     new_hasher,
-    new_upload_id,
     parse_checksum,
     parse_concat,
     parse_metadata,

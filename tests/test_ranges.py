@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tusserver.edge.ranges import parse_range
 from tusserver.errors import RangeNotSatisfiable
-from tusserver.ranges import parse_range
 
 
 @pytest.mark.parametrize(

@@ -29,10 +29,16 @@ from tests.api.support import (
 from tests.apphttp import serving
 from tests.clocks import Clock
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
-from tusserver.buckets import EXPIRY_GRACE_MS
-from tusserver.principal import SCOPE_KEY, Principal
-from tusserver.ratelimit import LocalBuckets, Rate, RateLimiter, RateLimitMiddleware, client_ip
 from tusserver.runtime import runtime_of
+from tusserver.security.buckets import EXPIRY_GRACE_MS
+from tusserver.security.principal import SCOPE_KEY, Principal
+from tusserver.security.ratelimit import (
+    LocalBuckets,
+    Rate,
+    RateLimiter,
+    RateLimitMiddleware,
+    client_ip,
+)
 from tusserver.settings import Settings
 
 FILES_API = f"{ORIGIN}/api/v1/files"

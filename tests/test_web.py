@@ -16,7 +16,7 @@ import pytest
 
 from tests.apphttp import serving
 from tusserver import web
-from tusserver.auth import mint_token
+from tusserver.security.auth import mint_token
 from tusserver.settings import Settings
 
 BASE = "http://test"

@@ -31,23 +31,23 @@ from tusserver.api.direct_local import PART_PATH
 from tusserver.api.direct_routes import CREATION_PATHS as DIRECT_CREATION_PATHS
 from tusserver.api.direct_routes import direct_routes
 from tusserver.api.uploads import CREATION_PATHS, upload_api_routes
-from tusserver.auth import AuthMiddleware, TokenVerifier
 from tusserver.compose import Components, open_runtime
-from tusserver.dispatch import TusDispatch
-from tusserver.handlers.options import discovery_headers
-from tusserver.health import Readiness, backend_checks
-from tusserver.idempotency import Idempotency
-from tusserver.idempotent_http import IdempotentCreation
-from tusserver.jsonapi import not_found
-from tusserver.listener import UploadListener
-from tusserver.metrics import Metrics, MetricsMiddleware, metrics_endpoint
-from tusserver.middleware import CORSMiddleware, RequestIdMiddleware, TusProtocolMiddleware
-from tusserver.openapi import PATH as OPENAPI_PATH
-from tusserver.openapi import openapi_endpoint
-from tusserver.ratelimit import RateLimiter, RateLimitMiddleware
+from tusserver.core.listener import UploadListener
+from tusserver.edge.idempotent_http import IdempotentCreation
+from tusserver.edge.jsonapi import not_found
+from tusserver.edge.middleware import CORSMiddleware, RequestIdMiddleware, TusProtocolMiddleware
+from tusserver.edge.openapi import PATH as OPENAPI_PATH
+from tusserver.edge.openapi import openapi_endpoint
+from tusserver.edge.singleton_headers import SingletonHeaders
+from tusserver.ops.health import Readiness, backend_checks
+from tusserver.ops.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from tusserver.runtime import Runtime, TusApp, running
+from tusserver.security.auth import AuthMiddleware, TokenVerifier
+from tusserver.security.idempotency import Idempotency
+from tusserver.security.ratelimit import RateLimiter, RateLimitMiddleware
 from tusserver.settings import Settings
-from tusserver.singleton_headers import SingletonHeaders
+from tusserver.tus.dispatch import TusDispatch
+from tusserver.tus.handlers.options import discovery_headers
 
 
 async def healthz(request: Request) -> JSONResponse:

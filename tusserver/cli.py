@@ -72,7 +72,7 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
 
 
 def print_config(settings: Settings, overrides: dict[str, Any]) -> int:
-    from tusserver.settings_report import render, setting_rows
+    from tusserver.ops.settings_report import render, setting_rows
 
     print(render(setting_rows(settings, overrides)))
     return 0
@@ -104,7 +104,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(settings: Settings) -> int:
-    from tusserver.logs import configure as configure_logging
+    from tusserver.ops.logs import configure as configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     if settings.worker_count() > 1:
@@ -120,7 +120,7 @@ def serve(settings: Settings) -> int:
 
 
 def token(settings: Settings, subject: str, *, admin: bool, ttl: int) -> int:
-    from tusserver.auth import mint_token
+    from tusserver.security.auth import mint_token
 
     if settings.jwt_secret is None:
         print("tusserver: set TUS_JWT_SECRET (32+ characters) to sign tokens", file=sys.stderr)
@@ -146,8 +146,8 @@ def sweep(settings: Settings, *, once: bool) -> int:
     import asyncio
     import json
 
-    from tusserver.logs import configure as configure_logging
-    from tusserver.sweep_runner import run_sweeper
+    from tusserver.ops.logs import configure as configure_logging
+    from tusserver.ops.sweep_runner import run_sweeper
 
     configure_logging(settings.log_level, settings.log_format)
     try:
@@ -169,7 +169,7 @@ def migrate(settings: Settings, revision: str) -> int:
 
     from catalog.db import open_engine
     from catalog.migrate import current_revision, upgrade
-    from tusserver.logs import configure as configure_logging
+    from tusserver.ops.logs import configure as configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
 

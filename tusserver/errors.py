@@ -1,6 +1,6 @@
 """The error family: every failure the server reports has a stable code and an HTTP status.
 
-Handlers raise these; one renderer (``tusserver.responses``) turns them into responses, so a
+Handlers raise these; one renderer (``tusserver.edge.responses``) turns them into responses, so a
 client sees the same ``ERR_...`` code for the same problem on every route.
 """
 
@@ -126,7 +126,7 @@ class MetadataTooLarge(TusError):
 
 
 class HeadersTooLarge(TusError):
-    # Sent by the HTTP protocol layer, before any route runs (see tusserver.httpproto).
+    # Sent by the HTTP protocol layer, before any route runs (see tusserver.edge.httpproto).
     status = 431
     code = "ERR_HEADERS_TOO_LARGE"
     message = "the request line and headers are too large"

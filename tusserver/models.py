@@ -1,9 +1,15 @@
-"""The upload record shared by every layer: what an upload is, independent of where it lives."""
+"""The upload record shared by every layer: what an upload is, independent of where it lives.
+
+Also owns upload ids (their shape, and the check every store applies before an id becomes a
+file name or a key): every wire protocol hands out the same ids.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,3 +100,36 @@ class UploadInfo:
         values["metadata"] = dict(values.get("metadata") or {})
         values["storage"] = dict(values.get("storage") or {})
         return cls(**values)
+
+
+# --- upload ids -------------------------------------------------------------------------------
+
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def new_upload_id() -> str:
+    """A fresh upload id: 128 random bits as 32 lowercase hex characters, as tusd.
+
+    See (docs/protocol.md, "Upload ids").
+    """
+    return secrets.token_hex(16)
+
+
+def is_valid_upload_id(value: str) -> bool:
+    """True for exactly 32 lowercase hex characters.
+
+    fullmatch, not ``match`` with ``$``: ``$`` also matches before a trailing newline, so
+    ``"<id>\\n"`` would pass and could reach a file name or a storage key.
+    """
+    return _UPLOAD_ID.fullmatch(value) is not None
+
+
+def checked_upload_id(value: str) -> str:
+    """``value`` itself when it is a well-formed upload id, else ValueError.
+
+    Every store builds file names or keys from ids, so each checks them here: a malformed id
+    reaching one is a bug upstream, never a path or key to use.
+    """
+    if not isinstance(value, str) or not is_valid_upload_id(value):
+        raise ValueError(f"invalid upload id: {value[:40] if isinstance(value, str) else value!r}")
+    return value

@@ -29,11 +29,11 @@ if TYPE_CHECKING:
     from delivery.service import Delivery
     from tusserver.api.direct_service import DirectUploads
     from tusserver.compose.backends import Components
+    from tusserver.core.uploads import UploadService
     from tusserver.hooks import Hooks
-    from tusserver.idempotency import Idempotency
-    from tusserver.ratelimit import RateLimiter
-    from tusserver.sweep_job import SweepJob
-    from tusserver.uploads import UploadService
+    from tusserver.ops.sweep_job import SweepJob
+    from tusserver.security.idempotency import Idempotency
+    from tusserver.security.ratelimit import RateLimiter
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tusserver.auth import mint_token
+from tusserver.security.auth import mint_token
 
 ORIGIN = "http://test"
 API = f"{ORIGIN}/api/v1/uploads"

@@ -16,8 +16,8 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.apphttp import serving
-from tusserver.principal import SCOPE_KEY, Principal
 from tusserver.runtime import runtime_of
+from tusserver.security.principal import SCOPE_KEY, Principal
 from tusserver.settings import Settings
 
 API = "http://test/api/v1/files"

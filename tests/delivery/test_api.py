@@ -22,7 +22,7 @@ from tests.apphttp import serving
 from tests.clocks import Clock
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
 from tests.services_s3 import CREDENTIALS, REGION, moto_s3_endpoint  # noqa: F401  (fixture)
-from tusserver.auth import mint_token
+from tusserver.security.auth import mint_token
 from tusserver.settings import Settings
 
 SECRET = "s" * 40

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tusserver.auth import mint_token
+from tusserver.security.auth import mint_token
 
 from .conftest import TusServer, head_offset, request, sha256
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.services_redis import redis_url  # noqa: F401  (fixture)
-from tusserver.auth import mint_token
+from tusserver.security.auth import mint_token
 
 from .conftest import TusServer
 from .test_tus_js_client import JS_DIR, node  # noqa: F401  (fixture)

@@ -29,8 +29,8 @@ from schemathesis.specs.openapi.checks import (
 from starlette.applications import Starlette
 
 from tusserver.app import create_app
-from tusserver.auth import mint_token
-from tusserver.openapi import PATH, build_document
+from tusserver.edge.openapi import PATH, build_document
+from tusserver.security.auth import mint_token
 from tusserver.settings import Settings
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(120)]

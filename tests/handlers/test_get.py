@@ -12,14 +12,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tusserver.context import TusContext
-from tusserver.download import stream as _stream
+from tusserver.core.context import TusContext
+from tusserver.edge.download import stream as _stream
+from tusserver.edge.responses import error_response
 from tusserver.errors import NotFound, TusError
-from tusserver.handlers.get import handle_get
 from tusserver.models import UploadInfo
-from tusserver.responses import error_response
 from tusserver.settings import Settings
 from tusserver.storage.base import StoreComposer
+from tusserver.tus.handlers.get import handle_get
 
 DATA = b"0123456789"
 

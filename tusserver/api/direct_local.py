@@ -28,7 +28,7 @@ from tusserver import errors
 from tusserver.api.direct_backend import CompletedPart, PartsRejected, Stored, Target, bare_etag
 from tusserver.api.direct_state import DirectUpload, check_id
 from tusserver.api.part_tokens import PartClaim, PartSigner
-from tusserver.fsutil import close_and_place, fsync_dir, write_all
+from tusserver.core.fsutil import close_and_place, fsync_dir, write_all
 from tusserver.models import UploadInfo
 from tusserver.storage.base import KnownCheck
 from tusserver.storage.local import LocalStore

@@ -33,14 +33,15 @@ from tusserver.api.direct_local import PART_PATH
 from tusserver.api.direct_service import MAX_SMALL, DirectUploads, NewUpload
 from tusserver.api.direct_state import DirectUpload, Kind
 from tusserver.api.part_tokens import MAX_PART_NUMBER
-from tusserver.body import BodyEnd, BodyReader
-from tusserver.idempotent_http import idempotent_json
-from tusserver.jsonapi import MethodRouter, json_response, read_json, validate
-from tusserver.principal import principal_of
-from tusserver.protocol import MAX_INT, is_valid_upload_id
+from tusserver.edge.body import BodyEnd, BodyReader
+from tusserver.edge.idempotent_http import idempotent_json
+from tusserver.edge.jsonapi import MethodRouter, json_response, read_json, validate
+from tusserver.edge.urls import public_base
+from tusserver.models import is_valid_upload_id
 from tusserver.runtime import running
+from tusserver.security.principal import principal_of
 from tusserver.storage.parts import MAX_PARTS
-from tusserver.urls import public_base
+from tusserver.tus.protocol import MAX_INT
 
 PREFIX = "/api/v1/uploads"
 # POSTs that create an upload (the creation rate limit counts them).

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from catalog.models import FileRecord
 from catalog.service import Catalog
 from tusserver import errors
-from tusserver.admission import check_content_type, role_max_size
 from tusserver.api.direct_backend import (
     CompletedPart,
     DirectBackend,
@@ -42,15 +41,15 @@ from tusserver.api.direct_state import (
     DirectUpload,
     Kind,
 )
-from tusserver.jsonapi import ApiError
-from tusserver.listener import NullListener, UploadListener
-from tusserver.models import UploadInfo
-from tusserver.principal import Principal
-from tusserver.protocol import new_upload_id
+from tusserver.core.listener import NullListener, UploadListener
+from tusserver.core.uploads import UploadService
+from tusserver.edge.jsonapi import ApiError
+from tusserver.models import UploadInfo, new_upload_id
+from tusserver.security.admission import check_content_type, role_max_size
+from tusserver.security.principal import Principal
 from tusserver.settings import Settings
 from tusserver.state.base import AlreadyExists
 from tusserver.storage.parts import MAX_OBJECT, MAX_PART
-from tusserver.uploads import UploadService
 
 log = logging.getLogger("tusserver.direct")
 

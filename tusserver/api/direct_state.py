@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from tusserver.fsutil import atomic_write
+from tusserver.core.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -3,10 +3,10 @@
 On S3 a part URL is S3's own presigned URL. On local disk the same flow needs URLs that work
 without a bearer token, as S3's do, yet admit exactly one thing: the bytes of one part of one
 upload, until a deadline. The token format, key rotation and constant-time checks are the
-download links' (``tusserver.url_signing.UrlSigner``) under a purpose of its own, so a download
-token never verifies here; the claims are ``u`` (upload id), ``n`` (part number; 0 is the
-single PUT of a presigned upload) and, for a single PUT, ``t`` (the content type it must
-carry).
+download links' (``tusserver.security.url_signing.UrlSigner``) under a purpose of its own,
+so a download token never verifies here; the claims are ``u`` (upload id), ``n`` (part
+number; 0 is the single PUT of a presigned upload) and, for a single PUT, ``t`` (the content
+type it must carry).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tusserver import errors
-from tusserver.url_signing import UrlSigner
+from tusserver.security.url_signing import UrlSigner
 
 PURPOSE = "direct-upload part v1"
 MAX_PART_NUMBER = 10_000

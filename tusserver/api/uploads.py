@@ -35,11 +35,9 @@ from catalog.models import FileRecord
 from catalog.routes import file_json
 from catalog.service import Catalog
 from tusserver import errors
-from tusserver.admission import check_content_type, role_max_size
-from tusserver.handlers.common import upload_url
-from tusserver.hooks import screen_creation
-from tusserver.idempotent_http import idempotent_json
-from tusserver.jsonapi import (
+from tusserver.core.uploads import UploadService, check_metadata_size
+from tusserver.edge.idempotent_http import idempotent_json
+from tusserver.edge.jsonapi import (
     NO_STORE,
     ApiError,
     MethodRouter,
@@ -47,12 +45,14 @@ from tusserver.jsonapi import (
     read_json,
     validate,
 )
+from tusserver.hooks import screen_creation
 from tusserver.models import UploadInfo
-from tusserver.principal import principal_of
-from tusserver.protocol import MAX_INT, encode_metadata
 from tusserver.runtime import running, runtime_of, settings_of
+from tusserver.security.admission import check_content_type, role_max_size
+from tusserver.security.principal import principal_of
 from tusserver.state.base import state_unavailable
-from tusserver.uploads import UploadService, check_metadata_size
+from tusserver.tus.handlers.common import upload_url
+from tusserver.tus.protocol import MAX_INT, encode_metadata
 
 log = logging.getLogger("tusserver.api")
 

@@ -7,7 +7,7 @@ buckets), the hooks and listeners, and the sweep job.
 
 Who builds it: ``open_runtime(settings, ...)`` (``compose.runtime``), an async context
 manager that opens every client and closes them on exit. The app's lifespan
-(``tusserver.app``) and ``tusserver sweep`` (``tusserver.sweep_runner``) both use it, so the
+(``tusserver.app``) and ``tusserver sweep`` (``tusserver.ops.sweep_runner``) both use it, so the
 server's sweep and the sweep process run the same job with the same listeners.
 
 How it is laid out:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from tusserver.compose.local_state import LocalState
 from tusserver.compose.redis_state import RedisState
 from tusserver.compose.shared import SharedState, StartupError
-from tusserver.fsutil import check_writable_dir
-from tusserver.metrics import NO_METRICS, MetricsSink, instrument_s3
+from tusserver.core.fsutil import check_writable_dir
+from tusserver.ops.metrics import NO_METRICS, MetricsSink, instrument_s3
 from tusserver.settings import Settings
 from tusserver.state.base import Locker, StateStore
 from tusserver.state.lease import Lease

@@ -13,10 +13,10 @@ from __future__ import annotations
 from delivery.quota import LocalQuota, Quota
 from delivery.tokens import LocalOneTimeStore, OneTimeStore
 from tusserver.api.direct_state import DirectRecords, LocalDirectRecords
-from tusserver.buckets import Buckets, LocalBuckets
 from tusserver.compose.shared import Clock
-from tusserver.idempotency import IdempotencyStore, LocalIdempotencyStore
-from tusserver.metrics import NO_METRICS, MetricsSink
+from tusserver.ops.metrics import NO_METRICS, MetricsSink
+from tusserver.security.buckets import Buckets, LocalBuckets
+from tusserver.security.idempotency import IdempotencyStore, LocalIdempotencyStore
 from tusserver.settings import Settings
 from tusserver.state import group
 from tusserver.state.base import Locker, StateStore

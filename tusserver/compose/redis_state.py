@@ -10,10 +10,10 @@ from typing import Any
 from delivery.quota import Quota, RedisQuota
 from delivery.tokens import OneTimeStore, RedisOneTimeStore
 from tusserver.api.direct_state import DirectRecords, RedisDirectRecords
-from tusserver.buckets import Buckets, RedisBuckets
 from tusserver.compose.shared import Clock, StartupError
-from tusserver.idempotency import IdempotencyStore, RedisIdempotencyStore
-from tusserver.metrics import MetricsSink
+from tusserver.ops.metrics import MetricsSink
+from tusserver.security.buckets import Buckets, RedisBuckets
+from tusserver.security.idempotency import IdempotencyStore, RedisIdempotencyStore
 from tusserver.settings import Settings
 from tusserver.state.base import Locker, StateStore
 from tusserver.state.lease import Lease, RedisLease

@@ -28,22 +28,22 @@ from tusserver.api.part_tokens import PartSigner
 from tusserver.compose.backends import Components, open_components
 from tusserver.compose.local_state import LocalState
 from tusserver.compose.shared import SharedState, StartupError
-from tusserver.context import TusContext
-from tusserver.digests import ContentDigests
+from tusserver.core.context import TusContext
+from tusserver.core.digests import ContentDigests
+from tusserver.core.listener import FanOut, NullListener, UploadListener
+from tusserver.core.uploads import UploadService
 from tusserver.hooks import Hooks
-from tusserver.idempotency import Idempotency
-from tusserver.keyring import signing_keys
-from tusserver.listener import FanOut, NullListener, UploadListener
-from tusserver.metrics import NO_METRICS, Metrics, MetricsListener
 from tusserver.models import UploadInfo
-from tusserver.ratelimit import RateLimiter
+from tusserver.ops.metrics import NO_METRICS, Metrics, MetricsListener
+from tusserver.ops.sweep_job import SweepJob
+from tusserver.ops.sweeper import SweepPass
 from tusserver.runtime import Runtime
+from tusserver.security.idempotency import Idempotency
+from tusserver.security.keyring import signing_keys
+from tusserver.security.ratelimit import RateLimiter
 from tusserver.settings import Settings
 from tusserver.storage.base import StoreComposer
 from tusserver.storage.local import LocalStore
-from tusserver.sweep_job import SweepJob
-from tusserver.sweeper import SweepPass
-from tusserver.uploads import UploadService
 
 log = logging.getLogger("tusserver")
 

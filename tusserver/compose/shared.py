@@ -14,8 +14,8 @@ from typing import Protocol
 from delivery.quota import Quota
 from delivery.tokens import OneTimeStore
 from tusserver.api.direct_state import DirectRecords
-from tusserver.buckets import Buckets
-from tusserver.idempotency import IdempotencyStore
+from tusserver.security.buckets import Buckets
+from tusserver.security.idempotency import IdempotencyStore
 from tusserver.state.base import Locker, StateStore
 from tusserver.state.lease import Lease
 from tusserver.state.outbox import CatalogOutbox

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from tusserver import errors, safejson
+from tusserver import errors
 from tusserver.hooks.events import build_event
 from tusserver.hooks.signing import signed_headers
-from tusserver.protocol import ConcatRequest, encode_metadata
 from tusserver.runtime import running
+from tusserver.security import safejson
 from tusserver.settings import Settings
+from tusserver.tus.protocol import ConcatRequest, encode_metadata
 
 if TYPE_CHECKING:
     import httpx

@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tusserver.core.listener import TerminationReason
 from tusserver.hooks.events import Event, build_event, stable_event_id, upload_view
 from tusserver.hooks.signing import signed_headers
-from tusserver.listener import TerminationReason
 from tusserver.models import UploadInfo
 from tusserver.settings import WEBHOOK_EVENTS, Settings
 

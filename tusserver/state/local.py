@@ -28,9 +28,8 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from tusserver.fsutil import check_writable_dir, fsync_dir, pwrite_all
-from tusserver.models import UploadInfo
-from tusserver.protocol import checked_upload_id, is_valid_upload_id
+from tusserver.core.fsutil import check_writable_dir, fsync_dir, pwrite_all
+from tusserver.models import UploadInfo, checked_upload_id, is_valid_upload_id
 from tusserver.state import slots
 from tusserver.state.base import AlreadyExists
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from tusserver.errors import Locked
-from tusserver.metrics import NO_METRICS, MetricsSink
+from tusserver.ops.metrics import NO_METRICS, MetricsSink
 
 
 class ReleasableHandle:

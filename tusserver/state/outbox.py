@@ -26,8 +26,8 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from tusserver.fsutil import fsync_dir
-from tusserver.protocol import checked_upload_id, is_valid_upload_id
+from tusserver.core.fsutil import fsync_dir
+from tusserver.models import checked_upload_id, is_valid_upload_id
 
 # The directory under the data dir that holds the local marks.
 LOCAL_DIR = "catalog-pending"

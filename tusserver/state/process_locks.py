@@ -32,7 +32,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tusserver.errors import Locked
-from tusserver.metrics import NO_METRICS, MetricsSink
+from tusserver.ops.metrics import NO_METRICS, MetricsSink
 from tusserver.state.locks import InProcessLocker, ReleasableHandle
 from tusserver.state.mailbox import ReleaseMailbox
 

@@ -38,9 +38,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from tusserver import errors
-from tusserver.metrics import NO_METRICS, MetricsSink
-from tusserver.models import UploadInfo
-from tusserver.protocol import checked_upload_id, is_valid_upload_id
+from tusserver.models import UploadInfo, checked_upload_id, is_valid_upload_id
+from tusserver.ops.metrics import NO_METRICS, MetricsSink
 from tusserver.state.base import AlreadyExists
 from tusserver.state.fence import Fence, current, holding
 from tusserver.state.locks import ReleasableHandle

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tusserver import errors
-from tusserver.fsutil import (
+from tusserver.core.fsutil import (
     ShortWrite,
     atomic_write,
     check_writable_dir,
@@ -39,8 +39,7 @@ from tusserver.fsutil import (
     pwrite_all,
     start_writeback,
 )
-from tusserver.models import UploadInfo
-from tusserver.protocol import checked_upload_id, is_valid_upload_id
+from tusserver.models import UploadInfo, checked_upload_id, is_valid_upload_id
 from tusserver.state.fence import check_held
 from tusserver.storage.base import (
     SIDECAR_NAMES,

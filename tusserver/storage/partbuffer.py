@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from tusserver.fsutil import pwrite_all
+from tusserver.core.fsutil import pwrite_all
 
 log = logging.getLogger("tusserver.storage")
 

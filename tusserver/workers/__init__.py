@@ -7,5 +7,5 @@
 
 How the workers share one data dir: ``state.group`` (which worker a process is),
 ``state.process_locks`` and ``state.mailbox`` (upload locks and release requests across
-processes), ``metrics`` (counts summed over workers).
+processes), ``ops.metrics`` (counts summed over workers).
 """

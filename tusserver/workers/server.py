@@ -17,7 +17,7 @@ from tusserver.settings import Settings
 
 
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
-    from tusserver.httpproto import protocol_class
+    from tusserver.edge.httpproto import protocol_class
 
     return uvicorn.Config(
         app,

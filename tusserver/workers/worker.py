@@ -62,7 +62,7 @@ class WorkerServer(GracefulServer):
 def run(settings: Settings, sock: socket.socket, group: WorkerGroup, ready: Connection) -> None:
     """The worker's main: build the app, serve on ``sock`` until stopped."""
     from tusserver.app import create_app
-    from tusserver.logs import configure as configure_logging
+    from tusserver.ops.logs import configure as configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     join(group)

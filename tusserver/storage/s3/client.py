@@ -22,8 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from tusserver import errors
-from tusserver.models import UploadInfo
-from tusserver.protocol import checked_upload_id
+from tusserver.models import UploadInfo, checked_upload_id
 from tusserver.state.fence import check_held
 from tusserver.storage.base import check_sidecar_name
 from tusserver.storage.s3.config import S3Config
