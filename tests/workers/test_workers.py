@@ -195,3 +195,16 @@ def test_sigterm_stops_every_worker(workers: Start) -> None:
     assert server.proc.wait(15) == 0
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_a_retried_creation_on_the_other_worker_replays_the_first(workers: Start, pin: Pin) -> None:
+    server = workers()
+    a, b = pin(server)
+    headers = {"Upload-Length": "10", "Idempotency-Key": "retry-1"}
+    status, first, _ = call(a, "POST", "/files/", headers)
+    assert status == 201
+    status, again, _ = call(b, "POST", "/files/", headers)
+    assert status == 201
+    assert again["location"] == first["location"]
+    assert again["idempotent-replayed"] == "true"
+    assert metric(a, "tus_uploads_created_total") == 1

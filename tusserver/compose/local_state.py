@@ -4,8 +4,9 @@ shares the files).
 
 With workers, the upload locks are OS locks in the data dir with release requests through
 the group's mailbox (``state.process_locks``). The sweeper lease is a file lock already. The
-tables kept in memory (idempotency records, rate-limit buckets, download quotas) are each
-worker's own: use ``TUS_STATE=redis`` where they must be exact across workers.
+``Idempotency-Key`` records move from memory to files the workers share
+(``security.idempotency_files``). Rate-limit buckets and download quotas stay each worker's
+own: use ``TUS_STATE=redis`` where they must be exact across workers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tusserver.compose.shared import Clock
 from tusserver.ops.metrics import NO_METRICS, MetricsSink
 from tusserver.security.buckets import Buckets, LocalBuckets
 from tusserver.security.idempotency import IdempotencyStore, LocalIdempotencyStore
+from tusserver.security.idempotency_files import FileIdempotencyStore
 from tusserver.settings import Settings
 from tusserver.state import group
 from tusserver.state.base import Locker, StateStore
@@ -56,7 +58,11 @@ class LocalState:
         return LocalCatalogOutbox(self._data_dir / LOCAL_DIR)
 
     def idempotency(self, clock: Clock) -> IdempotencyStore:
-        return LocalIdempotencyStore(clock=clock)
+        workers = group.current()
+        if workers is None:
+            return LocalIdempotencyStore(clock=clock)
+        # A retry may reach another worker than the first try.
+        return FileIdempotencyStore(workers.run_dir / "idempotency", clock=clock)
 
     def rate_buckets(self) -> Buckets:
         return LocalBuckets()
