@@ -208,3 +208,13 @@ def test_a_retried_creation_on_the_other_worker_replays_the_first(workers: Start
     assert again["location"] == first["location"]
     assert again["idempotent-replayed"] == "true"
     assert metric(a, "tus_uploads_created_total") == 1
+
+
+def test_rate_limits_count_every_workers_requests(workers: Start, pin: Pin) -> None:
+    server = workers(
+        TUS_RATE_LIMIT_CREATIONS_PER_USER="1", TUS_RATE_LIMIT_CREATIONS_PER_USER_BURST="3"
+    )
+    a, b = pin(server)
+    statuses = [call(conn, "POST", "/files/", {"Upload-Length": "1"})[0] for conn in (a, b, a, b)]
+    # Three at once for the one anonymous caller, however they are spread over the workers.
+    assert statuses == [201, 201, 201, 429]

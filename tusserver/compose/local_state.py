@@ -4,19 +4,20 @@ shares the files).
 
 With workers, the upload locks are OS locks in the data dir with release requests through
 the group's mailbox (``state.process_locks``). The sweeper lease is a file lock already. The
-``Idempotency-Key`` records move from memory to files the workers share
-(``security.idempotency_files``). Rate-limit buckets and download quotas stay each worker's
-own: use ``TUS_STATE=redis`` where they must be exact across workers.
+tables a single process keeps in memory move to the group's run dir, shared by its workers:
+``Idempotency-Key`` records as files (``security.idempotency_files``), rate-limit buckets and
+download quotas as tables every worker maps (``security.buckets_shared``).
 """
 
 from __future__ import annotations
 
-from delivery.quota import LocalQuota, Quota
+from delivery.quota import BucketQuota, LocalQuota, Quota
 from delivery.tokens import LocalOneTimeStore, OneTimeStore
 from tusserver.api.direct_state import DirectRecords, LocalDirectRecords
 from tusserver.compose.shared import Clock
 from tusserver.ops.metrics import NO_METRICS, MetricsSink
 from tusserver.security.buckets import Buckets, LocalBuckets
+from tusserver.security.buckets_shared import SharedBuckets
 from tusserver.security.idempotency import IdempotencyStore, LocalIdempotencyStore
 from tusserver.security.idempotency_files import FileIdempotencyStore
 from tusserver.settings import Settings
@@ -65,13 +66,20 @@ class LocalState:
         return FileIdempotencyStore(workers.run_dir / "idempotency", clock=clock)
 
     def rate_buckets(self) -> Buckets:
-        return LocalBuckets()
+        workers = group.current()
+        if workers is None:
+            return LocalBuckets()
+        # A client's requests reach every worker: one table for all of them.
+        return SharedBuckets(workers.run_dir / "rate-buckets")
 
     def onetime_tokens(self, clock: Clock) -> OneTimeStore:
         return LocalOneTimeStore(self._data_dir / "delivery" / "onetime", clock=clock)
 
     def quota(self, per_day: int, clock: Clock) -> Quota:
-        return LocalQuota(per_day, clock=clock)
+        workers = group.current()
+        if workers is None:
+            return LocalQuota(per_day, clock=clock)
+        return BucketQuota(SharedBuckets(workers.run_dir / "quota-buckets"), per_day, clock=clock)
 
     def direct_records(self, clock: Clock) -> DirectRecords:
         return LocalDirectRecords(self._data_dir / "direct" / "records")
