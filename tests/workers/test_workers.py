@@ -3,8 +3,9 @@
 Each test pins connections to the two workers (``procs.pinned``: the worker serving a
 connection is read from /proc) and drives one upload through both: resuming on the other
 worker, a HEAD on one worker releasing a stalled PATCH on the other, a SIGKILLed worker's
-upload finished through the other, metrics summed, the sweeper lease shared, and the
-supervisor's restart and graceful stop.
+upload finished through the other, metrics summed, the sweeper lease shared, an
+``Idempotency-Key`` retry replayed and rate limits counted across workers, and the
+supervisor's restart, graceful stop and refusal to loop on workers that cannot start.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import http.client
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import TusServer, download_sha256
+from tests.e2e.conftest import _ENTRY, HOST, TusServer, download_sha256
+from tests.netutil import free_port
 from tests.workers.procs import owner, wait_workers, worker_pids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -218,3 +222,19 @@ def test_rate_limits_count_every_workers_requests(workers: Start, pin: Pin) -> N
     statuses = [call(conn, "POST", "/files/", {"Upload-Length": "1"})[0] for conn in (a, b, a, b)]
     # Three at once for the one anonymous caller, however they are spread over the workers.
     assert statuses == [201, 201, 201, 429]
+
+
+def test_workers_that_cannot_start_stop_the_server(tmp_path: Path) -> None:
+    """Settings that fail every worker's startup (here an unreachable catalog database)
+    end the server with status 1, as one process would, instead of a restart loop."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUS_")}
+    env.update(
+        TUS_WORKERS="2",
+        TUS_DATABASE_URL=f"postgresql+asyncpg://tus:tus@{HOST}:{free_port()}/tus",
+        TUS_DATA_DIR=str(tmp_path / "data"),
+        TUS_PORT=str(free_port()),
+    )
+    argv = [sys.executable, "-c", _ENTRY, "serve"]
+    done = subprocess.run(argv, env=env, capture_output=True, timeout=90)
+    assert done.returncode == 1, done.stderr.decode()[-3000:]
+    assert b"a worker could not start" in done.stderr

@@ -9,6 +9,7 @@ settings: stop everything) from one that died later (restart it).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -59,12 +60,36 @@ class WorkerServer(GracefulServer):
         return await super().on_tick(counter)
 
 
+class _WorkerField(logging.Filter):
+    """Every line a worker logs says which worker (0 to N-1) wrote it."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self._index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "worker"):
+            record.worker = self._index
+        return True
+
+
+def _ignore(sig: int, frame: FrameType | None) -> None:
+    return None
+
+
 def run(settings: Settings, sock: socket.socket, group: WorkerGroup, ready: Connection) -> None:
     """The worker's main: build the app, serve on ``sock`` until stopped."""
     from tusserver.app import create_app
     from tusserver.ops.logs import configure as configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_WorkerField(group.index))
+    # uvicorn raises the stop signal again once it has shut down, under the handler found
+    # at its start: with Python's own, a Ctrl-C would end each worker in a KeyboardInterrupt
+    # traceback. A handler (not SIG_IGN) is reset for the programs a worker runs (ffprobe).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore)
     join(group)
     app = create_app(settings)
     server = WorkerServer(uvicorn_config(app, settings), app, settings.base_path, ready=ready)
