@@ -238,3 +238,15 @@ def test_workers_that_cannot_start_stop_the_server(tmp_path: Path) -> None:
     done = subprocess.run(argv, env=env, capture_output=True, timeout=90)
     assert done.returncode == 1, done.stderr.decode()[-3000:]
     assert b"a worker could not start" in done.stderr
+
+
+def test_sigterm_while_a_worker_still_starts_exits_promptly(
+    server_factory: Callable[..., TusServer],
+) -> None:
+    # server_factory returns once one worker answers: the other may still be importing.
+    server = server_factory(TUS_WORKERS="2")
+    assert server.proc is not None
+    started = time.monotonic()
+    server.proc.terminate()
+    assert server.proc.wait(10) == 0
+    assert time.monotonic() - started < 5

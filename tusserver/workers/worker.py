@@ -73,8 +73,8 @@ class _WorkerField(logging.Filter):
         return True
 
 
-def _ignore(sig: int, frame: FrameType | None) -> None:
-    return None
+def _exit(sig: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def run(settings: Settings, sock: socket.socket, group: WorkerGroup, ready: Connection) -> None:
@@ -85,11 +85,11 @@ def run(settings: Settings, sock: socket.socket, group: WorkerGroup, ready: Conn
     configure_logging(settings.log_level, settings.log_format)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerField(group.index))
-    # uvicorn raises the stop signal again once it has shut down, under the handler found
-    # at its start: with Python's own, a Ctrl-C would end each worker in a KeyboardInterrupt
-    # traceback. A handler (not SIG_IGN) is reset for the programs a worker runs (ffprobe).
+    # Until uvicorn takes the stop signals over (and again once it has shut down, when it
+    # raises them anew under this handler) a stop signal ends the worker at once, quietly:
+    # Python's own SIGINT handler would end it in a KeyboardInterrupt traceback.
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _ignore)
+        signal.signal(sig, _exit)
     join(group)
     app = create_app(settings)
     server = WorkerServer(uvicorn_config(app, settings), app, settings.base_path, ready=ready)
