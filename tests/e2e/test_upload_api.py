@@ -66,7 +66,7 @@ def test_init_tuspy_upload_complete(tus_server: TusServer) -> None:
         # With several workers the chunks may reach different ones: the running hash is then
         # lost, and the catalog digests the stored bytes after answering (README, "sha256
         # without reading the file back").
-        record = digested(tus_server, created["upload_id"])
+        record = digested(tus_server, record["id"])
     assert record["sha256"] == hashlib.sha256(data).hexdigest()
     assert record["filename"] == "movie.mp4"
 
