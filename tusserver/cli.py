@@ -148,8 +148,12 @@ def sweep(settings: Settings, *, once: bool) -> int:
 
     from tusserver.ops.logs import configure as configure_logging
     from tusserver.ops.sweep_runner import run_sweeper
+    from tusserver.state import group
 
     configure_logging(settings.log_level, settings.log_format)
+    # Uploads a `serve --workers N` on this data dir holds are locked in the kernel: this
+    # process takes the same locks, so it skips a busy upload as the workers' sweeps do.
+    group.lock_beside_workers()
     try:
         report = asyncio.run(run_sweeper(settings, once=once))
     except KeyboardInterrupt:

@@ -3,7 +3,8 @@
 Each test pins connections to the two workers (``procs.pinned``: the worker serving a
 connection is read from /proc) and drives one upload through both: resuming on the other
 worker, a HEAD on one worker releasing a stalled PATCH on the other, a SIGKILLed worker's
-upload finished through the other, metrics summed, the sweeper lease shared, an
+upload finished through the other, metrics summed, the sweeper lease shared (and a
+separate ``tusserver sweep`` skipping an upload a worker holds), an
 ``Idempotency-Key`` retry replayed and rate limits counted across workers, and the
 supervisor's restart, graceful stop and refusal to loop on workers that cannot start.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import http.client
+import json
 import os
 import re
 import signal
@@ -250,3 +252,21 @@ def test_sigterm_while_a_worker_still_starts_exits_promptly(
     server.proc.terminate()
     assert server.proc.wait(10) == 0
     assert time.monotonic() - started < 5
+
+
+def test_a_separate_sweep_process_skips_an_upload_a_worker_holds(workers: Start, pin: Pin) -> None:
+    server = workers(TUS_EXPIRATION="1", TUS_SWEEP_INTERVAL="3600")
+    a, b = pin(server)
+    path = create(a, 4 * MiB)
+    start_patch(a, path, 0, 4 * MiB, os.urandom(MiB))
+    time.sleep(2.0)  # expired by its record, but a worker still streams into it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUS_")}
+    env["TUS_EXPIRATION"] = "1"
+    argv = [sys.executable, "-c", _ENTRY, "sweep", "--once", "--data-dir", str(server.data_dir)]
+    done = subprocess.run(argv, env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    report = json.loads(done.stdout)
+    assert report["uploads"]["expired"] == 0
+    assert report["uploads"]["skipped_busy"] == 1
+    status, _, _ = call(b, "HEAD", path)
+    assert status == 200

@@ -43,14 +43,12 @@ class LocalState:
         return LocalStateStore(self._data_dir)
 
     def locker(self) -> Locker:
-        workers = group.current()
-        if workers is None:
+        if not group.locks_across_processes():
             return InProcessLocker(metrics=self._metrics)
-        return ProcessLocker(
-            self._data_dir / UPLOAD_LOCKS,
-            ReleaseMailbox(workers.mailbox_dir),
-            metrics=self._metrics,
-        )
+        workers = group.current()
+        # A member hears release requests; `tusserver sweep` never holds an upload long.
+        mailbox = ReleaseMailbox(workers.mailbox_dir) if workers is not None else None
+        return ProcessLocker(self._data_dir / UPLOAD_LOCKS, mailbox, metrics=self._metrics)
 
     def lease(self) -> Lease:
         return FileLease(self._data_dir / ".sweeper.lock")

@@ -2,8 +2,9 @@
 
 The supervisor (``tusserver.workers``) starts each worker with the group's run directory;
 the worker joins before it builds its app, and the state backend reads it to choose locks
-that work across the group's processes. A process that never joined (a single server, a test,
-``tusserver sweep``) is alone, and keeps the in-process locks.
+that work across the group's processes. ``tusserver sweep`` takes the same OS locks without
+joining (it serves no request, so it needs no mailbox). Any other process (a single server,
+a test) is alone, and keeps the in-process locks.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class WorkerGroup:
 
 
 _joined: list[WorkerGroup] = []
+_beside: list[bool] = []
 
 
 def join(group: WorkerGroup) -> None:
@@ -43,3 +45,14 @@ def join(group: WorkerGroup) -> None:
 def current() -> WorkerGroup | None:
     """The group this process serves in, or None for a process on its own."""
     return _joined[0] if _joined else None
+
+
+def lock_beside_workers() -> None:
+    """Take the upload locks the workers take, without joining a group: ``tusserver sweep``
+    run as a process of its own beside ``serve --workers N`` on the same data dir."""
+    _beside[:] = [True]
+
+
+def locks_across_processes() -> bool:
+    """Whether this process's upload locks must hold against other processes."""
+    return bool(_joined or _beside)
