@@ -40,6 +40,7 @@ from tusserver.security.idempotency import (
     fingerprint,
     parse_key,
 )
+from tusserver.security.idempotency_files import FileIdempotencyStore
 from tusserver.settings import Settings
 
 
@@ -236,10 +237,13 @@ async def test_keys_belong_to_their_user(tmp_path: Path) -> None:
 # ---- the rule itself, on both stores ---------------------------------------------------------
 
 
-@pytest.fixture(params=["local", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[IdempotencyStore]:
+@pytest.fixture(params=["local", "files", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[IdempotencyStore]:
     if request.param == "local":
         yield LocalIdempotencyStore()
+        return
+    if request.param == "files":  # the workers of `serve --workers N`
+        yield FileIdempotencyStore(tmp_path / "idempotency")
         return
     from redis.asyncio import Redis
 
@@ -325,9 +329,12 @@ async def test_a_cancelled_request_frees_its_key(store: IdempotencyStore) -> Non
 
 
 async def test_records_expire(store: IdempotencyStore) -> None:
-    if isinstance(store, LocalIdempotencyStore):
+    if isinstance(store, LocalIdempotencyStore | FileIdempotencyStore):
         clock = Clock(1_700_000_000.0)
-        store = LocalIdempotencyStore(clock=clock)
+        if isinstance(store, FileIdempotencyStore):
+            store = FileIdempotencyStore(store._root, clock=clock)
+        else:
+            store = LocalIdempotencyStore(clock=clock)
         rule = Idempotency(store, ttl=10)
         await rule.run("k", "alice", "fp", answer())
         clock.now += 11
@@ -336,6 +343,45 @@ async def test_records_expire(store: IdempotencyStore) -> None:
         await rule.run("k", "alice", "fp", answer())
         await asyncio.sleep(0.3)
     assert not (await rule.run("k", "alice", "fp", answer())).replayed
+
+
+async def test_workers_share_the_file_records(tmp_path: Path) -> None:
+    """Two stores over one directory, as two workers: a retry on the other sees the first."""
+    one = Idempotency(FileIdempotencyStore(tmp_path / "idem"))
+    other = Idempotency(FileIdempotencyStore(tmp_path / "idem"))
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> StoredResponse:
+        started.set()
+        await release.wait()
+        return StoredResponse(201, (("location", "/x/1"),), b"once")
+
+    first = asyncio.create_task(one.run("k", "alice", "fp", slow))
+    await started.wait()
+    with pytest.raises(errors.IdempotencyInProgress):
+        await other.run("k", "alice", "fp", answer())
+    release.set()
+    await first
+    replay = await other.run("k", "alice", "fp", answer())
+    assert replay.replayed
+    assert replay.body == b"once"
+    with pytest.raises(errors.IdempotencyKeyReused):
+        await other.run("k", "alice", "changed", answer())
+
+
+async def test_the_file_store_drops_expired_records(tmp_path: Path) -> None:
+    clock = Clock(1_700_000_000.0)
+    store = FileIdempotencyStore(tmp_path / "idem", clock=clock)
+    rule = Idempotency(store, ttl=10)
+    for n in range(3):
+        await rule.run(f"k{n}", "alice", "fp", answer())
+    assert len(list((tmp_path / "idem").glob("*.json"))) == 3
+    clock.now += 11
+    for n in range(256):  # every 256th claim purges
+        await store.claim(f"{n:064x}", "fp", 1)
+    left = {p.stem for p in (tmp_path / "idem").glob("*.json")}
+    assert not left & {Idempotency.slot("alice", f"k{n}") for n in range(3)}
+    assert len(left) == 256
 
 
 def test_the_local_store_is_bounded() -> None:

@@ -27,9 +27,9 @@ HEADER = """\
 
 Every setting is an environment variable, `TUS_` followed by the field name in capitals.
 `tusserver serve` also takes `--host`, `--port`, `--data-dir`, `--base-path`, `--max-size`,
-`--expiration` and `--log-level`, which win over the environment. `tusserver config` prints
-the value each setting has right now and where it came from (option, environment or
-default), with secrets masked.
+`--expiration`, `--log-level` and `--workers`, which win over the environment.
+`tusserver config` prints the value each setting has right now and where it came from
+(option, environment or default), with secrets masked.
 
 Lists are comma-separated (`TUS_CORS_ORIGINS=https://a.example,https://b.example`);
 booleans are `true`/`false`; sizes are in bytes and durations in seconds. A value the

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import gc
-import logging
-import socket
 import sys
-from types import FrameType
 from typing import Any
 
-import uvicorn
 from pydantic import ValidationError
 
 from tusserver import __version__
@@ -65,6 +60,10 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--expiration", type=int, help="idle seconds before expiry (TUS_EXPIRATION)")
     serve.add_argument("--log-level", help="logging level (TUS_LOG_LEVEL)")
     serve.add_argument(
+        "--workers",
+        help="server processes on one socket: a number, or auto for one per core (TUS_WORKERS)",
+    )
+    serve.add_argument(
         "--insecure",
         action="store_true",
         default=None,
@@ -104,82 +103,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def serve(settings: Settings) -> None:
-    from tusserver.app import create_app
-    from tusserver.edge.httpproto import protocol_class
+def serve(settings: Settings) -> int:
     from tusserver.ops.logs import configure as configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+    if settings.worker_count() > 1:
+        from tusserver.workers.supervisor import supervise
+
+        return supervise(settings)
+    from tusserver.app import create_app
+    from tusserver.workers.server import GracefulServer, uvicorn_config
+
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        # Our handler formats uvicorn's records too (JSON or key=value, request ids).
-        log_config=None,
-        # Forwarded headers are interpreted by us, only when TUS_TRUST_PROXY is set
-        # (docs/protocol.md, "Location and proxies").
-        proxy_headers=False,
-        server_header=False,
-        # httptools without uvicorn's two extra copies of every body byte, and with bounds on
-        # a request head's size and time (see httpproto).
-        http=protocol_class(
-            max_header_size=settings.max_header_size, header_timeout=settings.header_timeout
-        ),
-        # Our h11 protocol (used if httptools is missing) applies the same head limit; this
-        # covers uvicorn's own h11 should ours not fit the installed uvicorn.
-        h11_max_incomplete_event_size=settings.max_header_size,
-        # PATCHes answer within about a second of SIGTERM (see _Server); this bounds the rest.
-        timeout_graceful_shutdown=settings.shutdown_timeout,
-    )
-    GracefulServer(config, app, settings.base_path).run()
-
-
-def _freeze_startup_objects() -> None:
-    """Take what startup built (modules, the runtime, SQLAlchemy's tables) out of the
-    cyclic collector's sight: it lives as long as the process, and every full collection
-    walked all of it again. Under 20 concurrent 4 MiB uploads the collector was 15% of the
-    server's CPU (perf), most of it traversing these objects."""
-    gc.collect()
-    gc.freeze()
-
-
-class GracefulServer(uvicorn.Server):
-    """uvicorn's server, plus: on SIGTERM/SIGINT, in-flight PATCHes are told at once to store
-    what arrived and answer (503, retry elsewhere), instead of streaming on until uvicorn's
-    graceful timeout cancels them mid-write."""
-
-    def __init__(self, config: uvicorn.Config, app: Any, base_path: str = "/") -> None:
-        super().__init__(config)
-        self._app = app
-        self._base_path = base_path
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        # Said only once the socket is bound: a port in use fails before this line, so the log
-        # never claims an address the server does not hold.
-        if self.started:
-            host, port = self.config.host, self._bound_port()
-            log = logging.getLogger("tusserver")
-            log.info("tusserver listening on http://%s:%s%s", host, port, self._base_path)
-            _freeze_startup_objects()
-
-    def _bound_port(self) -> int:
-        """The port actually bound (``--port 0`` asks the OS for a free one)."""
-        for server in self.servers:
-            for sock in server.sockets:
-                return int(sock.getsockname()[1])
-        return self.config.port
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        from tusserver.runtime import TusApp
-
-        runtime = self._app.runtime if isinstance(self._app, TusApp) else None
-        if runtime is not None and not self.should_exit:
-            logging.getLogger("tusserver").info("shutdown.requested", extra={"signal": sig})
-            runtime.request_shutdown()
-        super().handle_exit(sig, frame)
+    GracefulServer(uvicorn_config(app, settings), app, settings.base_path).run()
+    return 0
 
 
 def token(settings: Settings, subject: str, *, admin: bool, ttl: int) -> int:
@@ -211,8 +148,12 @@ def sweep(settings: Settings, *, once: bool) -> int:
 
     from tusserver.ops.logs import configure as configure_logging
     from tusserver.ops.sweep_runner import run_sweeper
+    from tusserver.state import group
 
     configure_logging(settings.log_level, settings.log_format)
+    # Uploads a `serve --workers N` on this data dir holds are locked in the kernel: this
+    # process takes the same locks, so it skips a busy upload as the workers' sweeps do.
+    group.lock_beside_workers()
     try:
         report = asyncio.run(run_sweeper(settings, once=once))
     except KeyboardInterrupt:
@@ -271,14 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         if refusal is not None:
             print(f"tusserver: {refusal}", file=sys.stderr)
             return 2
-        serve(settings)
-    elif args.command == "config":
+        return serve(settings)
+    if args.command == "config":
         return print_config(settings, overrides)
-    elif args.command == "token":
+    if args.command == "token":
         return token(settings, args.sub, admin=args.admin, ttl=args.ttl)
-    elif args.command == "migrate":
+    if args.command == "migrate":
         return migrate(settings, args.revision)
-    elif args.command == "sweep":
+    if args.command == "sweep":
         return sweep(settings, once=args.once)
     return 0
 

@@ -270,6 +270,13 @@ class Settings(BaseSettings):
             "to persist and answer at once) before it exits anyway."
         ),
     )
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = Field(
+        1,
+        description=(
+            "Server processes sharing one listening socket and the data dir (`tusserver serve`); "
+            "`auto`: one per CPU core. Any worker serves any request of any upload."
+        ),
+    )
     metrics: bool = Field(True, description="Serve Prometheus metrics at `/metrics`.")
     catalog: bool = Field(
         True, description="Record finished uploads in the catalog and serve `/api/v1/files`."
@@ -588,6 +595,16 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{self.data_dir.absolute() / 'catalog.db'}"
+
+    def worker_count(self) -> int:
+        """How many server processes ``workers`` asks for (``auto``: the usable cores)."""
+        if self.workers != "auto":
+            return self.workers
+        import os
+
+        if hasattr(os, "sched_getaffinity"):  # the cores this process may run on (containers)
+            return max(1, len(os.sched_getaffinity(0)))
+        return os.cpu_count() or 1
 
     @property
     def auth_enabled(self) -> bool:

@@ -7,6 +7,7 @@ goes to a log file that is attached to the report of any failing test.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -26,6 +27,9 @@ import pytest
 from tests.netutil import free_port
 
 HOST = "127.0.0.1"
+# TUSSERVER_TEST_WORKERS=2 runs every server these fixtures start as `serve --workers 2`
+# (a test's own TUS_WORKERS wins): the suites then check any worker serves any request.
+TEST_WORKERS_ENV = "TUSSERVER_TEST_WORKERS"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 
@@ -49,6 +53,11 @@ class TusServer:
     _logs: list[Path] = field(default_factory=list)
 
     @property
+    def multi(self) -> bool:
+        """Served by several worker processes (``serve --workers``)."""
+        return self.env.get("TUS_WORKERS", "1") != "1"
+
+    @property
     def origin(self) -> str:
         return f"http://{HOST}:{self.port}"
 
@@ -66,7 +75,13 @@ class TusServer:
         argv += ["--data-dir", str(self.data_dir)]
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                # Its own process group, so kill() reaches the workers too.
+                start_new_session=self.multi,
             )
         self._wait_ready()
 
@@ -98,13 +113,17 @@ class TusServer:
         try:
             self.proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(STOP_TIMEOUT)
+            self.kill()
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown hooks, no flushing; what survives is what was durable."""
+        """SIGKILL: no shutdown hooks, no flushing; what survives is what was durable.
+        With workers, the whole server: the supervisor and every worker."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
+        if self.multi:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        else:
+            self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(STOP_TIMEOUT)
 
     def restart(self) -> None:
@@ -130,6 +149,8 @@ def server_factory(
     def make(**settings: str) -> TusServer:
         # A developer's own TUS_* variables must not change what the test runs against.
         env = {k: v for k, v in os.environ.items() if not k.startswith("TUS_")}
+        if os.environ.get(TEST_WORKERS_ENV):
+            env["TUS_WORKERS"] = os.environ[TEST_WORKERS_ENV]
         env.update(settings)
         env["PYTHONUNBUFFERED"] = "1"
         n = len(started) + 1

@@ -7,6 +7,11 @@ the S3 client's event hooks, the sweeper) is handed the object explicitly and on
 small recording methods of ``MetricsSink``; ``NO_METRICS``, a sink that ignores everything,
 is the default wherever nobody passed one (metrics switched off, a locker built by a test).
 
+With ``serve --workers N`` every worker counts into prometheus_client's multiprocess files
+(``PROMETHEUS_MULTIPROC_DIR``, set by the supervisor before any worker imports the library),
+and ``/metrics`` on any worker renders the sum over all of them, dead workers' counts
+included, so totals never go back when a worker is replaced. Gauges say how they combine.
+
 Labels are bounded on purpose: HTTP requests by normalised method and status (never the path,
 which holds upload ids), S3 calls by operation name and error code.
 """
@@ -14,6 +19,7 @@ which holds upload ids), S3 calls by operation name and error code.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
@@ -25,6 +31,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from starlette.requests import Request
 from starlette.responses import Response
@@ -135,6 +142,8 @@ class Metrics(MetricsSink):
             "tus_active_uploads",
             "Requests writing an upload's bytes right now (holding its lock).",
             registry=r,
+            # Summed over the workers alive (a dead worker's uploads are not active).
+            multiprocess_mode="livesum",
         )
         self.lock_waits = Counter(
             "tus_lock_waits_total",
@@ -181,6 +190,8 @@ class Metrics(MetricsSink):
             "tus_catalog_pending_records",
             "Finished uploads whose catalog record is not written yet, as of the last sweep.",
             registry=r,
+            # One sweeper at a time counts them all: its latest count is the answer.
+            multiprocess_mode="mostrecent",
         )
         self.catalog_recorded_late = Counter(
             "tus_catalog_records_recovered_total",
@@ -230,7 +241,13 @@ class Metrics(MetricsSink):
         self.catalog_recorded_late.inc(recorded)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not shared:
+            return generate_latest(self.registry)
+        # Every worker's files, this one's included (what this registry holds is in them).
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=shared)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
 
 
 class MetricsListener:

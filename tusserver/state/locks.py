@@ -3,7 +3,8 @@
 A client whose connection died mid-PATCH comes back with a HEAD while the server still waits
 for the dead request's body. A plain lock would stall the client until the read timeout; here
 the newcomer asks the holder to stop, the holder persists what it has and lets go, and the
-newcomer proceeds. Only one process may use these locks: several workers need the Redis locker.
+newcomer proceeds. Only one process may use these locks alone: the workers of one server add
+OS locks on top (``state.process_locks``), several servers need the Redis locker.
 """
 
 from __future__ import annotations
