@@ -12,7 +12,7 @@ import logging
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tusserver import errors
 from tusserver.core.uploads import UploadService
@@ -23,6 +23,7 @@ from tusserver.ietf.limits import limit_header
 from tusserver.ietf.problems import problem_response
 from tusserver.ietf.resource import handle_cancel, handle_offset, handle_options
 from tusserver.ietf.versions import InteropRules, rules_for
+from tusserver.ops.metrics import StatusNotingSend
 from tusserver.runtime import running, runtime_of
 from tusserver.security.principal import principal_of
 from tusserver.state.base import state_unavailable
@@ -55,24 +56,17 @@ class IetfDispatch:
         request = Request(scope, receive)
         method: str = scope["method"]
         rules: InteropRules | None = None
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        noted = StatusNotingSend(send)
         try:
             rules = rules_for(request.headers)
-            response = await self._answer(request, rules, method, send_and_note)
+            response = await self._answer(request, rules, method, noted)
         except errors.TusError as error:
             # Rules unknown (an unsupported version): answered without the draft's fields.
             response = problem_response(error, rules, method=method, complete=None)
         try:
-            await response(scope, receive, send_and_note)
+            await response(scope, receive, noted)
         finally:
-            self._note(scope, rules, method, status)
+            self._note(scope, rules, method, noted.status)
 
     async def _answer(
         self, request: Request, rules: InteropRules, method: str, send: Send

@@ -284,18 +284,30 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500  # if nothing answers before an exception escapes, the server sends 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        noted = StatusNotingSend(send)
         try:
-            await self.app(scope, receive, send_and_note)
+            await self.app(scope, receive, noted)
         finally:
-            self.metrics.http_request(scope["method"], status, time.perf_counter() - started)
+            self.metrics.http_request(scope["method"], noted.status, time.perf_counter() - started)
+
+
+class StatusNotingSend:
+    """An ASGI ``send`` that passes every message on and remembers the answer's status.
+
+    500 until a response starts: if nothing answers before an exception escapes, that is what
+    the server sends.
+    """
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        await self.send(message)
 
 
 def metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
