@@ -98,16 +98,7 @@ def create_app(
             app.runtime = runtime
             stack.callback(_close, app)
             sweeper = asyncio.create_task(runtime.sweep_job.run_forever(settings.sweep_interval))
-            service = runtime.service
-            catalog = runtime.catalog
-            readiness.start(
-                backend_checks(
-                    service.ctx.composer,
-                    service.ctx.state,
-                    catalog.repo.engine if catalog is not None else None,
-                ),
-                stopping=lambda: service.shutting_down,
-            )
+            _start_readiness(readiness, runtime)
             try:
                 yield
             finally:
@@ -116,6 +107,30 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
 
+    return TusApp(
+        settings,
+        routes=_anchored(_routes(settings, metrics, readiness)),
+        middleware=_middleware(settings, metrics, authenticator),
+        lifespan=lifespan,
+        exception_handlers={404: not_found},
+    )
+
+
+def _start_readiness(readiness: Readiness, runtime: Runtime) -> None:
+    service = runtime.service
+    catalog = runtime.catalog
+    readiness.start(
+        backend_checks(
+            service.ctx.composer,
+            service.ctx.state,
+            catalog.repo.engine if catalog is not None else None,
+        ),
+        stopping=lambda: service.shutting_down,
+    )
+
+
+def _routes(settings: Settings, metrics: Metrics | None, readiness: Readiness) -> list[BaseRoute]:
+    """Every route beside the tus endpoint (which the middleware serves)."""
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readiness.endpoint, methods=["GET"]),
@@ -129,13 +144,7 @@ def create_app(
     routes += upload_api_routes()
     routes += direct_routes()
     routes.append(Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]))
-    return TusApp(
-        settings,
-        routes=_anchored(routes),
-        middleware=_middleware(settings, metrics, authenticator),
-        lifespan=lifespan,
-        exception_handlers={404: not_found},
-    )
+    return routes
 
 
 def _use_io_threads(stack: contextlib.AsyncExitStack) -> None:

@@ -13,6 +13,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from tusserver.compose.local_state import LocalState
 from tusserver.compose.redis_state import RedisState
@@ -105,21 +107,12 @@ async def open_components(
 async def _open_s3(settings: Settings, stack: AsyncExitStack, metrics: MetricsSink) -> DataStore:
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
-    from botocore.exceptions import BotoCoreError, ClientError
 
     from tusserver.storage.s3 import S3Config, S3Store
 
     spool_dir = settings.s3_spool_dir
     if spool_dir is not None:
-        # Checked now: a bad spool directory would otherwise fail every upload's first part.
-        try:
-            spool_dir.mkdir(parents=True, exist_ok=True)
-            check_writable_dir(spool_dir)
-        except OSError as exc:
-            raise StartupError(
-                f"TUS_S3_SPOOL_DIR {str(spool_dir)!r} is not a writable directory: "
-                f"{exc.strerror or type(exc).__name__}"
-            ) from None
+        _check_spool_dir(spool_dir)
     session = get_session()
     config = AioConfig(
         s3={"addressing_style": settings.s3_addressing_style},
@@ -154,18 +147,7 @@ async def _open_s3(settings: Settings, stack: AsyncExitStack, metrics: MetricsSi
     instrument_s3(client.meta.events, metrics)
     bucket = settings.s3_bucket
     assert bucket is not None  # enforced by Settings
-    try:
-        await asyncio.wait_for(client.head_bucket(Bucket=bucket), 15)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "?")
-        raise StartupError(
-            f"S3 bucket {bucket!r} is not usable (error {code}): create it or fix "
-            "TUS_S3_BUCKET and the credentials"
-        ) from None
-    except (BotoCoreError, OSError, TimeoutError) as exc:
-        raise StartupError(
-            f"S3 endpoint {settings.s3_endpoint_url or 'AWS'} is unreachable: {type(exc).__name__}"
-        ) from None
+    await _check_bucket(client, bucket, settings.s3_endpoint_url)
     layout = S3Config(
         bucket=bucket,
         prefix=settings.s3_prefix,
@@ -180,3 +162,34 @@ async def _open_s3(settings: Settings, stack: AsyncExitStack, metrics: MetricsSi
         spool_memory=settings.s3_spool_memory,
     )
     return S3Store(client, layout, presigner=presigner)
+
+
+def _check_spool_dir(spool_dir: Path) -> None:
+    """Checked at startup: a bad spool directory would otherwise fail every upload's first
+    part."""
+    try:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        check_writable_dir(spool_dir)
+    except OSError as exc:
+        raise StartupError(
+            f"TUS_S3_SPOOL_DIR {str(spool_dir)!r} is not a writable directory: "
+            f"{exc.strerror or type(exc).__name__}"
+        ) from None
+
+
+async def _check_bucket(client: Any, bucket: str, endpoint_url: str | None) -> None:
+    """The bucket answers: a wrong name, credentials or endpoint fails startup, not uploads."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        await asyncio.wait_for(client.head_bucket(Bucket=bucket), 15)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "?")
+        raise StartupError(
+            f"S3 bucket {bucket!r} is not usable (error {code}): create it or fix "
+            "TUS_S3_BUCKET and the credentials"
+        ) from None
+    except (BotoCoreError, OSError, TimeoutError) as exc:
+        raise StartupError(
+            f"S3 endpoint {endpoint_url or 'AWS'} is unreachable: {type(exc).__name__}"
+        ) from None

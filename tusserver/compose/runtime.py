@@ -43,6 +43,7 @@ from tusserver.security.idempotency import Idempotency
 from tusserver.security.keyring import signing_keys
 from tusserver.security.ratelimit import RateLimiter
 from tusserver.settings import Settings
+from tusserver.state.outbox import CatalogOutbox
 from tusserver.storage.base import StoreComposer
 from tusserver.storage.local import LocalStore
 
@@ -79,30 +80,9 @@ async def open_runtime(
         # The running sha256 costs about 1 s of CPU per GiB (in a worker thread); only the
         # catalog uses it.
         digests = ContentDigests(enabled=settings.catalog)
-        catalog: Catalog | None = None
-        if settings.catalog:
-            try:
-                catalog = await open_catalog(
-                    settings,
-                    parts.composer,
-                    stack,
-                    clock=clock,
-                    head_cache=digests.take_head,
-                    outbox=outbox,
-                )
-            except CatalogStartupError as exc:
-                log.error("startup.failed: %s", exc)
-                raise
+        catalog = await _catalog(settings, parts, stack, clock, digests, outbox)
         # Direct uploads announce to all but the catalog, which records them itself (awaited).
-        others: list[UploadListener] = [
-            x
-            for x in (
-                listener,
-                MetricsListener(metrics) if metrics is not None else None,
-                hooks.webhook,
-            )
-            if x is not None
-        ]
+        others = _listeners(listener, metrics, hooks)
         everyone = [*([CatalogListener(catalog)] if catalog is not None else []), *others]
         service = UploadService(
             TusContext(
@@ -132,6 +112,43 @@ async def open_runtime(
             sweep_job=_sweep_job(settings, shared, parts, service, catalog, delivery, direct),
             loop=asyncio.get_running_loop(),
         )
+
+
+async def _catalog(
+    settings: Settings,
+    parts: Components,
+    stack: contextlib.AsyncExitStack,
+    clock: Callable[[], float],
+    digests: ContentDigests,
+    outbox: CatalogOutbox | None,
+) -> Catalog | None:
+    """The catalog, open for the stack's life, when ``TUS_CATALOG`` is on."""
+    if not settings.catalog:
+        return None
+    try:
+        return await open_catalog(
+            settings,
+            parts.composer,
+            stack,
+            clock=clock,
+            head_cache=digests.take_head,
+            outbox=outbox,
+        )
+    except CatalogStartupError as exc:
+        log.error("startup.failed: %s", exc)
+        raise
+
+
+def _listeners(
+    listener: UploadListener | None, metrics: Metrics | None, hooks: Hooks
+) -> list[UploadListener]:
+    """Every listener but the catalog's: the caller's, metrics and the webhook."""
+    candidates = (
+        listener,
+        MetricsListener(metrics) if metrics is not None else None,
+        hooks.webhook,
+    )
+    return [x for x in candidates if x is not None]
 
 
 def _fan_out(listeners: list[UploadListener]) -> UploadListener:
