@@ -28,7 +28,7 @@ from tusclient import client as tus_client
 
 from tests.netutil import free_port
 
-from .conftest import HOST, request, sha256
+from .conftest import HOST, request, sha256, stop_process
 from .test_browser import (
     browser,  # noqa: F401 (a fixture)
     download_and_check,
@@ -85,12 +85,7 @@ def host(
         _wait_ready(proc, found)
         yield found
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], host: Host) -> None:

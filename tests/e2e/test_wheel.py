@@ -27,7 +27,7 @@ from tusclient import client as tus_client
 
 from tests.netutil import free_port
 
-from .conftest import HOST, download_sha256, request, sha256
+from .conftest import HOST, download_sha256, request, sha256, stop_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -157,12 +157,7 @@ def served(installed: Installed, tmp_path: Path) -> Iterator[str]:
         _wait_ready(proc, origin, log)
         yield origin
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], origin: str, log: Path) -> None:

@@ -100,7 +100,12 @@ class Metrics(MetricsSink):
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
+        self._declare_http(self.registry)
+        self._declare_uploads(self.registry)
+        self._declare_locks(self.registry)
+        self._declare_backends_and_sweeps(self.registry)
+
+    def _declare_http(self, r: CollectorRegistry) -> None:
         self.http_requests = Counter(
             "tus_http_requests_total",
             "HTTP requests answered, by method and status.",
@@ -121,6 +126,8 @@ class Metrics(MetricsSink):
             ["protocol", "method", "status"],
             registry=r,
         )
+
+    def _declare_uploads(self, r: CollectorRegistry) -> None:
         self.bytes = Counter(
             "tus_bytes_received_total",
             "Upload bytes stored by PATCH and creation-with-upload (not discarded chunks).",
@@ -145,6 +152,8 @@ class Metrics(MetricsSink):
             # Summed over the workers alive (a dead worker's uploads are not active).
             multiprocess_mode="livesum",
         )
+
+    def _declare_locks(self, r: CollectorRegistry) -> None:
         self.lock_waits = Counter(
             "tus_lock_waits_total",
             "Lock acquisitions that found the upload busy and waited (then got it or a 423).",
@@ -161,6 +170,8 @@ class Metrics(MetricsSink):
             "Requests that asked a lock holder to let go (a client resuming a stalled PATCH).",
             registry=r,
         )
+
+    def _declare_backends_and_sweeps(self, r: CollectorRegistry) -> None:
         self.s3_duration = Histogram(
             "tus_s3_request_duration_seconds",
             "S3 API calls, retries included, by operation.",
