@@ -33,6 +33,7 @@ from tusserver.api.direct_routes import direct_routes
 from tusserver.api.uploads import CREATION_PATHS, upload_api_routes
 from tusserver.compose import Components, open_runtime
 from tusserver.core.listener import UploadListener
+from tusserver.core.tasks import stop_task
 from tusserver.edge.idempotent_http import IdempotentCreation
 from tusserver.edge.jsonapi import not_found
 from tusserver.edge.middleware import CORSMiddleware, RequestIdMiddleware, TusProtocolMiddleware
@@ -103,9 +104,7 @@ def create_app(
                 yield
             finally:
                 readiness.stop()
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                await stop_task(sweeper)
 
     return TusApp(
         settings,

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from tusserver.compose.redis_state import RedisState
 from tusserver.errors import Locked, LockLost
+from tusserver.ops.metrics import NO_METRICS
+from tusserver.settings import Settings
 from tusserver.state.redis import RedisLocker
 
 from ..services_redis import REDIS
@@ -154,3 +159,73 @@ async def test_close_stops_the_listener(make_locker: Callable[..., RedisLocker])
         pass
     await a.close()
     assert a._listener is None
+
+
+class _LosesOneCancellation(Redis):
+    """A client whose lease renewal (a slow one) completes despite a cancellation that
+    arrives meanwhile, once: what redis-py did under load on Python 3.11. The refresher's
+    cancel was lost, it renewed the lease forever, and the request leaving the lock never
+    answered (seen in ``make bench``: 1 in 100 concurrent uploads on S3+Redis)."""
+
+    armed = True
+    renewing = asyncio.Event()
+
+    async def eval(self, script: Any, numkeys: int, *args: Any) -> Any:  # type: ignore[override]
+        if not (_LosesOneCancellation.armed and "pexpire" in str(script).lower()):
+            return await super().eval(script, numkeys, *args)
+        call = asyncio.ensure_future(self._slow(super().eval(script, numkeys, *args)))
+        _LosesOneCancellation.renewing.set()
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            _LosesOneCancellation.armed = False
+            return await call  # the cancellation is lost here
+
+    @staticmethod
+    async def _slow(call: Awaitable[Any]) -> Any:
+        await asyncio.sleep(0.05)
+        return await call
+
+
+async def test_a_lost_cancellation_never_strands_a_lock() -> None:
+    client = _LosesOneCancellation.from_url(REDIS.ensure_started())
+    locker = RedisLocker(client, prefix=f"t{uuid.uuid4().hex[:8]}:", ttl=1.5, refresh_every=0.01)
+    try:
+        holder = asyncio.ensure_future(_hold_until_refresh_is_cancelled(locker))
+        await asyncio.wait((holder,), timeout=5)
+        if not holder.done():
+            holder.cancel()
+            raise AssertionError("the request leaving the lock never got out of it")
+        assert not _LosesOneCancellation.armed, "the lost cancellation was not exercised"
+        assert not [t for t in asyncio.all_tasks() if "_keep_alive" in repr(t.get_coro())]
+        async with locker.lock(UPLOAD, wait=0.5):  # and the lock is free again
+            pass
+    finally:
+        await locker.close()
+        await client.aclose()
+
+
+async def _hold_until_refresh_is_cancelled(locker: RedisLocker) -> None:
+    """Leave the lock while a renewal is in flight, so its cancellation meets the EVAL."""
+    async with locker.lock(UPLOAD, wait=1):
+        await _LosesOneCancellation.renewing.wait()
+
+
+@pytest.mark.parametrize("max_connections", [None, 4])
+async def test_more_commands_at_once_than_connections_wait_instead_of_failing(
+    max_connections: int | None,
+) -> None:
+    """redis-py 8 caps a client at 100 connections and fails the 101st command at once
+    (MaxConnectionsError): 100+ concurrent uploads on one instance got errors. The
+    composed client waits for a free connection instead, whatever the cap."""
+    env = {} if max_connections is None else {"redis_max_connections": max_connections}
+    settings = Settings(state="redis", redis_url=REDIS.ensure_started(), **env)
+    async with contextlib.AsyncExitStack() as stack:
+        state = await RedisState.open(settings, stack, NO_METRICS)
+        client = state.client
+
+        async def slow_command(index: int) -> object:
+            return await client.eval("redis.call('GET', KEYS[1]) return 1", 1, f"k{index}")
+
+        results = await asyncio.gather(*(slow_command(i) for i in range(400)))
+    assert results == [1] * 400

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tusserver.core.listener import TerminationReason
+from tusserver.core.tasks import stop_task
 from tusserver.hooks.events import Event, build_event, stable_event_id, upload_view
 from tusserver.hooks.signing import signed_headers
 from tusserver.models import UploadInfo
@@ -169,11 +170,8 @@ class WebhookListener:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._drain_timeout):
                 await self._queue.join()
-        if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
-            self._sender = None
+        await stop_task(self._sender)
+        self._sender = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None

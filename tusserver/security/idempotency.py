@@ -38,6 +38,7 @@ from typing import Any, Protocol
 from starlette.responses import Response
 
 from tusserver import errors
+from tusserver.core.tasks import stop_task
 
 HEADER = "Idempotency-Key"
 # Marks a replayed answer (Stripe's name); everything else is the first answer unchanged.
@@ -369,10 +370,10 @@ class Idempotency:
         try:
             response = await produce()
         except BaseException:
-            keeper.cancel()
+            await stop_task(keeper)
             await store.release(slot, token)
             raise
-        keeper.cancel()
+        await stop_task(keeper)
         if 200 <= response.status < 300:
             await store.save(slot, token, fingerprint, response, self.ttl)
         else:

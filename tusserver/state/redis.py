@@ -38,6 +38,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from tusserver import errors
+from tusserver.core.tasks import stop_task
 from tusserver.models import UploadInfo, checked_upload_id, is_valid_upload_id
 from tusserver.ops.metrics import NO_METRICS, MetricsSink
 from tusserver.state.base import AlreadyExists
@@ -285,10 +286,7 @@ class RedisLocker:
                 yield handle
         finally:
             try:
-                if refresher is not None:
-                    refresher.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await refresher
+                await stop_task(refresher)
                 await self._unsubscribe(channel)
                 # Shielded: a cancelled request must still hand its lock back, not leave it
                 # to expire after the TTL.
@@ -440,11 +438,8 @@ class RedisLocker:
                 handle.request_release()
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        await stop_task(self._listener)
+        self._listener = None
         if self._pubsub is not None:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = None

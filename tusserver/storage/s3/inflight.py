@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from tusserver.core.tasks import stop_task
 from tusserver.storage.partbuffer import PartBuffer
 from tusserver.storage.s3.client import Part, S3Bucket
 from tusserver.storage.s3.translate import spooling
@@ -85,7 +86,5 @@ class PartsInFlight:
 
     async def cancel(self) -> None:
         tasks = [entry[3] for entry in self._pending]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(stop_task(task) for task in tasks))
         self._pending.clear()
