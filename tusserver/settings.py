@@ -216,6 +216,15 @@ class Settings(BaseSettings):
         description="Redis for `redis` state (credentials in the URL).",
     )
     redis_prefix: str = Field("tus:", description="Prefix of every Redis key this server uses.")
+    redis_max_connections: int = Field(
+        256,
+        ge=4,
+        description=(
+            "Connections to Redis per server process. When all are busy a command waits up "
+            "to 10 s for one (it does not fail): redis-py's own default, 100 that fail at "
+            "once, turned a busy instance's requests into errors."
+        ),
+    )
     lock_ttl: float = Field(
         3.0,
         gt=1,

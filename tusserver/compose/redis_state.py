@@ -19,6 +19,9 @@ from tusserver.state.base import Locker, StateStore
 from tusserver.state.lease import Lease, RedisLease
 from tusserver.state.outbox import CatalogOutbox, RedisCatalogOutbox
 
+# Seconds a command waits for a free connection when all of the pool's are busy.
+POOL_WAIT = 10.0
+
 
 class RedisState:
     def __init__(self, client: Any, locker: Locker, *, prefix: str) -> None:
@@ -31,12 +34,17 @@ class RedisState:
         cls, settings: Settings, stack: AsyncExitStack, metrics: MetricsSink
     ) -> RedisState:
         """Connect and check that Redis answers; closing ``stack`` closes the client."""
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
         from redis.exceptions import RedisError
 
         from tusserver.state.redis import RedisLocker
 
-        client = Redis.from_url(settings.redis_url.get_secret_value())
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url.get_secret_value(),
+            max_connections=settings.redis_max_connections,
+            timeout=POOL_WAIT,
+        )
+        client = Redis.from_pool(pool)  # the client owns the pool: aclose closes both
         stack.push_async_callback(client.aclose)
         try:
             await asyncio.wait_for(client.ping(), 10)
