@@ -98,3 +98,18 @@ def test_the_group_commit_table_forgets_a_directory_once_idle(tmp_path: Path) ->
         directory.mkdir()
         fsutil.fsync_dir(directory)
     assert not [key for key in fsutil._dir_syncs if key.startswith(str(tmp_path))]
+
+
+def test_a_file_deleted_after_the_listing_has_no_mtime_instead_of_an_error(
+    tmp_path: Path,
+) -> None:
+    """The sweeper's orphan pass listed the data dir, a DELETE removed one upload's file
+    before its stat, and the whole pass failed (seen in ``make bench``): a vanished entry
+    now reads as None, the others as their times."""
+    (tmp_path / "gone.bin").write_bytes(b"x")
+    (tmp_path / "kept.bin").write_bytes(b"y")
+    with os.scandir(tmp_path) as listing:
+        entries = {entry.name: entry for entry in listing}
+    (tmp_path / "gone.bin").unlink()
+    assert fsutil.mtime_or_none(entries["gone.bin"]) is None
+    assert fsutil.mtime_or_none(entries["kept.bin"]) == (tmp_path / "kept.bin").stat().st_mtime

@@ -28,7 +28,7 @@ from tusserver import errors
 from tusserver.api.direct_backend import CompletedPart, PartsRejected, Stored, Target, bare_etag
 from tusserver.api.direct_state import DirectUpload, check_id
 from tusserver.api.part_tokens import PartClaim, PartSigner
-from tusserver.core.fsutil import close_and_place, fsync_dir, write_all
+from tusserver.core.fsutil import close_and_place, fsync_dir, mtime_or_none, write_all
 from tusserver.models import UploadInfo
 from tusserver.storage.base import KnownCheck
 from tusserver.storage.local import LocalStore
@@ -240,7 +240,8 @@ class LocalDirectBackend:
             found = []
             for entry in os.scandir(self._parts_root):
                 with contextlib.suppress(ValueError):
-                    if entry.is_dir() and entry.stat().st_mtime < older_than:
+                    mtime = mtime_or_none(entry) if entry.is_dir() else None
+                    if mtime is not None and mtime < older_than:
                         found.append(check_id(entry.name))
             return found
 

@@ -201,3 +201,13 @@ def atomic_write(path: Path, data: bytes) -> None:
         temp.unlink(missing_ok=True)
         raise
     close_and_place(fd, temp, path)
+
+
+def mtime_or_none(entry: os.DirEntry[str]) -> float | None:
+    """``entry``'s modification time, or None if it was deleted since the directory was
+    listed. Every listing here races with requests that delete files (a finished outbox
+    mark, a terminated upload): one vanished file must not fail the whole listing."""
+    try:
+        return entry.stat().st_mtime
+    except FileNotFoundError:
+        return None

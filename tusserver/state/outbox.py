@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from tusserver.core.fsutil import fsync_dir
+from tusserver.core.fsutil import fsync_dir, mtime_or_none
 from tusserver.core.grouped import GroupedCall
 from tusserver.models import checked_upload_id, is_valid_upload_id
 
@@ -124,11 +124,12 @@ class LocalCatalogOutbox:
     def _pending_sync(self, limit: int) -> list[str]:
         try:
             with os.scandir(self._root) as entries:
-                found = [
-                    (entry.stat().st_mtime, entry.name)
+                aged = [
+                    (mtime_or_none(entry), entry.name)
                     for entry in entries
                     if is_valid_upload_id(entry.name)
                 ]
+            found = [(mtime, name) for mtime, name in aged if mtime is not None]
         except FileNotFoundError:
             return []
         found.sort()

@@ -36,6 +36,7 @@ from tusserver.core.fsutil import (
     atomic_write,
     check_writable_dir,
     fsync_dir,
+    mtime_or_none,
     pwrite_all,
     start_writeback,
 )
@@ -495,7 +496,8 @@ class LocalStore:
             stem, _, suffix = entry.name.partition(".")
             if suffix != "bin" or not is_valid_upload_id(stem) or not entry.is_file():
                 continue
-            if entry.stat().st_mtime < older_than:
+            mtime = mtime_or_none(entry)
+            if mtime is not None and mtime < older_than:
                 found.append(stem)
         return found
 
