@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from tusserver.core.tasks import stop_task
+
 log = logging.getLogger("catalog.media")
 
 # ffprobe's JSON for -show_format -show_streams is a few KiB; a file with a huge metadata tag
@@ -260,9 +262,7 @@ class MediaProber:
             finally:
                 # On any way out (limit, timeout, cancellation) no reader may outlive the run,
                 # and the process is killed and reaped before its slot is given back.
-                reader.cancel()
-                stderr_reader.cancel()
-                await asyncio.gather(reader, stderr_reader, return_exceptions=True)
+                await asyncio.gather(stop_task(reader), stop_task(stderr_reader))
                 if process.returncode is None:
                     await _kill(process)
         if status != 0:

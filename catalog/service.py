@@ -13,7 +13,6 @@ stays half-described.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,6 +26,7 @@ from catalog.repository import FileRepository, ListQuery, Page
 from catalog.sniff import SNIFF_BYTES, detect, reconcile
 from tusserver.core.digests import EMPTY_SHA256
 from tusserver.core.listener import TerminationReason
+from tusserver.core.tasks import stop_task
 from tusserver.edge.disposition import clean_filename
 from tusserver.models import UploadInfo
 from tusserver.security.safejson import storable
@@ -121,11 +121,7 @@ class Catalog:
             self._workers.append(asyncio.create_task(self._work(), name=f"catalog-worker-{n}"))
 
     async def stop(self) -> None:
-        for task in self._workers:
-            task.cancel()
-        for task in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*(stop_task(task) for task in self._workers))
         self._workers.clear()
         # Queued ids are dropped, not lost: the sweeper requeues unprocessed records.
         self._queue = asyncio.Queue(self.config.queue_size)
