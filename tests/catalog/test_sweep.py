@@ -107,6 +107,9 @@ async def test_processing_lost_with_its_worker_is_redone(
     upload_id = await upload_without_running_hash(client, b"needs processing")
     before = (await client.get(f"{API}/{upload_id}")).json()
     assert (before["processed"], before["sha256"]) == (False, None)
+    # The id queued for processing dies with the worker's process (stop drops the queue);
+    # without this, the restarted worker sometimes processed it before the sweep looked.
+    await catalog.stop()
     catalog.start()
     assert (await sweep(client))["requeued"] == 0  # too recent to be called lost
     clock.now += 601
