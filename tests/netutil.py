@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
 
 
 def free_port() -> int:
@@ -11,3 +17,28 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_on_loopback(app: Any, http: Any, **config: Any) -> AsyncIterator[int]:
+    """``app`` served by uvicorn in this event loop with ``http`` as its protocol class;
+    yields the port once it listens. ``config`` overrides uvicorn.Config's options (quiet,
+    lifespan off, no websockets by default)."""
+    port = free_port()
+    options: dict[str, Any] = {
+        "lifespan": "off",
+        "ws": "none",
+        "log_config": None,
+        "log_level": "warning",
+        "access_log": False,
+    }
+    options.update(config)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=http, **options))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        await task

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from tests.netutil import free_port
+from tests.netutil import uvicorn_on_loopback
 from tusserver.edge.httpproto import BODY_HIGH_WATER, protocol_class
 
 HOST = "127.0.0.1"
@@ -72,27 +71,8 @@ def make_app(seen: Seen) -> Any:
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[int, Seen]]:
     seen = Seen()
-    port = free_port()
-    config = uvicorn.Config(
-        make_app(seen),
-        host=HOST,
-        port=port,
-        http=protocol_class(),
-        lifespan="off",
-        ws="none",
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
+    async with uvicorn_on_loopback(make_app(seen), protocol_class()) as port:
         yield port, seen
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def exchange(port: int, request: bytes, responses: int = 1) -> list[bytes]:
@@ -194,32 +174,12 @@ async def guarded(request: pytest.FixtureRequest) -> AsyncIterator[tuple[int, Se
     """A server whose protocol allows LIMIT bytes of head and TIMEOUT seconds to send it;
     with our httptools protocol and with the h11 one used when httptools is missing."""
     seen = Seen()
-    port = free_port()
     cls = protocol_class(
         max_header_size=LIMIT, header_timeout=TIMEOUT, implementation=request.param
     )
     assert isinstance(cls, type)
-    config = uvicorn.Config(
-        make_app(seen),
-        host=HOST,
-        port=port,
-        http=cls,
-        lifespan="off",
-        ws="none",
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        timeout_keep_alive=30,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
+    async with uvicorn_on_loopback(make_app(seen), cls, timeout_keep_alive=30) as port:
         yield port, seen
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:

@@ -18,10 +18,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-import uvicorn
 from starlette.routing import Mount
 
-from tests.netutil import free_port
+from tests.netutil import uvicorn_on_loopback
 from tusserver.app import create_app
 from tusserver.edge.httpproto import protocol_class
 from tusserver.edge.informational import (
@@ -111,27 +110,9 @@ async def send_bad(send: Any, query: dict[str, list[str]], seen: Seen) -> None:
 async def serve(http: Any, app: Any = None) -> AsyncIterator[tuple[int, Seen]]:
     """uvicorn on loopback with ``http`` as its protocol; ``app`` (lifespan on) or the probe."""
     seen = Seen()
-    port = free_port()
-    config = uvicorn.Config(
-        app or make_app(seen),
-        host=HOST,
-        port=port,
-        http=http,
-        lifespan="off" if app is None else "on",
-        ws="none",
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
+    lifespan = "off" if app is None else "on"
+    async with uvicorn_on_loopback(app or make_app(seen), http, lifespan=lifespan) as port:
         yield port, seen
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture(params=["httptools", "h11"])

@@ -86,24 +86,13 @@ class TusServer:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        # OPTIONS on the endpoint answers only once the app (not just the socket) is up.
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {self.proc.returncode} during startup\n{self.logs()}"
-                )
-            try:
-                status, _, _ = request("OPTIONS", self.base_url, timeout=1.0)
-            except OSError:
-                time.sleep(0.05)
-                continue
-            if status < 500:
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"server did not answer within {START_TIMEOUT}s\n{self.logs()}")
+        assert self.proc is not None
+        failed = wait_answering(self.proc, self.base_url, below=500, timeout=START_TIMEOUT)
+        if failed is None:
+            return
+        if self.proc.poll() is None:
+            self.stop()
+        raise RuntimeError(f"server {failed} during startup\n{self.logs()}")
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not exited after STOP_TIMEOUT seconds."""
@@ -185,6 +174,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 # ---- small HTTP helpers, stdlib only, so a client library cannot hide what was sent ---------
+
+
+def wait_answering(
+    proc: subprocess.Popen[bytes], url: str, *, below: int, timeout: float
+) -> str | None:
+    """Poll ``OPTIONS url`` until it answers with a status under ``below`` (an endpoint
+    answers only once the app, not just the socket, is up): None, or why it never did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"exited with {proc.returncode}"
+        with contextlib.suppress(OSError):
+            if request("OPTIONS", url, timeout=1.0)[0] < below:
+                return None
+        time.sleep(0.05)
+    return f"did not answer within {timeout:g}s"
 
 
 def request(

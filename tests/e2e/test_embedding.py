@@ -28,7 +28,7 @@ from tusclient import client as tus_client
 
 from tests.netutil import free_port
 
-from .conftest import HOST, request, sha256, stop_process
+from .conftest import HOST, request, sha256, stop_process, wait_answering
 from .test_browser import (
     browser,  # noqa: F401 (a fixture)
     download_and_check,
@@ -90,19 +90,9 @@ def host(
 
 def _wait_ready(proc: subprocess.Popen[bytes], host: Host) -> None:
     # OPTIONS on the endpoint answers 2xx only once the host's lifespan opened tusserver's.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{host.name} host exited with {proc.returncode}:\n{host.logs()}")
-        try:
-            status, _, _ = request("OPTIONS", host.endpoint, timeout=1.0)
-        except OSError:
-            time.sleep(0.1)
-            continue
-        if status < 300:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"{host.name} host did not answer:\n{host.logs()}")
+    failed = wait_answering(proc, host.endpoint, below=300, timeout=30)
+    if failed is not None:
+        pytest.fail(f"{host.name} host {failed}:\n{host.logs()}")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,14 @@ from tusclient import client as tus_client
 
 from tests.netutil import free_port
 
-from .conftest import HOST, download_sha256, request, sha256, stop_process
+from .conftest import (
+    HOST,
+    download_sha256,
+    request,
+    sha256,
+    stop_process,
+    wait_answering,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -161,19 +167,9 @@ def served(installed: Installed, tmp_path: Path) -> Iterator[str]:
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], origin: str, log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            status, _, _ = request("OPTIONS", f"{origin}/files/", timeout=1.0)
-        except OSError:
-            time.sleep(0.1)
-            continue
-        if status < 500:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"server did not answer:\n{log.read_text()}")
+    failed = wait_answering(proc, f"{origin}/files/", below=500, timeout=20)
+    if failed is not None:
+        pytest.fail(f"server {failed}:\n{log.read_text()}")
 
 
 def test_serve_upload_and_download(served: str) -> None:

@@ -123,26 +123,19 @@ async def _open_s3(settings: Settings, stack: AsyncExitStack, metrics: MetricsSi
         response_checksum_validation="when_required",
         max_pool_connections=max(10, settings.s3_max_parts_in_flight + 4),
     )
-    client = await stack.enter_async_context(
-        session.create_client(
-            "s3",
-            region_name=settings.s3_region,
-            endpoint_url=settings.s3_endpoint_url,
-            config=config,
+
+    async def client_for(endpoint_url: str | None) -> Any:
+        made = session.create_client(
+            "s3", region_name=settings.s3_region, endpoint_url=endpoint_url, config=config
         )
-    )
+        return await stack.enter_async_context(made)
+
+    client = await client_for(settings.s3_endpoint_url)
     # URLs for clients are signed for the address they reach S3 at; signing makes no
     # request, so this client never connects.
     presigner = None
     if settings.s3_public_endpoint_url:
-        presigner = await stack.enter_async_context(
-            session.create_client(
-                "s3",
-                region_name=settings.s3_region,
-                endpoint_url=settings.s3_public_endpoint_url,
-                config=config,
-            )
-        )
+        presigner = await client_for(settings.s3_public_endpoint_url)
     # Times every S3 call of this client, this startup check included.
     instrument_s3(client.meta.events, metrics)
     bucket = settings.s3_bucket
