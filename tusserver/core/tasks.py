@@ -16,8 +16,10 @@ import asyncio
 from typing import Any
 
 # How long one cancellation may take to land before it is repeated. A lost cancellation is
-# a race, so the next one lands; the pause only keeps a slow clean-up from being cut short.
-RETRY_AFTER = 0.05
+# a race, so the next one lands. A repeat also interrupts whatever clean-up the task is
+# awaiting (a catalog worker's rollback, an S3 part's abort), so it waits long enough for
+# those to finish; a lost cancellation, which is rare, delays its caller by this much.
+RETRY_AFTER = 0.5
 
 
 async def stop_task(task: asyncio.Task[Any] | None) -> None:
