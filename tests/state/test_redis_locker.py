@@ -6,11 +6,15 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
+from tusserver.app import create_app
+from tusserver.compose import Components, build_components
 from tusserver.compose.redis_state import RedisState
 from tusserver.errors import Locked, LockLost
 from tusserver.ops.metrics import NO_METRICS
@@ -20,6 +24,7 @@ from tusserver.state.redis import RedisLocker
 from ..services_redis import REDIS
 
 UPLOAD = "0123456789abcdef0123456789abcdef"
+OCTET = "application/offset+octet-stream"
 
 
 @pytest.fixture
@@ -188,6 +193,8 @@ class _LosesOneCancellation(Redis):
 
 
 async def test_a_lost_cancellation_never_strands_a_lock() -> None:
+    _LosesOneCancellation.armed = True
+    _LosesOneCancellation.renewing = asyncio.Event()
     client = _LosesOneCancellation.from_url(REDIS.ensure_started())
     locker = RedisLocker(client, prefix=f"t{uuid.uuid4().hex[:8]}:", ttl=1.5, refresh_every=0.01)
     try:
@@ -229,3 +236,54 @@ async def test_more_commands_at_once_than_connections_wait_instead_of_failing(
 
         results = await asyncio.gather(*(slow_command(i) for i in range(400)))
     assert results == [1] * 400
+
+
+async def test_a_patch_answers_when_its_lock_refresher_loses_a_cancellation(
+    tmp_path: Path,
+) -> None:
+    """The same loss at the HTTP level: a PATCH that ends while its lease renewal is in
+    flight answers 204 (before stop_task it never answered), and the upload is not left
+    locked: a HEAD right after answers with the full offset."""
+    _LosesOneCancellation.armed = True
+    _LosesOneCancellation.renewing = asyncio.Event()
+    client = _LosesOneCancellation.from_url(REDIS.ensure_started())
+    locker = RedisLocker(client, prefix=f"t{uuid.uuid4().hex[:8]}:", ttl=1.5, refresh_every=0.01)
+    settings = Settings(data_dir=tmp_path, media_probe=False)
+    local = build_components(settings)
+    components = Components(composer=local.composer, state=local.state, locker=locker)
+    app = create_app(settings, components=components)
+    headers = {"Tus-Resumable": "1.0.0"}
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first half "
+        await _LosesOneCancellation.renewing.wait()  # end while the renewal is in flight
+        yield b"second half"
+
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+        ):
+            created = await http.post("/files/", headers={**headers, "Upload-Length": "22"})
+            url = created.headers["Location"]
+            patch = asyncio.ensure_future(
+                http.patch(
+                    url,
+                    content=body(),
+                    headers={**headers, "Upload-Offset": "0", "Content-Type": OCTET},
+                )
+            )
+            # Not wait_for: on 3.11 it returns the result of a call that its own timeout's
+            # cancellation let finish (the old code swallowed that cancellation too).
+            await asyncio.wait((patch,), timeout=5)
+            if not patch.done():
+                patch.cancel()
+                raise AssertionError("the PATCH never answered")
+            response = patch.result()
+            assert response.status_code == 204
+            assert not _LosesOneCancellation.armed, "the lost cancellation was not exercised"
+            head = await asyncio.wait_for(http.head(url, headers=headers), 5)
+            assert head.headers["Upload-Offset"] == "22"
+    finally:
+        await locker.close()
+        await client.aclose()
